@@ -1,0 +1,168 @@
+/*
+ * anyedge configuration: YAML file -> validated, immutable snapshot.
+ *
+ * The public contract of conf/. A snapshot (ae_conf) is built once by ae_conf_load() and never
+ * modified afterwards; the proxy wraps it in a reference-counted runtime so that connections
+ * keep the config they started with across reloads.
+ *
+ * Every key the file may hold is declared once, in the key table in conf/conf_keys.c (name,
+ * type, default, bounds, where stored, help text). The same table drives parsing, validation,
+ * `anyedge -t` and the generated reference docs/config.md (`anyedge --config-doc`).
+ */
+#ifndef AE_CONF_H
+#define AE_CONF_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "base.h"
+
+/* A position in the config file, for error messages of later checks (e.g. tls/ loading a
+ * certificate named at that place). line and col are 1-based; 0 means "not from the file". */
+typedef struct {
+    uint32_t line;
+    uint32_t col;
+} ae_conf_pos;
+
+/* A parsed socket address ("127.0.0.1:8443", "[::1]:8443", "localhost:80" is not accepted:
+ * addresses are numeric so that config loading never blocks on DNS). */
+typedef struct {
+    struct sockaddr_storage sa;
+    socklen_t len;
+    char text[64]; /* canonical text form, "1.2.3.4:5" or "[::1]:5" */
+} ae_addr;
+
+/* Parses "IPv4:port" or "[IPv6]:port" (port 0..65535 when allow_port0, else 1..65535).
+ * Returns 0 or AE_ERR_PARSE. */
+int ae_addr_parse(const char *s, ae_addr *out, int allow_port0);
+/* Formats a sockaddr as text ("1.2.3.4:5" / "[::1]:5") into buf; returns buf. */
+char *ae_addr_format(const struct sockaddr *sa, char *buf, size_t len);
+/* 1 when the two addresses are the same family, address and port. */
+int ae_addr_equal(const ae_addr *a, const ae_addr *b);
+
+typedef enum { AE_LPROTO_TCP = 0, AE_LPROTO_QUIC = 1 } ae_listener_proto;
+typedef enum { AE_PP_NONE = 0, AE_PP_V1 = 1, AE_PP_V2 = 2 } ae_proxy_proto;
+typedef enum { AE_BAL_ROUND_ROBIN = 0, AE_BAL_LEAST_CONN = 1 } ae_balance;
+typedef enum { AE_HC_NONE = 0, AE_HC_TCP = 1, AE_HC_HTTP = 2 } ae_hc_kind;
+
+typedef struct {
+    char *cert; /* path of PEM certificate chain */
+    char *key;  /* path of PEM private key */
+    ae_conf_pos cert_pos, key_pos;
+    char where[48]; /* config path of this entry for messages: "tls" or "tls.certs[1]" */
+} ae_conf_cert;
+
+typedef struct {
+    ae_addr addr;
+    ae_conf_pos pos;
+} ae_conf_server;
+
+typedef struct {
+    char *name;
+    ae_balance balance;
+    ae_conf_server *servers;
+    size_t nservers;
+    uint32_t connect_timeout_ms;
+    struct {
+        ae_hc_kind kind;   /* NONE when the pool has no `health` block */
+        char *http_path;   /* for AE_HC_HTTP, starts with '/' */
+        uint32_t interval_ms;
+        uint32_t timeout_ms;
+        uint32_t rise;
+        uint32_t fall;
+    } health;
+    ae_conf_pos pos;
+} ae_conf_upstream;
+
+typedef struct {
+    char *name;
+    ae_listener_proto protocol;
+    ae_addr addr;
+    char *upstream;        /* name as written */
+    size_t upstream_index; /* index into ae_conf.upstreams, resolved by validation */
+    ae_proxy_proto proxy_protocol;
+    uint32_t backlog;
+    ae_conf_pos pos;
+} ae_conf_listener;
+
+typedef struct ae_conf {
+    char *path; /* file it was read from */
+
+    struct {
+        uint32_t id; /* 1..4095 */
+        char *name;
+    } site;
+
+    uint32_t workers; /* 0 in the file means "number of CPUs"; resolved here, always >= 1 */
+
+    struct {
+        ae_conf_cert *certs; /* tls.cert/tls.key give certs[0]; tls.certs[] adds more (SNI) */
+        size_t ncerts;
+        char *ciphers;      /* TLS 1.2 cipher list (OpenSSL syntax) or NULL for default */
+        char *ciphersuites; /* TLS 1.3 suites or NULL for default */
+        char **alpn;        /* protocol names, in preference order; default ["http/1.1"] */
+        size_t nalpn;
+        uint32_t ticket_rotation_s; /* default 12h */
+        uint32_t min_version;       /* 0x0303 (TLS 1.2, default) or 0x0304 */
+    } tls;
+
+    ae_conf_listener *listeners;
+    size_t nlisteners;
+    ae_conf_upstream *upstreams;
+    size_t nupstreams;
+
+    struct {
+        ae_addr addr; /* default 127.0.0.1:9901; port 0 disables */
+        int enabled;
+    } admin;
+
+    struct {
+        ae_log_level level;
+        ae_log_format format;
+        int access; /* access log on/off, default on */
+    } log;
+
+    struct {
+        uint32_t client_idle_ms;   /* default 60s */
+        uint32_t upstream_idle_ms; /* default 60s */
+        uint32_t handshake_ms;     /* default 10s */
+        uint32_t drain_ms;         /* default 30s */
+    } timeouts;
+
+    struct {
+        uint32_t buffer_size; /* relay buffer per direction, default 64 KiB */
+        uint32_t max_connections; /* per worker, default 100000 */
+    } tune;
+} ae_conf;
+
+/* Reads and validates path. On success stores a new snapshot in *out and returns 0. On error
+ * returns AE_ERR_PARSE (or AE_ERR_IO when the file cannot be read, AE_ERR_NOMEM) and writes one
+ * line "FILE:LINE:COL: KEY: message" into err (always NUL-terminated when errlen > 0).
+ * Validation covers: unknown key, wrong type, out-of-range value, bad enum value, bad address,
+ * missing required key, duplicate listener address or name, duplicate upstream server,
+ * upstream referenced but undefined. It does not open certificate files (tls/ does that, see
+ * ae_tls_check_conf()). */
+int ae_conf_load(const char *path, ae_conf **out, char *err, size_t errlen);
+
+/* Same, parsing an in-memory YAML document; name is used in error messages. */
+int ae_conf_load_string(const char *name, const char *yaml, size_t len, ae_conf **out, char *err,
+                        size_t errlen);
+
+/* Frees a snapshot. Accepts NULL. */
+void ae_conf_free(ae_conf *conf);
+
+/* Writes the Markdown config reference (docs/config.md) generated from the key table. */
+void ae_conf_write_doc(FILE *f);
+
+/* Returns the upstream called name, or NULL. */
+const ae_conf_upstream *ae_conf_find_upstream(const ae_conf *conf, const char *name);
+
+/* Parses a duration "250ms", "2s", "5m", "12h", "1d" or a bare number of seconds into
+ * milliseconds. Returns 0 or AE_ERR_PARSE (also on overflow of uint32 milliseconds). */
+int ae_conf_parse_duration_ms(const char *s, uint32_t *out_ms);
+/* Parses a size "4096", "64k", "1m" (binary units) into bytes. 0 or AE_ERR_PARSE. */
+int ae_conf_parse_size(const char *s, uint32_t *out);
+
+#endif

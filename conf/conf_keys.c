@@ -1,0 +1,421 @@
+/*
+ * THE key table: every key the config file may hold, declared once.
+ *
+ * Parsing, defaults, validation of single values, freeing and docs/config.md are all driven by
+ * these tables; checks that involve several keys (duplicates, references, tls.cert -> certs[0])
+ * are in validate() in conf.c. To add a key: add a field to ae_conf in conf.h, a line here,
+ * then regenerate docs/config.md (test_conf fails until you do).
+ *
+ * Sections (AE_KT_SECTION) do not change the object base: their members' offsets are taken
+ * from the enclosing object, so a section may store into any nested struct of it. Lists and
+ * maps of objects switch the base to each element.
+ */
+#include "conf_int.h"
+
+#include <string.h>
+
+/* Numeric fields are written as 4 bytes; make sure the enums really are that wide. */
+_Static_assert(sizeof(ae_log_level) == 4, "enum width");
+_Static_assert(sizeof(ae_log_format) == 4, "enum width");
+_Static_assert(sizeof(ae_listener_proto) == 4, "enum width");
+_Static_assert(sizeof(ae_proxy_proto) == 4, "enum width");
+_Static_assert(sizeof(ae_balance) == 4, "enum width");
+_Static_assert(sizeof(ae_hc_kind) == 4, "enum width");
+
+#define MS(x)   ((uint64_t)(x))
+#define SEC(x)  (MS(x) * 1000)
+#define MIN(x)  (SEC(x) * 60)
+#define HOUR(x) (MIN(x) * 60)
+#define DAY(x)  (HOUR(x) * 24)
+
+/* offsets in the root object */
+#define R(field) offsetof(ae_conf_build, pub.field)
+
+/* Names of listeners and upstreams appear in logs, metrics and the admin API. */
+static const char *check_name(const char *s)
+{
+    for (; *s; s++) {
+        char ch = *s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '_' || ch == '.'))
+            return "invalid name (use letters, digits, '-', '_' and '.')";
+    }
+    return NULL;
+}
+
+static const char *check_http_path(const char *s)
+{
+    if (s[0] != '/')
+        return "path must start with '/'";
+    for (; *s; s++)
+        if ((unsigned char)*s <= ' ' || *s == 0x7f)
+            return "path must not contain spaces or control characters";
+    return NULL;
+}
+
+static const ae_key site_keys[] = {
+    {.name = "id",
+     .type = AE_KT_UINT,
+     .off = R(site.id),
+     .def = "1",
+     .min = 1,
+     .max = 4095,
+     .help = "Number of this site, unique in the deployment. Appears in logs and is embedded in "
+             "QUIC connection IDs so that packets reaching the wrong site can be forwarded."},
+    {.name = "name",
+     .type = AE_KT_STR,
+     .off = R(site.name),
+     .def = "anyedge",
+     .min = 1,
+     .max = 63,
+     .check = check_name,
+     .help = "Short name of this site (e.g. `lon1`), for logs."},
+    {0},
+};
+
+static const ae_key_enum tls_versions[] = {{"1.2", 0x0303}, {"1.3", 0x0304}, {0}};
+
+static const ae_key cert_keys[] = {
+    {.name = "cert",
+     .type = AE_KT_STR,
+     .flags = AE_KF_REQUIRED | AE_KF_PATH | AE_KF_POS,
+     .off = offsetof(ae_conf_cert, cert),
+     .pos_off = offsetof(ae_conf_cert, cert_pos),
+     .min = 1,
+     .max = 4095,
+     .help = "PEM certificate chain (leaf first)."},
+    {.name = "key",
+     .type = AE_KT_STR,
+     .flags = AE_KF_REQUIRED | AE_KF_PATH | AE_KF_POS,
+     .off = offsetof(ae_conf_cert, key),
+     .pos_off = offsetof(ae_conf_cert, key_pos),
+     .min = 1,
+     .max = 4095,
+     .help = "PEM private key of `cert`."},
+    {0},
+};
+
+static const ae_key tls_keys[] = {
+    {.name = "cert",
+     .type = AE_KT_STR,
+     .flags = AE_KF_PATH | AE_KF_POS | AE_KF_STAGED,
+     .off = offsetof(ae_conf_build, tls_cert),
+     .pos_off = offsetof(ae_conf_build, tls_cert_pos),
+     .min = 1,
+     .max = 4095,
+     .help = "PEM certificate chain of the default certificate (becomes `certs[0]`). "
+             "Required, with `key`, unless `certs` is given; some certificate is required when "
+             "any listener is configured."},
+    {.name = "key",
+     .type = AE_KT_STR,
+     .flags = AE_KF_PATH | AE_KF_POS | AE_KF_STAGED,
+     .off = offsetof(ae_conf_build, tls_key),
+     .pos_off = offsetof(ae_conf_build, tls_key_pos),
+     .min = 1,
+     .max = 4095,
+     .help = "PEM private key of `cert`."},
+    {.name = "certs",
+     .type = AE_KT_LIST,
+     .off = R(tls.certs),
+     .count_off = R(tls.ncerts),
+     .elem_size = sizeof(ae_conf_cert),
+     .pos_off = SIZE_MAX,
+     .sub = cert_keys,
+     .help = "Additional certificates, chosen by SNI (server name) from their subject names."},
+    {.name = "ciphers",
+     .type = AE_KT_STR,
+     .off = R(tls.ciphers),
+     .min = 1,
+     .max = 4095,
+     .help = "TLS 1.2 cipher list in OpenSSL syntax; OpenSSL's default when unset."},
+    {.name = "ciphersuites",
+     .type = AE_KT_STR,
+     .off = R(tls.ciphersuites),
+     .min = 1,
+     .max = 4095,
+     .help = "TLS 1.3 cipher suites in OpenSSL syntax; OpenSSL's default when unset."},
+    {.name = "alpn",
+     .type = AE_KT_STRLIST,
+     .off = R(tls.alpn),
+     .count_off = R(tls.nalpn),
+     .def = "http/1.1",
+     .min = 1,
+     .max = 255,
+     .help = "ALPN protocol names offered, in order of preference (each 1..255 bytes)."},
+    {.name = "ticket_rotation",
+     .type = AE_KT_DURATION,
+     .off = R(tls.ticket_rotation_s),
+     .def = "12h",
+     .min = MIN(1),
+     .max = DAY(7),
+     .scale = 1000,
+     .help = "How often the session ticket key is rotated (whole seconds)."},
+    {.name = "min_version",
+     .type = AE_KT_ENUM,
+     .off = R(tls.min_version),
+     .def = "1.2",
+     .enums = tls_versions,
+     .help = "Oldest TLS version accepted on TCP listeners."},
+    {0},
+};
+
+static const ae_key_enum lprotos[] = {{"tcp", AE_LPROTO_TCP}, {"quic", AE_LPROTO_QUIC}, {0}};
+static const ae_key_enum pprotos[] = {
+    {"none", AE_PP_NONE}, {"v1", AE_PP_V1}, {"v2", AE_PP_V2}, {0}};
+
+#define LS(field) offsetof(ae_conf_listener, field)
+static const ae_key listener_keys[] = {
+    {.name = "name",
+     .type = AE_KT_STR,
+     .flags = AE_KF_REQUIRED,
+     .off = LS(name),
+     .min = 1,
+     .max = 63,
+     .check = check_name,
+     .help = "Unique name of the listener, for logs and metrics."},
+    {.name = "protocol",
+     .type = AE_KT_ENUM,
+     .off = LS(protocol),
+     .def = "tcp",
+     .enums = lprotos,
+     .help = "`tcp` (TLS over TCP) or `quic` (QUIC over UDP)."},
+    {.name = "address",
+     .type = AE_KT_ADDR,
+     .flags = AE_KF_REQUIRED,
+     .off = LS(addr),
+     .help = "Numeric address and port to listen on, `IPv4:port` or `[IPv6]:port`; unique among "
+             "listeners of the same protocol."},
+    {.name = "upstream",
+     .type = AE_KT_STR,
+     .flags = AE_KF_REQUIRED,
+     .off = LS(upstream),
+     .min = 1,
+     .max = 63,
+     .help = "Name of the upstream (key of `upstreams`) to relay to."},
+    {.name = "proxy_protocol",
+     .type = AE_KT_ENUM,
+     .off = LS(proxy_protocol),
+     .def = "none",
+     .enums = pprotos,
+     .help = "Send a PROXY protocol header of this version to the upstream servers."},
+    {.name = "backlog",
+     .type = AE_KT_UINT,
+     .off = LS(backlog),
+     .def = "1024",
+     .min = 1,
+     .max = 65535,
+     .help = "listen(2) backlog (TCP listeners)."},
+    {0},
+};
+
+#define UP(field) offsetof(ae_conf_upstream, field)
+static const ae_key health_keys[] = {
+    {.name = "tcp",
+     .type = AE_KT_BOOL,
+     .off = UP(health.kind),
+     .def = "off",
+     .tval = AE_HC_TCP,
+     .help = "Check servers by opening a TCP connection."},
+    {.name = "http",
+     .type = AE_KT_STR,
+     .off = UP(health.http_path),
+     .min = 1,
+     .max = 1024,
+     .check = check_http_path,
+     .help = "Check servers with `GET <path>` over HTTP/1.1; a 2xx or 3xx status is healthy. "
+             "Exclusive with `tcp`."},
+    {.name = "interval",
+     .type = AE_KT_DURATION,
+     .off = UP(health.interval_ms),
+     .def = "2s",
+     .min = MS(100),
+     .max = HOUR(1),
+     .help = "Time between two checks of a server."},
+    {.name = "timeout",
+     .type = AE_KT_DURATION,
+     .off = UP(health.timeout_ms),
+     .def = "1s",
+     .min = MS(10),
+     .max = HOUR(1),
+     .help = "Time a check may take before it counts as failed; at most `interval`."},
+    {.name = "rise",
+     .type = AE_KT_UINT,
+     .off = UP(health.rise),
+     .def = "2",
+     .min = 1,
+     .max = 100,
+     .help = "Consecutive successful checks that mark a server up."},
+    {.name = "fall",
+     .type = AE_KT_UINT,
+     .off = UP(health.fall),
+     .def = "3",
+     .min = 1,
+     .max = 100,
+     .help = "Consecutive failed checks that mark a server down."},
+    {0},
+};
+
+static const ae_key_enum balances[] = {
+    {"round_robin", AE_BAL_ROUND_ROBIN}, {"least_conn", AE_BAL_LEAST_CONN}, {0}};
+
+static const ae_key upstream_keys[] = {
+    {.name = "balance",
+     .type = AE_KT_ENUM,
+     .off = UP(balance),
+     .def = "round_robin",
+     .enums = balances,
+     .help = "How a server is chosen for a new connection."},
+    {.name = "servers",
+     .type = AE_KT_ADDRLIST,
+     .flags = AE_KF_REQUIRED | AE_KF_UNIQUE,
+     .off = UP(servers),
+     .count_off = UP(nservers),
+     .min = 1,
+     .max = 4096,
+     .help = "Server addresses, `IPv4:port` or `[IPv6]:port`, at least one, no duplicates."},
+    {.name = "connect_timeout",
+     .type = AE_KT_DURATION,
+     .off = UP(connect_timeout_ms),
+     .def = "3s",
+     .min = MS(10),
+     .max = SEC(60),
+     .help = "Time allowed to connect to a server before trying the next one."},
+    {.name = "health",
+     .type = AE_KT_SECTION,
+     .sub = health_keys,
+     .help = "Active health checks. Without this block every server is always considered up; "
+             "with it, exactly one of `tcp: on` or `http: PATH` is required."},
+    {0},
+};
+
+static const ae_key admin_keys[] = {
+    {.name = "address",
+     .type = AE_KT_ADDR,
+     .flags = AE_KF_PORT0,
+     .off = R(admin.addr),
+     .def = "127.0.0.1:9901",
+     .help = "Address of the admin HTTP endpoint (metrics, status); port 0 disables it."},
+    {0},
+};
+
+static const ae_key_enum log_levels[] = {{"error", AE_LOG_ERROR},
+                                         {"warn", AE_LOG_WARN},
+                                         {"info", AE_LOG_INFO},
+                                         {"debug", AE_LOG_DEBUG},
+                                         {0}};
+static const ae_key_enum log_formats[] = {{"text", AE_LOG_TEXT}, {"json", AE_LOG_JSON}, {0}};
+
+static const ae_key log_keys[] = {
+    {.name = "level",
+     .type = AE_KT_ENUM,
+     .off = R(log.level),
+     .def = "info",
+     .enums = log_levels,
+     .help = "Least severe level written to stderr."},
+    {.name = "format",
+     .type = AE_KT_ENUM,
+     .off = R(log.format),
+     .def = "text",
+     .enums = log_formats,
+     .help = "`text` lines or one `json` object per line."},
+    {.name = "access",
+     .type = AE_KT_BOOL,
+     .off = R(log.access),
+     .def = "on",
+     .help = "Write one access-log line per finished connection."},
+    {0},
+};
+
+static const ae_key timeout_keys[] = {
+    {.name = "client_idle",
+     .type = AE_KT_DURATION,
+     .off = R(timeouts.client_idle_ms),
+     .def = "60s",
+     .min = MS(100),
+     .max = DAY(1),
+     .help = "Close a connection after the client sent nothing for this long."},
+    {.name = "upstream_idle",
+     .type = AE_KT_DURATION,
+     .off = R(timeouts.upstream_idle_ms),
+     .def = "60s",
+     .min = MS(100),
+     .max = DAY(1),
+     .help = "Close a connection after the server sent nothing for this long."},
+    {.name = "handshake",
+     .type = AE_KT_DURATION,
+     .off = R(timeouts.handshake_ms),
+     .def = "10s",
+     .min = MS(100),
+     .max = DAY(1),
+     .help = "Time allowed for the TLS/QUIC handshake."},
+    {.name = "drain",
+     .type = AE_KT_DURATION,
+     .off = R(timeouts.drain_ms),
+     .def = "30s",
+     .min = MS(100),
+     .max = DAY(1),
+     .help = "On reload or shutdown, time given to open connections to finish."},
+    {0},
+};
+
+static const ae_key tune_keys[] = {
+    {.name = "buffer_size",
+     .type = AE_KT_SIZE,
+     .off = R(tune.buffer_size),
+     .def = "64k",
+     .min = 4096,
+     .max = 16 * 1024 * 1024,
+     .help = "Relay buffer per connection and direction (binary units: `k`, `m`)."},
+    {.name = "max_connections",
+     .type = AE_KT_UINT,
+     .off = R(tune.max_connections),
+     .def = "100000",
+     .min = 1,
+     .max = 10000000,
+     .help = "Most connections a worker handles at once; new ones are refused beyond."},
+    {0},
+};
+
+const ae_key ae_conf_keys[] = {
+    {.name = "site", .type = AE_KT_SECTION, .sub = site_keys, .help = "Identity of this site."},
+    {.name = "workers",
+     .type = AE_KT_UINT,
+     .off = R(workers),
+     .def = "0",
+     .min = 0,
+     .max = 256,
+     .help = "Worker threads; 0 means one per online CPU."},
+    {.name = "tls",
+     .type = AE_KT_SECTION,
+     .sub = tls_keys,
+     .help = "Certificates and TLS settings shared by all listeners."},
+    {.name = "listeners",
+     .type = AE_KT_LIST,
+     .off = R(listeners),
+     .count_off = R(nlisteners),
+     .elem_size = sizeof(ae_conf_listener),
+     .pos_off = LS(pos),
+     .sub = listener_keys,
+     .help = "Addresses the proxy accepts connections on."},
+    {.name = "upstreams",
+     .type = AE_KT_MAP,
+     .off = R(upstreams),
+     .count_off = R(nupstreams),
+     .elem_size = sizeof(ae_conf_upstream),
+     .pos_off = UP(pos),
+     .name_off = UP(name),
+     .check = check_name,
+     .sub = upstream_keys,
+     .help = "Pools of servers, by name; listeners refer to them by that name."},
+    {.name = "admin",
+     .type = AE_KT_SECTION,
+     .sub = admin_keys,
+     .help = "Admin HTTP endpoint (metrics and status)."},
+    {.name = "log", .type = AE_KT_SECTION, .sub = log_keys, .help = "Logging."},
+    {.name = "timeouts",
+     .type = AE_KT_SECTION,
+     .sub = timeout_keys,
+     .help = "Connection timeouts."},
+    {.name = "tune", .type = AE_KT_SECTION, .sub = tune_keys, .help = "Resource limits."},
+    {0},
+};
