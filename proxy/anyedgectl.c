@@ -1,0 +1,253 @@
+/*
+ * anyedgectl: command-line client of anyedge's admin endpoint.
+ *
+ *   anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] status|metrics|reload|keys rotate
+ *
+ * The admin address comes from -a, else from admin.address of the config given with -c, else
+ * the default 127.0.0.1:9901. Exit status: 0 on a 2xx answer, 1 on any other answer (its body
+ * is printed to stderr), 2 on usage errors, 3 when the endpoint cannot be reached.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conf/conf.h"
+
+#define CTL_DEFAULT_ADDR "127.0.0.1:9901"
+#define CTL_MAX_RESPONSE (16u << 20)
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] COMMAND\n"
+               "commands:\n"
+               "  status        print the /status JSON document\n"
+               "  metrics       print the Prometheus metrics\n"
+               "  reload        reload the configuration (as SIGHUP does), print the result\n"
+               "  keys rotate   rotate the session-ticket key ring now\n"
+               "options:\n"
+               "  -a ADDR       admin endpoint, e.g. 127.0.0.1:9901 or [::1]:9901\n"
+               "  -c CONFIG     take the admin endpoint from this config's admin.address\n"
+               "  -t SECONDS    overall timeout (default 10)\n");
+}
+
+/* Waits for fd to become ready for events within the deadline; 0, or -1 with errno. */
+static int wait_fd(int fd, short events, int64_t deadline_ms)
+{
+    for (;;) {
+        int64_t left = deadline_ms - (int64_t)ae_now_ms();
+        struct pollfd p = {.fd = fd, .events = events};
+        int n;
+
+        if (left <= 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        n = poll(&p, 1, (int)(left > 60000 ? 60000 : left));
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+/* Sends the request and reads the whole response (the server closes after it) into a malloc'd
+ * buffer. Returns 0, or -1 with a message in err. */
+static int exchange(const ae_addr *addr, const char *req, int64_t deadline_ms, char **out,
+                    size_t *outlen, char *err, size_t errlen)
+{
+    int fd, soerr = 0;
+    socklen_t sl = sizeof(soerr);
+    size_t off = 0, len = strlen(req), cap = 4096, n = 0;
+    char *buf = NULL;
+
+    fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    if (connect(fd, (const struct sockaddr *)&addr->sa, addr->len) != 0) {
+        if (errno != EINPROGRESS)
+            goto sys_fail;
+        if (wait_fd(fd, POLLOUT, deadline_ms) != 0)
+            goto sys_fail;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0)
+            goto sys_fail;
+        if (soerr != 0) {
+            errno = soerr;
+            goto sys_fail;
+        }
+    }
+    while (off < len) {
+        ssize_t w = send(fd, req + off, len - off, MSG_NOSIGNAL);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno != EAGAIN && errno != EINTR)
+            goto sys_fail;
+        if (wait_fd(fd, POLLOUT, deadline_ms) != 0)
+            goto sys_fail;
+    }
+    buf = malloc(cap);
+    if (buf == NULL)
+        goto sys_fail;
+    for (;;) {
+        ssize_t r;
+
+        if (n + 1 >= cap) {
+            char *nb;
+            if (cap >= CTL_MAX_RESPONSE) {
+                snprintf(err, errlen, "response from %s larger than %u bytes", addr->text,
+                         CTL_MAX_RESPONSE);
+                goto fail;
+            }
+            nb = realloc(buf, cap * 2);
+            if (nb == NULL)
+                goto sys_fail;
+            buf = nb;
+            cap *= 2;
+        }
+        r = recv(fd, buf + n, cap - n - 1, 0);
+        if (r > 0) {
+            n += (size_t)r;
+            continue;
+        }
+        if (r == 0)
+            break;
+        if (errno != EAGAIN && errno != EINTR)
+            goto sys_fail;
+        if (wait_fd(fd, POLLIN, deadline_ms) != 0)
+            goto sys_fail;
+    }
+    close(fd);
+    buf[n] = '\0';
+    *out = buf;
+    *outlen = n;
+    return 0;
+
+sys_fail:
+    snprintf(err, errlen, "%s: %s", addr->text, strerror(errno));
+fail:
+    free(buf);
+    close(fd);
+    return -1;
+}
+
+/* Splits a response into status code and body. Returns the code, or -1 if malformed. */
+static int parse_response(char *resp, size_t len, const char **body)
+{
+    char *end = strstr(resp, "\r\n\r\n");
+    int code;
+
+    if (len < 12 || strncmp(resp, "HTTP/1.", 7) != 0 || resp[8] != ' ' || end == NULL)
+        return -1;
+    if (sscanf(resp + 9, "%3d", &code) != 1 || code < 100 || code > 599)
+        return -1;
+    *body = end + 4;
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    const char *addr_s = NULL, *conf_path = NULL, *method, *path, *body = "";
+    char err[512], req[256], *resp = NULL;
+    double timeout_s = 10.0;
+    size_t resp_len = 0;
+    ae_addr addr;
+    int opt, code;
+
+    while ((opt = getopt(argc, argv, "a:c:t:h")) != -1) {
+        switch (opt) {
+        case 'a':
+            addr_s = optarg;
+            break;
+        case 'c':
+            conf_path = optarg;
+            break;
+        case 't': {
+            char *e;
+            timeout_s = strtod(optarg, &e);
+            if (*e != '\0' || !(timeout_s > 0 && timeout_s <= 3600)) {
+                fprintf(stderr, "anyedgectl: -t: expected seconds in (0, 3600]\n");
+                return 2;
+            }
+            break;
+        }
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    argc -= optind;
+    argv += optind;
+    if (argc == 1 && strcmp(argv[0], "status") == 0) {
+        method = "GET";
+        path = "/status";
+    } else if (argc == 1 && strcmp(argv[0], "metrics") == 0) {
+        method = "GET";
+        path = "/metrics";
+    } else if (argc == 1 && strcmp(argv[0], "reload") == 0) {
+        method = "POST";
+        path = "/reload";
+    } else if (argc == 2 && strcmp(argv[0], "keys") == 0 && strcmp(argv[1], "rotate") == 0) {
+        method = "POST";
+        path = "/keys/rotate";
+    } else {
+        usage(stderr);
+        return 2;
+    }
+    if (addr_s != NULL && conf_path != NULL) {
+        fprintf(stderr, "anyedgectl: give -a or -c, not both\n");
+        return 2;
+    }
+
+    if (conf_path != NULL) {
+        ae_conf *conf = NULL;
+        if (ae_conf_load(conf_path, &conf, err, sizeof(err)) != 0) {
+            fprintf(stderr, "anyedgectl: %s\n", err);
+            return 2;
+        }
+        if (!conf->admin.enabled) {
+            fprintf(stderr, "anyedgectl: %s: the admin endpoint is disabled (admin.address)\n",
+                    conf_path);
+            ae_conf_free(conf);
+            return 2;
+        }
+        addr = conf->admin.addr;
+        ae_conf_free(conf);
+    } else if (ae_addr_parse(addr_s != NULL ? addr_s : CTL_DEFAULT_ADDR, &addr, 0) != 0) {
+        fprintf(stderr, "anyedgectl: -a %s: expected IPv4:port or [IPv6]:port\n", addr_s);
+        return 2;
+    }
+
+    snprintf(req, sizeof(req),
+             "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: anyedgectl/%s\r\nContent-Length: "
+             "0\r\nConnection: close\r\n\r\n",
+             method, path, addr.text, AE_VERSION);
+    if (exchange(&addr, req, (int64_t)ae_now_ms() + (int64_t)(timeout_s * 1000), &resp,
+                 &resp_len, err, sizeof(err)) != 0) {
+        fprintf(stderr, "anyedgectl: cannot reach the admin endpoint at %s\n", err);
+        return 3;
+    }
+    code = parse_response(resp, resp_len, &body);
+    if (code < 0) {
+        fprintf(stderr, "anyedgectl: malformed response from %s\n", addr.text);
+        free(resp);
+        return 3;
+    }
+    if (code >= 200 && code < 300) {
+        fputs(body, stdout);
+        free(resp);
+        return 0;
+    }
+    fprintf(stderr, "anyedgectl: %s %s: HTTP %d\n%s", method, path, code, body);
+    free(resp);
+    return 1;
+}

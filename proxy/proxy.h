@@ -1,0 +1,214 @@
+/*
+ * proxy/ internals: runtime snapshots, upstream pools, workers, metrics, the main thread.
+ *
+ * Threads and ownership
+ *  - The main thread owns the server (ae_server_main): signals, reload, admin endpoint, health
+ *    checks, key rotation, and the listening sockets it creates for workers.
+ *  - Each worker thread owns one libev loop, its listening sockets (handed over by the main
+ *    thread in a message), its connections, its buffer pool and its metric counters. Workers
+ *    never touch each other's objects.
+ *  - An ae_runtime (config + TLS contexts + pools) is immutable and reference-counted: the
+ *    server holds one reference to the current runtime, every worker one, every connection one.
+ *  - ae_upstream_server objects carry health and load shared across workers and across
+ *    reloads (same pool name and address = same object); their mutable fields are atomics.
+ */
+#ifndef AE_PROXY_H
+#define AE_PROXY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+#include "conf/conf.h"
+#include "tls/tls.h"
+
+/* ---- metrics: per-worker counters, summed by the admin endpoint ---- */
+
+typedef enum {
+    AE_M_ACCEPTED = 0,      /* TCP connections accepted */
+    AE_M_CLOSED,            /* connections closed (any reason) */
+    AE_M_HS_FULL,           /* completed full handshakes */
+    AE_M_HS_RESUMED,        /* completed resumed handshakes */
+    AE_M_HS_TIMEOUT,        /* handshakes that timed out */
+    AE_M_HS_FAIL_PROTOCOL,  /* handshake failures, one counter per ae_tls_fail_reason, */
+    AE_M_HS_FAIL_NO_SHARED, /* in that enum's order */
+    AE_M_HS_FAIL_SNI,
+    AE_M_HS_FAIL_PEER_CLOSED,
+    AE_M_HS_FAIL_OTHER,
+    AE_M_BYTES_IN,           /* bytes from clients (decrypted) */
+    AE_M_BYTES_OUT,          /* bytes to clients (before encryption) */
+    AE_M_UP_CONNECT_FAIL,    /* failed upstream connect attempts */
+    AE_M_UP_CONNECT_TIMEOUT, /* of which timed out */
+    AE_M_NO_UPSTREAM,        /* connections refused: no healthy server / all attempts failed */
+    AE_M_IDLE_TIMEOUT,       /* connections closed by an idle timeout */
+    AE_M_ACCEPT_ERRORS,      /* accept(2) failures (EMFILE, ENOBUFS...) */
+    AE_M_CONN_LIMIT,         /* connections refused by tune.max_connections */
+    AE_M_DRAIN_FORCED,       /* connections cut at the end of the drain timeout */
+    AE_M__COUNT
+} ae_metric;
+
+/* Metric name (without the anyedge_ prefix and _total suffix) and help text, by ae_metric. */
+extern const char *const ae_metric_names[AE_M__COUNT];
+extern const char *const ae_metric_help[AE_M__COUNT];
+
+typedef struct {
+    _Atomic uint64_t v[AE_M__COUNT];
+    _Atomic int64_t active; /* gauge: open client connections */
+} ae_counters;
+
+/* Single writer (the owning worker): relaxed atomics keep reads from the admin thread sane. */
+static inline void ae_count(ae_counters *c, ae_metric m, uint64_t n)
+{
+    atomic_fetch_add_explicit(&c->v[m], n, memory_order_relaxed);
+}
+
+/* ---- upstream servers and pools ---- */
+
+typedef struct ae_upstream_server {
+    _Atomic int refcnt;
+    char *pool; /* pool name */
+    ae_addr addr;
+    _Atomic int healthy;            /* 1 = takes new connections */
+    _Atomic uint32_t active;        /* open connections through this server (all workers) */
+    _Atomic uint32_t passive_fails; /* consecutive failed connects */
+    _Atomic uint64_t down_until_ms; /* passive hold-off end when the pool has no health check */
+    _Atomic uint64_t connects, connect_fails, checks_ok, checks_failed, transitions;
+    /* Main thread only (health checker). */
+    uint32_t rise_streak, fall_streak;
+} ae_upstream_server;
+
+typedef struct {
+    const ae_conf_upstream *conf;
+    ae_upstream_server **servers;
+    size_t nservers;
+    _Atomic uint32_t rr; /* round-robin cursor */
+} ae_pool;
+
+/* ---- runtime snapshot ---- */
+
+typedef struct ae_runtime {
+    _Atomic int refcnt;
+    uint64_t generation; /* 1 for the first config, +1 per successful reload */
+    ae_conf *conf;
+    ae_tls_ctx *tls;
+    ae_pool *pools; /* one per conf->upstreams[i] */
+    size_t npools;
+} ae_runtime;
+
+/* Builds a runtime owning conf (consumed even on failure). Server objects whose pool name and
+ * address exist in prev (may be NULL) are shared with it, so health and load carry over.
+ * Returns 0 or AE_ERR_* with a message in err. */
+int ae_runtime_new(ae_conf *conf, ae_keyring *ring, const ae_runtime *prev, uint64_t generation,
+                   ae_runtime **out, char *err, size_t errlen);
+ae_runtime *ae_runtime_ref(ae_runtime *rt);
+/* Drops a reference; frees at zero. Accepts NULL. Any thread. */
+void ae_runtime_unref(ae_runtime *rt);
+
+/* Chooses a server for a new connection from pool by its balance policy among healthy
+ * servers not in the tried mask (bit i = servers[i], pools of more than 64 servers reuse
+ * bits). Returns the index or -1 when none is available. now_ms is the monotonic clock. */
+int ae_pool_pick(ae_pool *pool, uint64_t tried_mask, uint64_t now_ms);
+/* Reports a connect result to the passive health logic. */
+void ae_pool_report_connect(ae_pool *pool, size_t idx, int ok, uint64_t now_ms);
+/* 1 when the server may take new connections now. */
+int ae_upstream_usable(const ae_pool *pool, const ae_upstream_server *s, uint64_t now_ms);
+
+/* ---- PROXY protocol (proxy_proto.c) ---- */
+
+#define AE_PP_MAX_LEN 536 /* v1 max 107; v2 16 + 216 (unix) + TLVs we add */
+
+/* Encodes a PROXY header for a connection from src to dst (the address the client reached)
+ * into buf. v2 adds PP2_TYPE_ALPN and PP2_TYPE_AUTHORITY TLVs when alpn/authority are non-empty
+ * (either may be NULL). Returns the length, or AE_ERR_INVAL (mixed families / unsupported
+ * family for v1 writes "PROXY UNKNOWN"), AE_ERR_TOOBIG when len is too small. */
+int ae_pp_encode(ae_proxy_proto version, const struct sockaddr *src, const struct sockaddr *dst,
+                 const char *alpn, const char *authority, uint8_t *buf, size_t len);
+
+/* ---- workers (worker.c) ---- */
+
+typedef struct ae_worker ae_worker;
+
+/* Per-worker stats snapshot for the admin endpoint. */
+typedef struct {
+    uint64_t v[AE_M__COUNT];
+    int64_t active;
+} ae_counters_snapshot;
+
+/* ---- the main thread (server.c) ---- */
+
+typedef struct ae_server_main ae_server_main;
+
+/* What the admin endpoint and health checker see of the server. Main thread only. */
+ae_runtime *ae_server_runtime(ae_server_main *s); /* borrowed */
+ae_keyring *ae_server_keyring(ae_server_main *s);
+size_t ae_server_nworkers(ae_server_main *s);
+/* Sums every worker's counters into out. */
+void ae_server_counters(ae_server_main *s, ae_counters_snapshot *out);
+/* Reloads the config file. Returns 0, or AE_ERR_* with the reason in err. */
+int ae_server_reload(ae_server_main *s, char *err, size_t errlen);
+/* Rotates the ticket keys now. */
+int ae_server_rotate_keys(ae_server_main *s);
+uint64_t ae_server_reloads_ok(ae_server_main *s);
+uint64_t ae_server_reloads_failed(ae_server_main *s);
+uint64_t ae_server_started_ms(ae_server_main *s); /* wall clock */
+int ae_server_draining(ae_server_main *s);
+
+/* Runs anyedge with the config at path until SIGTERM/SIGINT and the drain complete.
+ * Returns the process exit code. */
+int ae_server_run(const char *path);
+
+/* ---- health checks (health.c), main thread ---- */
+
+typedef struct ae_health ae_health;
+/* Starts checking every server of rt that has a health block. */
+int ae_health_new(struct ev_loop *loop, ae_health **out);
+/* Re-targets the checker at a new runtime (after reload); checks of servers that stay carry
+ * their streaks over (they live in the shared server object). */
+void ae_health_set_runtime(ae_health *h, ae_runtime *rt);
+void ae_health_free(ae_health *h);
+
+/* ---- admin endpoint (admin.c), main thread ---- */
+
+typedef struct ae_admin ae_admin;
+/* Listens on addr (loopback by default) and serves GET /metrics, GET /status, POST /reload,
+ * POST /keys/rotate. Returns 0 or AE_ERR_IO with err. */
+int ae_admin_new(struct ev_loop *loop, ae_server_main *srv, const ae_addr *addr, ae_admin **out,
+                 char *err, size_t errlen);
+void ae_admin_free(ae_admin *a);
+/* Writes the Prometheus text exposition into a malloc'd string (*out, *outlen). */
+int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen);
+/* Writes the /status JSON document into a malloc'd string. */
+int ae_admin_render_status(ae_server_main *s, char **out, size_t *outlen);
+
+/* Request parsing and routing, pure so they can be unit tested. */
+#define AE_ADMIN_REQ_MAX 8192 /* request head limit; larger heads get 431 */
+
+typedef struct {
+    const char *method; /* into the caller's buffer, not NUL-terminated */
+    size_t method_len;
+    const char *path; /* origin-form target without query or fragment */
+    size_t path_len;
+    int minor;       /* HTTP/1.<minor> */
+    size_t head_len; /* bytes up to and including the empty line */
+} ae_admin_request;
+
+/* Parses an HTTP/1.x request head from buf[0, len): request line "METHOD SP /target SP
+ * HTTP/1.x CRLF" (method upper-case letters), then "name: value" CRLF header lines up to an
+ * empty CRLF line. Returns 0 with *req filled, AE_ERR_AGAIN when the head is incomplete, or
+ * AE_ERR_PARSE on bad syntax (bare LF, control bytes, folding, absolute-form target...). */
+int ae_admin_parse_request(const char *buf, size_t len, ae_admin_request *req);
+
+typedef enum {
+    AE_ADMIN_METRICS = 0, /* GET /metrics */
+    AE_ADMIN_STATUS,      /* GET /status */
+    AE_ADMIN_RELOAD,      /* POST /reload */
+    AE_ADMIN_KEYS_ROTATE, /* POST /keys/rotate */
+} ae_admin_route_id;
+
+/* Returns the route of req (an ae_admin_route_id), AE_ERR_NOTFOUND for an unknown path (404)
+ * or AE_ERR_INVAL for a known path with the wrong method (405; *allow names the method). */
+int ae_admin_route(const ae_admin_request *req, const char **allow);
+
+#endif

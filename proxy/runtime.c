@@ -1,0 +1,202 @@
+/*
+ * Runtime snapshots and upstream pools.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/proxy.h"
+
+/* Without an active health check, a server that failed `fall` connects in a row is kept out of
+ * rotation this long, then tried again. */
+#define AE_PASSIVE_HOLD_MS   5000
+#define AE_PASSIVE_FALL_DFLT 3
+
+static ae_upstream_server *server_ref(ae_upstream_server *s)
+{
+    atomic_fetch_add_explicit(&s->refcnt, 1, memory_order_relaxed);
+    return s;
+}
+
+static void server_unref(ae_upstream_server *s)
+{
+    if (s == NULL || atomic_fetch_sub_explicit(&s->refcnt, 1, memory_order_acq_rel) != 1)
+        return;
+    free(s->pool);
+    free(s);
+}
+
+static ae_upstream_server *server_new(const char *pool, const ae_addr *addr)
+{
+    ae_upstream_server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->pool = strdup(pool);
+    if (s->pool == NULL) {
+        free(s);
+        return NULL;
+    }
+    s->addr = *addr;
+    atomic_init(&s->refcnt, 1);
+    atomic_init(&s->healthy, 1); /* optimistic start, as HAProxy does: checks take it down */
+    return s;
+}
+
+static ae_upstream_server *find_prev(const ae_runtime *prev, const char *pool, const ae_addr *a)
+{
+    if (prev == NULL)
+        return NULL;
+    for (size_t i = 0; i < prev->npools; i++) {
+        const ae_pool *p = &prev->pools[i];
+        if (strcmp(p->conf->name, pool) != 0)
+            continue;
+        for (size_t j = 0; j < p->nservers; j++)
+            if (ae_addr_equal(&p->servers[j]->addr, a))
+                return p->servers[j];
+    }
+    return NULL;
+}
+
+static void runtime_free(ae_runtime *rt)
+{
+    if (rt == NULL)
+        return;
+    for (size_t i = 0; i < rt->npools; i++) {
+        for (size_t j = 0; j < rt->pools[i].nservers; j++)
+            server_unref(rt->pools[i].servers[j]);
+        free(rt->pools[i].servers);
+    }
+    free(rt->pools);
+    ae_tls_ctx_free(rt->tls);
+    ae_conf_free(rt->conf);
+    free(rt);
+}
+
+int ae_runtime_new(ae_conf *conf, ae_keyring *ring, const ae_runtime *prev, uint64_t generation,
+                   ae_runtime **out, char *err, size_t errlen)
+{
+    int rv = AE_ERR_NOMEM;
+    ae_runtime *rt = calloc(1, sizeof(*rt));
+    if (rt == NULL) {
+        ae_conf_free(conf);
+        snprintf(err, errlen, "out of memory");
+        return AE_ERR_NOMEM;
+    }
+    atomic_init(&rt->refcnt, 1);
+    rt->conf = conf;
+    rt->generation = generation;
+    rt->pools = calloc(conf->nupstreams ? conf->nupstreams : 1, sizeof(*rt->pools));
+    if (rt->pools == NULL)
+        goto fail_nomem;
+    rt->npools = conf->nupstreams;
+    for (size_t i = 0; i < conf->nupstreams; i++) {
+        const ae_conf_upstream *u = &conf->upstreams[i];
+        ae_pool *p = &rt->pools[i];
+        p->conf = u;
+        p->servers = calloc(u->nservers, sizeof(*p->servers));
+        if (p->servers == NULL)
+            goto fail_nomem;
+        for (size_t j = 0; j < u->nservers; j++) {
+            ae_upstream_server *s = find_prev(prev, u->name, &u->servers[j].addr);
+            s = s ? server_ref(s) : server_new(u->name, &u->servers[j].addr);
+            if (s == NULL)
+                goto fail_nomem;
+            p->servers[p->nservers++] = s;
+        }
+    }
+    if (conf->nlisteners > 0) {
+        rv = ae_tls_ctx_new(conf, ring, &rt->tls, err, errlen);
+        if (rv != 0)
+            goto fail;
+    }
+    *out = rt;
+    return 0;
+fail_nomem:
+    snprintf(err, errlen, "out of memory");
+fail:
+    runtime_free(rt);
+    return rv;
+}
+
+ae_runtime *ae_runtime_ref(ae_runtime *rt)
+{
+    atomic_fetch_add_explicit(&rt->refcnt, 1, memory_order_relaxed);
+    return rt;
+}
+
+void ae_runtime_unref(ae_runtime *rt)
+{
+    if (rt != NULL && atomic_fetch_sub_explicit(&rt->refcnt, 1, memory_order_acq_rel) == 1)
+        runtime_free(rt);
+}
+
+int ae_upstream_usable(const ae_pool *pool, const ae_upstream_server *s, uint64_t now_ms)
+{
+    if (!atomic_load_explicit(&s->healthy, memory_order_relaxed))
+        return 0;
+    if (pool->conf->health.kind == AE_HC_NONE &&
+        atomic_load_explicit(&s->down_until_ms, memory_order_relaxed) > now_ms)
+        return 0;
+    return 1;
+}
+
+int ae_pool_pick(ae_pool *pool, uint64_t tried_mask, uint64_t now_ms)
+{
+    size_t n = pool->nservers;
+    if (n == 0)
+        return -1;
+    if (pool->conf->balance == AE_BAL_LEAST_CONN) {
+        /* Ties are broken round-robin so equal servers share the load. */
+        uint32_t start = atomic_fetch_add_explicit(&pool->rr, 1, memory_order_relaxed);
+        int best = -1;
+        uint32_t best_active = UINT32_MAX;
+        for (size_t k = 0; k < n; k++) {
+            size_t i = (start + k) % n;
+            ae_upstream_server *s = pool->servers[i];
+            if ((tried_mask >> (i % 64)) & 1 || !ae_upstream_usable(pool, s, now_ms))
+                continue;
+            uint32_t a = atomic_load_explicit(&s->active, memory_order_relaxed);
+            if (a < best_active) {
+                best_active = a;
+                best = (int)i;
+            }
+        }
+        return best;
+    }
+    uint32_t start = atomic_fetch_add_explicit(&pool->rr, 1, memory_order_relaxed);
+    for (size_t k = 0; k < n; k++) {
+        size_t i = (start + k) % n;
+        if ((tried_mask >> (i % 64)) & 1 || !ae_upstream_usable(pool, pool->servers[i], now_ms))
+            continue;
+        return (int)i;
+    }
+    return -1;
+}
+
+void ae_pool_report_connect(ae_pool *pool, size_t idx, int ok, uint64_t now_ms)
+{
+    ae_upstream_server *s = pool->servers[idx];
+    atomic_fetch_add_explicit(&s->connects, 1, memory_order_relaxed);
+    if (ok) {
+        atomic_store_explicit(&s->passive_fails, 0, memory_order_relaxed);
+        return;
+    }
+    atomic_fetch_add_explicit(&s->connect_fails, 1, memory_order_relaxed);
+    uint32_t fall =
+        pool->conf->health.kind != AE_HC_NONE ? pool->conf->health.fall : AE_PASSIVE_FALL_DFLT;
+    uint32_t fails = atomic_fetch_add_explicit(&s->passive_fails, 1, memory_order_relaxed) + 1;
+    if (fails < fall)
+        return;
+    if (pool->conf->health.kind == AE_HC_NONE) {
+        /* No checker to bring it back: hold it out for a while, then try again. */
+        atomic_store_explicit(&s->down_until_ms, now_ms + AE_PASSIVE_HOLD_MS, memory_order_relaxed);
+        return;
+    }
+    /* With an active checker, passive failures take the server down; `rise` good checks
+     * bring it back. Only the first worker to flip it logs. */
+    int expected = 1;
+    if (atomic_compare_exchange_strong(&s->healthy, &expected, 0)) {
+        atomic_fetch_add_explicit(&s->transitions, 1, memory_order_relaxed);
+        AE_WARN("upstream %s server %s DOWN: %u consecutive connect failures", s->pool,
+                s->addr.text, fails);
+    }
+}

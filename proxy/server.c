@@ -1,0 +1,517 @@
+/*
+ * The main thread: start-up, listening socket groups, reload, key rotation, signals, drain.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/worker.h"
+
+/* A listening address served by every worker: one SO_REUSEPORT socket per worker. The fds
+ * belong to the workers once handed over; the main thread only remembers them to know which
+ * listeners a reload keeps. */
+typedef struct {
+    ae_addr addr;
+    ae_listener_proto proto;
+    int *fds; /* [nworkers] */
+} ae_lsock;
+
+struct ae_server_main {
+    char *path;
+    struct ev_loop *loop;
+    ev_signal sig_hup, sig_term, sig_int;
+    ev_timer rotate;
+    ev_async worker_exit;
+    ae_keyring *ring;
+    ae_runtime *rt;
+    ae_worker **workers;
+    size_t nworkers, nexited;
+    ae_lsock *lsocks;
+    size_t nlsocks;
+    ae_health *health;
+    ae_admin *admin;
+    ae_addr admin_addr;
+    uint64_t reloads_ok, reloads_failed, started_ms;
+    int draining;
+};
+
+ae_runtime *ae_server_runtime(ae_server_main *s)
+{
+    return s->rt;
+}
+
+ae_keyring *ae_server_keyring(ae_server_main *s)
+{
+    return s->ring;
+}
+
+size_t ae_server_nworkers(ae_server_main *s)
+{
+    return s->nworkers;
+}
+
+uint64_t ae_server_reloads_ok(ae_server_main *s)
+{
+    return s->reloads_ok;
+}
+
+uint64_t ae_server_reloads_failed(ae_server_main *s)
+{
+    return s->reloads_failed;
+}
+
+uint64_t ae_server_started_ms(ae_server_main *s)
+{
+    return s->started_ms;
+}
+
+int ae_server_draining(ae_server_main *s)
+{
+    return s->draining;
+}
+
+void ae_server_counters(ae_server_main *s, ae_counters_snapshot *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < s->nworkers; i++) {
+        ae_counters *c = &s->workers[i]->counters;
+        for (int m = 0; m < AE_M__COUNT; m++)
+            out->v[m] += atomic_load_explicit(&c->v[m], memory_order_relaxed);
+        out->active += atomic_load_explicit(&c->active, memory_order_relaxed);
+    }
+}
+
+static void apply_log_settings(const ae_conf *conf)
+{
+    ae_log_level_cur = (int)conf->log.level;
+    ae_log_format_cur = (int)conf->log.format;
+    ae_log_site_id = conf->site.id;
+    snprintf(ae_log_site_name, sizeof(ae_log_site_name), "%s", conf->site.name);
+}
+
+/* ---- listening sockets ---- */
+
+static int open_one(const ae_conf_listener *l, int reuseport, char *err, size_t errlen,
+                    const char *path, size_t li)
+{
+    int fd = socket(l->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+        goto fail;
+    if (l->addr.sa.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&l->addr.sa, l->addr.len) != 0)
+        goto fail;
+    if (reuseport && listen(fd, (int)l->backlog) != 0)
+        goto fail;
+    return fd;
+fail:
+    snprintf(err, errlen, "%s:%u:%u: listeners[%zu].address: cannot listen on %s: %s", path,
+             l->pos.line, l->pos.col, li, l->addr.text, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+static void lsock_close(ae_lsock *ls, size_t nworkers)
+{
+    for (size_t i = 0; i < nworkers; i++)
+        if (ls->fds[i] >= 0)
+            close(ls->fds[i]);
+    free(ls->fds);
+}
+
+/* Opens the SO_REUSEPORT group for listener li of conf. A probe bind without SO_REUSEPORT
+ * first makes sure no other process (which could silently share a reuseport group with us)
+ * already listens there. */
+static int lsock_open(ae_lsock *ls, const ae_conf *conf, size_t li, size_t nworkers, char *err,
+                      size_t errlen)
+{
+    const ae_conf_listener *l = &conf->listeners[li];
+    ls->addr = l->addr;
+    ls->proto = l->protocol;
+    ls->fds = malloc(nworkers * sizeof(int));
+    if (ls->fds == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return AE_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < nworkers; i++)
+        ls->fds[i] = -1;
+    int probe = open_one(l, 0, err, errlen, conf->path, li);
+    if (probe < 0)
+        goto fail;
+    close(probe);
+    for (size_t i = 0; i < nworkers; i++) {
+        ls->fds[i] = open_one(l, 1, err, errlen, conf->path, li);
+        if (ls->fds[i] < 0)
+            goto fail;
+    }
+    return 0;
+fail:
+    lsock_close(ls, nworkers);
+    return AE_ERR_IO;
+}
+
+/* Builds the socket set for conf, reusing the groups of the current set whose address and
+ * protocol are unchanged. On success *out and *nout hold the new set; groups of the old set that
+ * are not in it are left to the workers to close (they drop them when they adopt the new set). */
+static int lsocks_build(ae_server_main *s, const ae_conf *conf, ae_lsock **out, size_t *nout,
+                        char *err, size_t errlen)
+{
+    ae_lsock *set = calloc(conf->nlisteners ? conf->nlisteners : 1, sizeof(*set));
+    if (set == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return AE_ERR_NOMEM;
+    }
+    size_t n = 0;
+    for (size_t li = 0; li < conf->nlisteners; li++) {
+        const ae_conf_listener *l = &conf->listeners[li];
+        ae_lsock *old = NULL;
+        for (size_t k = 0; k < s->nlsocks; k++)
+            if (s->lsocks[k].proto == l->protocol && ae_addr_equal(&s->lsocks[k].addr, &l->addr))
+                old = &s->lsocks[k];
+        if (old != NULL) {
+            set[n].addr = old->addr;
+            set[n].proto = old->proto;
+            set[n].fds = malloc(s->nworkers * sizeof(int));
+            if (set[n].fds == NULL)
+                goto fail_nomem;
+            memcpy(set[n].fds, old->fds, s->nworkers * sizeof(int));
+            n++;
+            continue;
+        }
+        if (l->protocol != AE_LPROTO_TCP) {
+            snprintf(err, errlen,
+                     "%s:%u:%u: listeners[%zu].protocol: protocol 'quic' is not available in "
+                     "this version",
+                     conf->path, l->pos.line, l->pos.col, li);
+            goto fail;
+        }
+        if (lsock_open(&set[n], conf, li, s->nworkers, err, errlen) != 0)
+            goto fail;
+        n++;
+    }
+    *out = set;
+    *nout = n;
+    return 0;
+fail_nomem:
+    snprintf(err, errlen, "out of memory");
+fail:
+    /* Close only the groups this call opened: reused fds still belong to the workers. */
+    for (size_t k = 0; k < n; k++) {
+        int reused = 0;
+        for (size_t j = 0; j < s->nlsocks; j++)
+            if (s->lsocks[j].fds[0] == set[k].fds[0])
+                reused = 1;
+        if (reused)
+            free(set[k].fds);
+        else
+            lsock_close(&set[k], s->nworkers);
+    }
+    free(set);
+    return AE_ERR_IO;
+}
+
+static void lsocks_forget(ae_lsock *set, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        free(set[k].fds);
+    free(set);
+}
+
+/* Hands rt and the listening set to every worker (each message carries its own reference).
+ * conf->listeners[i] corresponds to set[i]. */
+static int post_runtime(ae_server_main *s, ae_runtime *rt, const ae_lsock *set, size_t n)
+{
+    for (size_t i = 0; i < s->nworkers; i++) {
+        ae_msg *m = calloc(1, sizeof(*m));
+        ae_lfd *fds = calloc(n ? n : 1, sizeof(*fds));
+        if (m == NULL || fds == NULL) {
+            free(m);
+            free(fds);
+            return AE_ERR_NOMEM;
+        }
+        for (size_t k = 0; k < n; k++) {
+            fds[k].fd = set[k].fds[i];
+            fds[k].index = k;
+        }
+        m->type = AE_MSG_RUNTIME;
+        m->rt = ae_runtime_ref(rt);
+        m->fds = fds;
+        m->nfds = n;
+        ae_worker_post(s->workers[i], m);
+    }
+    return 0;
+}
+
+/* ---- admin endpoint and key rotation follow the config ---- */
+
+static void admin_apply(ae_server_main *s, const ae_conf *conf)
+{
+    if (s->admin != NULL && conf->admin.enabled && ae_addr_equal(&s->admin_addr, &conf->admin.addr))
+        return;
+    ae_admin_free(s->admin);
+    s->admin = NULL;
+    if (!conf->admin.enabled)
+        return;
+    char err[512];
+    if (ae_admin_new(s->loop, s, &conf->admin.addr, &s->admin, err, sizeof(err)) != 0) {
+        AE_ERROR("admin endpoint: %s", err);
+        return;
+    }
+    s->admin_addr = conf->admin.addr;
+    AE_INFO("admin endpoint on http://%s/", conf->admin.addr.text);
+}
+
+static void rotate_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    ae_server_rotate_keys(t->data);
+}
+
+int ae_server_rotate_keys(ae_server_main *s)
+{
+    int rv = ae_keyring_rotate(s->ring);
+    if (rv != 0)
+        AE_ERROR("ticket key rotation failed: %s", ae_strerror(rv));
+    else
+        AE_INFO("ticket keys rotated (generation %llu)",
+                (unsigned long long)ae_keyring_generation(s->ring));
+    return rv;
+}
+
+static void rotation_apply(ae_server_main *s, const ae_conf *conf)
+{
+    ev_tstamp iv = conf->tls.ticket_rotation_s;
+    if (ev_is_active(&s->rotate) && s->rotate.repeat == iv)
+        return;
+    ev_timer_stop(s->loop, &s->rotate);
+    ev_timer_set(&s->rotate, iv, iv);
+    ev_timer_start(s->loop, &s->rotate);
+}
+
+/* ---- reload ---- */
+
+int ae_server_reload(ae_server_main *s, char *err, size_t errlen)
+{
+    ae_conf *conf = NULL;
+    ae_runtime *rt = NULL;
+    ae_lsock *set = NULL;
+    size_t n = 0;
+    int rv;
+    if (s->draining) {
+        snprintf(err, errlen, "draining: reload refused");
+        rv = AE_ERR_INVAL;
+        goto fail;
+    }
+    rv = ae_conf_load(s->path, &conf, err, errlen);
+    if (rv != 0)
+        goto fail;
+    if (conf->workers != s->nworkers)
+        AE_WARN("reload: workers %u -> %zu needs a restart; keeping %zu workers", conf->workers,
+                s->nworkers, s->nworkers);
+    rv = ae_runtime_new(conf, s->ring, s->rt, s->rt->generation + 1, &rt, err, errlen);
+    if (rv != 0)
+        goto fail;
+    rv = lsocks_build(s, rt->conf, &set, &n, err, errlen);
+    if (rv != 0)
+        goto fail;
+    rv = post_runtime(s, rt, set, n);
+    if (rv != 0) {
+        /* Some workers may have the new set already; the rest keep the old one. Both are
+         * valid: keep our bookkeeping on the new set so fds are never closed twice. */
+        snprintf(err, errlen, "out of memory while handing the config to workers");
+    }
+    lsocks_forget(s->lsocks, s->nlsocks);
+    s->lsocks = set;
+    s->nlsocks = n;
+    ae_runtime_unref(s->rt);
+    s->rt = rt;
+    apply_log_settings(rt->conf);
+    ae_health_set_runtime(s->health, rt);
+    admin_apply(s, rt->conf);
+    rotation_apply(s, rt->conf);
+    s->reloads_ok++;
+    AE_INFO("reload: configuration generation %llu from %s is live",
+            (unsigned long long)rt->generation, s->path);
+    return 0;
+fail:
+    ae_runtime_unref(rt);
+    s->reloads_failed++;
+    AE_ERROR("reload failed, keeping generation %llu: %s", (unsigned long long)s->rt->generation,
+             err);
+    return rv;
+}
+
+/* ---- signals and shutdown ---- */
+
+static void begin_drain(ae_server_main *s, const char *why)
+{
+    if (s->draining) {
+        AE_INFO("%s: already draining", why);
+        return;
+    }
+    s->draining = 1;
+    AE_INFO("%s: stop accepting, draining connections for up to %u ms", why,
+            s->rt->conf->timeouts.drain_ms);
+    for (size_t i = 0; i < s->nworkers; i++) {
+        ae_msg *m = calloc(1, sizeof(*m));
+        if (m == NULL) {
+            AE_ERROR("out of memory while stopping worker %zu", i);
+            continue;
+        }
+        m->type = AE_MSG_STOP;
+        ae_worker_post(s->workers[i], m);
+    }
+    /* Workers close their listening sockets now. */
+    lsocks_forget(s->lsocks, s->nlsocks);
+    s->lsocks = NULL;
+    s->nlsocks = 0;
+    ev_timer_stop(s->loop, &s->rotate);
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    ae_server_main *s = w->data;
+    if (w->signum == SIGHUP) {
+        char err[1024];
+        AE_INFO("SIGHUP: reloading %s", s->path);
+        ae_server_reload(s, err, sizeof(err));
+        return;
+    }
+    begin_drain(s, w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void worker_exit_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    ae_server_main *s = a->data;
+    /* ev_async coalesces: count the workers whose loops have really ended. */
+    size_t done = 0;
+    for (size_t i = 0; i < s->nworkers; i++)
+        if (atomic_load(&s->workers[i]->exited))
+            done++;
+    s->nexited = done;
+    if (s->draining && done == s->nworkers)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static void server_free(ae_server_main *s)
+{
+    for (size_t i = 0; i < s->nworkers; i++)
+        ae_worker_free(s->workers[i]);
+    free(s->workers);
+    lsocks_forget(s->lsocks, s->nlsocks);
+    ae_health_free(s->health);
+    ae_admin_free(s->admin);
+    ae_runtime_unref(s->rt);
+    ae_keyring_free(s->ring);
+    if (s->loop != NULL) {
+        ev_signal_stop(s->loop, &s->sig_hup);
+        ev_signal_stop(s->loop, &s->sig_term);
+        ev_signal_stop(s->loop, &s->sig_int);
+        ev_timer_stop(s->loop, &s->rotate);
+        ev_async_stop(s->loop, &s->worker_exit);
+    }
+    free(s->path);
+    free(s);
+}
+
+int ae_server_run(const char *path)
+{
+    char err[1024];
+    ae_conf *conf = NULL;
+    int rv = ae_conf_load(path, &conf, err, sizeof(err));
+    if (rv != 0) {
+        fprintf(stderr, "anyedge: %s\n", err);
+        return 1;
+    }
+    apply_log_settings(conf);
+    signal(SIGPIPE, SIG_IGN);
+    ae_tls_global_init();
+
+    ae_server_main *s = calloc(1, sizeof(*s));
+    if (s == NULL || (s->path = strdup(path)) == NULL) {
+        free(s);
+        ae_conf_free(conf);
+        fprintf(stderr, "anyedge: out of memory\n");
+        return 1;
+    }
+    s->loop = EV_DEFAULT;
+    s->started_ms = ae_wall_ms();
+    s->nworkers = conf->workers;
+    ev_timer_init(&s->rotate, rotate_cb, 0, 0);
+    s->rotate.data = s;
+    if (ae_keyring_new(&s->ring) != 0) {
+        ae_conf_free(conf);
+        AE_ERROR("cannot create the ticket key ring");
+        goto fail;
+    }
+    if (ae_runtime_new(conf, s->ring, NULL, 1, &s->rt, err, sizeof(err)) != 0) {
+        AE_ERROR("%s", err);
+        goto fail;
+    }
+    s->workers = calloc(s->nworkers, sizeof(*s->workers));
+    if (s->workers == NULL)
+        goto fail;
+    ev_async_init(&s->worker_exit, worker_exit_cb);
+    s->worker_exit.data = s;
+    ev_async_start(s->loop, &s->worker_exit);
+    for (size_t i = 0; i < s->nworkers; i++) {
+        if (ae_worker_new((int)i, &s->workers[i]) != 0)
+            goto fail;
+        s->workers[i]->exit_loop = s->loop;
+        s->workers[i]->exit_notify = &s->worker_exit;
+    }
+    if (lsocks_build(s, s->rt->conf, &s->lsocks, &s->nlsocks, err, sizeof(err)) != 0) {
+        AE_ERROR("%s", err);
+        goto fail;
+    }
+    if (post_runtime(s, s->rt, s->lsocks, s->nlsocks) != 0)
+        goto fail;
+    for (size_t i = 0; i < s->nworkers; i++)
+        if (ae_worker_start(s->workers[i]) != 0)
+            goto fail;
+    if (ae_health_new(s->loop, &s->health) != 0)
+        goto fail;
+    ae_health_set_runtime(s->health, s->rt);
+    admin_apply(s, s->rt->conf);
+    rotation_apply(s, s->rt->conf);
+    ev_signal_init(&s->sig_hup, signal_cb, SIGHUP);
+    ev_signal_init(&s->sig_term, signal_cb, SIGTERM);
+    ev_signal_init(&s->sig_int, signal_cb, SIGINT);
+    s->sig_hup.data = s->sig_term.data = s->sig_int.data = s;
+    ev_signal_start(s->loop, &s->sig_hup);
+    ev_signal_start(s->loop, &s->sig_term);
+    ev_signal_start(s->loop, &s->sig_int);
+    for (size_t i = 0; i < s->nlsocks; i++)
+        AE_INFO("listening on %s (%s)", s->lsocks[i].addr.text, s->rt->conf->listeners[i].name);
+    AE_INFO("anyedge %s started: site %u (%s), %zu workers, config %s", AE_VERSION,
+            s->rt->conf->site.id, s->rt->conf->site.name, s->nworkers, path);
+
+    ev_run(s->loop, 0);
+
+    AE_INFO("drain complete, exiting");
+    server_free(s);
+    return 0;
+fail:
+    /* Workers that started must be told to stop before they are joined. */
+    s->draining = 1;
+    for (size_t i = 0; i < s->nworkers; i++) {
+        if (s->workers && s->workers[i] && s->workers[i]->started) {
+            ae_msg *m = calloc(1, sizeof(*m));
+            if (m != NULL) {
+                m->type = AE_MSG_STOP;
+                ae_worker_post(s->workers[i], m);
+            }
+        }
+    }
+    server_free(s);
+    return 1;
+}

@@ -1,0 +1,308 @@
+/*
+ * Worker threads: one libev loop each, listening sockets in an SO_REUSEPORT group, messages
+ * from the main thread, a buffer pool.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/worker.h"
+
+#define AE_ACCEPT_BATCH   64  /* accepts per readiness event: fairness against connections */
+#define AE_FREE_BUFS_MAX  256 /* buffers kept per worker beyond those in use */
+#define AE_ACCEPT_PAUSE_S 0.1 /* pause after EMFILE/ENFILE/ENOBUFS */
+
+ae_buf *ae_worker_buf_get(ae_worker *w, uint32_t size)
+{
+    ae_buf *b = w->free_bufs;
+    if (b != NULL && b->cap == size) {
+        w->free_bufs = b->next;
+        w->nfree_bufs--;
+    } else {
+        b = malloc(sizeof(*b) + size);
+        if (b == NULL)
+            return NULL;
+        b->cap = size;
+    }
+    b->next = NULL;
+    b->off = b->len = 0;
+    return b;
+}
+
+void ae_worker_buf_put(ae_worker *w, ae_buf *b)
+{
+    if (b == NULL)
+        return;
+    /* After a reload that changed tune.buffer_size, old-size buffers are simply freed. */
+    if (w->nfree_bufs >= AE_FREE_BUFS_MAX || (w->rt && b->cap != w->rt->conf->tune.buffer_size)) {
+        free(b);
+        return;
+    }
+    b->next = w->free_bufs;
+    w->free_bufs = b;
+    w->nfree_bufs++;
+}
+
+static void listener_close(ae_worker *w, ae_wlistener *l)
+{
+    ev_io_stop(w->loop, &l->io);
+    ev_timer_stop(w->loop, &l->pause);
+    close(l->fd);
+    free(l);
+}
+
+static void accept_resume_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    ae_wlistener *l = t->data;
+    ev_io_start(loop, &l->io);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    ae_wlistener *l = io->data;
+    ae_worker *w = l->w;
+    for (int i = 0; i < AE_ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return;
+            if (errno == ECONNABORTED || errno == EPERM || errno == EPROTO)
+                continue;
+            ae_count(&w->counters, AE_M_ACCEPT_ERRORS, 1);
+            AE_LOG(AE_LOG_ERROR, 0, "accept: %s; pausing accepts for %.0f ms", strerror(errno),
+                   AE_ACCEPT_PAUSE_S * 1000);
+            ev_io_stop(loop, io);
+            ev_timer_set(&l->pause, AE_ACCEPT_PAUSE_S, 0);
+            ev_timer_start(loop, &l->pause);
+            return;
+        }
+        ae_tconn_accept(w, l, fd, (struct sockaddr *)&ss, sl);
+    }
+}
+
+static int listener_add(ae_worker *w, const ae_lfd *lf)
+{
+    ae_wlistener *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return AE_ERR_NOMEM;
+    l->fd = lf->fd;
+    l->index = lf->index;
+    l->w = w;
+    ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
+    l->io.data = l;
+    ev_timer_init(&l->pause, accept_resume_cb, 0, 0);
+    l->pause.data = l;
+    ev_io_start(w->loop, &l->io);
+    l->next = w->listeners;
+    w->listeners = l;
+    return 0;
+}
+
+/* Makes the worker's listeners exactly the set in msg: kept fds get their new index, fds not
+ * in the set are closed, new fds are watched. */
+static void apply_listeners(ae_worker *w, ae_msg *m)
+{
+    ae_wlistener **pp = &w->listeners;
+    while (*pp != NULL) {
+        ae_wlistener *l = *pp;
+        size_t k;
+        for (k = 0; k < m->nfds; k++)
+            if (m->fds[k].fd == l->fd)
+                break;
+        if (k == m->nfds) {
+            *pp = l->next;
+            listener_close(w, l);
+            continue;
+        }
+        l->index = m->fds[k].index;
+        m->fds[k].fd = -1; /* already ours */
+        pp = &l->next;
+    }
+    for (size_t k = 0; k < m->nfds; k++) {
+        if (m->fds[k].fd < 0)
+            continue;
+        if (listener_add(w, &m->fds[k]) != 0) {
+            AE_ERROR("cannot watch a listening socket: out of memory");
+            close(m->fds[k].fd);
+        }
+    }
+}
+
+static void maybe_finish(ae_worker *w)
+{
+    if (w->stopping && w->nconns == 0)
+        ev_break(w->loop, EVBREAK_ALL);
+}
+
+static void drain_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    ae_worker *w = t->data;
+    AE_WARN("drain timeout: closing %zu remaining connections", w->nconns);
+    ae_tconn_close_all(w, AE_M_DRAIN_FORCED);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void handle_msg(ae_worker *w, ae_msg *m)
+{
+    switch (m->type) {
+    case AE_MSG_RUNTIME:
+        if (w->stopping) {
+            for (size_t k = 0; k < m->nfds; k++)
+                close(m->fds[k].fd);
+            ae_runtime_unref(m->rt);
+            break;
+        }
+        apply_listeners(w, m);
+        ae_runtime_unref(w->rt);
+        w->rt = m->rt;
+        break;
+    case AE_MSG_STOP:
+        if (w->stopping)
+            break;
+        w->stopping = 1;
+        while (w->listeners != NULL) {
+            ae_wlistener *l = w->listeners;
+            w->listeners = l->next;
+            listener_close(w, l);
+        }
+        if (w->rt != NULL) {
+            ev_timer_set(&w->drain, w->rt->conf->timeouts.drain_ms / 1000.0, 0);
+            ev_timer_start(w->loop, &w->drain);
+        }
+        AE_INFO("draining %zu connections", w->nconns);
+        maybe_finish(w);
+        break;
+    }
+    free(m->fds);
+    free(m);
+}
+
+static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    ae_worker *w = a->data;
+    pthread_mutex_lock(&w->lock);
+    ae_msg *m = w->mq_head;
+    w->mq_head = w->mq_tail = NULL;
+    pthread_mutex_unlock(&w->lock);
+    while (m != NULL) {
+        ae_msg *next = m->next;
+        handle_msg(w, m);
+        m = next;
+    }
+}
+
+static void gc_cb(struct ev_loop *loop, ev_check *c, int revents)
+{
+    ae_worker *w = c->data;
+    ae_tconn_gc(w);
+    maybe_finish(w);
+}
+
+void ae_worker_post(ae_worker *w, ae_msg *m)
+{
+    m->next = NULL;
+    pthread_mutex_lock(&w->lock);
+    if (w->mq_tail)
+        w->mq_tail->next = m;
+    else
+        w->mq_head = m;
+    w->mq_tail = m;
+    pthread_mutex_unlock(&w->lock);
+    ev_async_send(w->loop, &w->wake);
+}
+
+int ae_worker_new(int id, ae_worker **out)
+{
+    ae_worker *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return AE_ERR_NOMEM;
+    w->id = id;
+    w->next_conn_id = ((uint64_t)id << 48) + 1;
+    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (w->loop == NULL) {
+        free(w);
+        return AE_ERR_NOMEM;
+    }
+    pthread_mutex_init(&w->lock, NULL);
+    ev_async_init(&w->wake, wake_cb);
+    w->wake.data = w;
+    ev_async_start(w->loop, &w->wake);
+    ev_check_init(&w->gc, gc_cb);
+    w->gc.data = w;
+    ev_check_start(w->loop, &w->gc);
+    ev_timer_init(&w->drain, drain_timeout_cb, 0, 0);
+    w->drain.data = w;
+    *out = w;
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    ae_worker *w = arg;
+    ae_log_worker = w->id;
+    AE_DEBUG("worker started");
+    ev_run(w->loop, 0);
+    ae_tconn_gc(w);
+    AE_DEBUG("worker stopped");
+    atomic_store(&w->exited, 1);
+    if (w->exit_loop != NULL)
+        ev_async_send(w->exit_loop, w->exit_notify);
+    return NULL;
+}
+
+int ae_worker_start(ae_worker *w)
+{
+    /* Signals belong to the main thread: workers start with them blocked. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        return AE_ERR_NOMEM;
+    w->started = 1;
+    return 0;
+}
+
+void ae_worker_free(ae_worker *w)
+{
+    if (w == NULL)
+        return;
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    /* The thread has ended: whatever is left is ours to release. */
+    ae_tconn_close_all(w, AE_M_DRAIN_FORCED);
+    ae_tconn_gc(w);
+    while (w->listeners != NULL) {
+        ae_wlistener *l = w->listeners;
+        w->listeners = l->next;
+        listener_close(w, l);
+    }
+    ae_msg *m = w->mq_head;
+    while (m != NULL) {
+        ae_msg *next = m->next;
+        for (size_t k = 0; k < m->nfds; k++)
+            close(m->fds[k].fd);
+        ae_runtime_unref(m->rt);
+        free(m->fds);
+        free(m);
+        m = next;
+    }
+    while (w->free_bufs != NULL) {
+        ae_buf *b = w->free_bufs;
+        w->free_bufs = b->next;
+        free(b);
+    }
+    ae_runtime_unref(w->rt);
+    ev_async_stop(w->loop, &w->wake);
+    ev_check_stop(w->loop, &w->gc);
+    ev_timer_stop(w->loop, &w->drain);
+    ev_loop_destroy(w->loop);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}

@@ -1,0 +1,98 @@
+/* Internal to proxy/: worker threads, their listeners and buffer pools, the TCP relay. */
+#ifndef AE_WORKER_H
+#define AE_WORKER_H
+
+#include "proxy/proxy.h"
+
+/* A relay buffer: data[off, off+len) is pending. Buffers come from the worker's free list. */
+typedef struct ae_buf {
+    struct ae_buf *next;
+    uint32_t cap, off, len;
+    uint8_t data[];
+} ae_buf;
+
+typedef struct ae_worker ae_worker;
+typedef struct ae_tconn ae_tconn;
+
+/* One listening socket owned by a worker (its member of the SO_REUSEPORT group). */
+typedef struct ae_wlistener {
+    ev_io io;
+    ev_timer pause; /* accept paused after EMFILE/ENFILE */
+    int fd;
+    size_t index; /* listener index in the worker's current runtime */
+    ae_worker *w;
+    struct ae_wlistener *next;
+} ae_wlistener;
+
+/* A listening fd handed from the main thread to a worker (ownership moves with it). */
+typedef struct {
+    int fd;
+    size_t index;
+} ae_lfd;
+
+typedef enum {
+    AE_MSG_RUNTIME = 0, /* adopt rt (a reference moves with it) and exactly the listeners in fds */
+    AE_MSG_STOP = 1,    /* stop accepting, drain connections up to drain_ms, then exit */
+} ae_msg_type;
+
+typedef struct ae_msg {
+    ae_msg_type type;
+    ae_runtime *rt;
+    ae_lfd *fds;
+    size_t nfds;
+    struct ae_msg *next;
+} ae_msg;
+
+struct ae_worker {
+    int id;
+    pthread_t thread;
+    int started;
+    struct ev_loop *loop;
+    ev_async wake;
+    ev_check gc;          /* frees closed connections after callbacks return */
+    ev_timer drain;       /* end of the drain period */
+    pthread_mutex_t lock; /* protects the message queue only */
+    ae_msg *mq_head, *mq_tail;
+
+    ae_runtime *rt; /* current runtime for new connections */
+    ae_wlistener *listeners;
+    ae_tconn *conns; /* open connections (intrusive list) */
+    ae_tconn *dead;  /* closed, to free in gc */
+    size_t nconns;
+    int stopping;
+
+    ae_buf *free_bufs;
+    size_t nfree_bufs;
+    uint64_t next_conn_id;
+
+    ae_counters counters;
+
+    /* Set by the main thread before start: signalled when the worker's loop has ended. */
+    struct ev_loop *exit_loop;
+    ev_async *exit_notify;
+    _Atomic int exited; /* set by the worker thread when its loop has ended */
+};
+
+/* Creates a worker (not started). */
+int ae_worker_new(int id, ae_worker **out);
+int ae_worker_start(ae_worker *w);
+/* Queues a message (ownership of msg and its contents moves to the worker). Any thread. */
+void ae_worker_post(ae_worker *w, ae_msg *msg);
+/* Joins the thread and frees the worker. */
+void ae_worker_free(ae_worker *w);
+
+/* Buffer pool. get returns an empty buffer of the runtime's size or NULL; put accepts NULL. */
+ae_buf *ae_worker_buf_get(ae_worker *w, uint32_t size);
+void ae_worker_buf_put(ae_worker *w, ae_buf *b);
+
+/* TCP relay (tcp_relay.c). Takes ownership of fd. */
+void ae_tconn_accept(ae_worker *w, ae_wlistener *l, int fd, const struct sockaddr *peer,
+                     socklen_t peerlen);
+/* Frees connections queued on w->dead. */
+void ae_tconn_gc(ae_worker *w);
+/* Closes every connection now (end of drain). */
+void ae_tconn_close_all(ae_worker *w, ae_metric why);
+/* Frees a closed connection's memory (used by gc). */
+void ae_tconn_free(ae_tconn *c);
+
+#endif
