@@ -1,0 +1,393 @@
+#!/usr/bin/env bash
+# anyedge developer entry point (Debian 12 "bookworm"). Idempotent; safe to re-run.
+#
+#   ./install.sh deps    install build, test and lab packages (bookworm-backports for ngtcp2)
+#   ./install.sh build   configure and build into build/
+#   ./install.sh demo    deps + build, then run the proxy on 127.0.0.1:8443 in front of ae-origin
+#   ./install.sh test    deps, then ctest in build/ and in build-asan/ (ASan + UBSan)
+#   ./install.sh bench   deps + build, then tests/bench/run.sh
+#
+# Environment: AE_TEST_FILTER (ctest -R regex), AE_SKIP_ASAN=1 (skip the sanitizer round),
+# AE_JOBS (parallel build jobs, default nproc).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$ROOT"
+
+JOBS=${AE_JOBS:-$(nproc 2>/dev/null || echo 2)}
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+BASE_PKGS=(
+    build-essential cmake pkg-config libssl-dev libev-dev libhiredis-dev libyaml-dev
+    libcmocka-dev libgnutls28-dev
+    openssl curl wrk redis-server bird2 haproxy nginx libnginx-mod-stream python3 iproute2
+    procps psmisc netcat-openbsd clang-format libclang-rt-14-dev clang valgrind
+)
+# QUIC stack, from bookworm-backports (bookworm itself has ngtcp2 0.12 without the GnuTLS crypto
+# helper library the QUIC milestone needs). Missing packages only warn.
+BP_PKGS=(libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev ngtcp2-client)
+# Daemons Debian starts on install; tests run their own instances on free ports.
+SERVICES=(redis-server:/run/redis/redis-server.pid nginx:/run/nginx.pid
+    haproxy:/run/haproxy.pid bird:/run/bird/bird.pid)
+
+log() { printf '==> %s\n' "$*"; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+die() {
+    printf 'ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+# Prints the packages of "$@" that are not installed.
+missing_pkgs() {
+    local p st
+    for p in "$@"; do
+        st=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
+        [ "${st:0:2}" = "ii" ] || printf '%s\n' "$p"
+    done
+}
+
+# Prints the packages of "$@" that apt knows no installation candidate for.
+unavailable_pkgs() {
+    local p cand
+    for p in "$@"; do
+        cand=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ {print $2}')
+        if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then
+            printf '%s\n' "$p"
+        fi
+    done
+}
+
+codename() {
+    local c=""
+    if [ -r /etc/os-release ]; then
+        # shellcheck disable=SC1091
+        c=$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")
+    fi
+    printf '%s' "${c:-bookworm}"
+}
+
+# Is SUITE enabled in any apt source (one-line or deb822)?
+suite_enabled() {
+    local suite=$1 f
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -r "$f" ] || continue
+        if grep -Eq "^[[:space:]]*deb[[:space:]].*[[:space:]]${suite}([[:space:]]|$)" "$f"; then
+            return 0
+        fi
+    done
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -r "$f" ] || continue
+        if awk -v s="$suite" '
+            function flush() { if (hit && en) found = 1; hit = 0; en = 1 }
+            BEGIN { en = 1 }
+            /^[[:space:]]*$/ { flush(); next }
+            /^[[:space:]]*#/ { next }
+            tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == s) hit = 1 }
+            tolower($1) == "enabled:" && tolower($2) == "no" { en = 0 }
+            END { flush(); exit found ? 0 : 1 }' "$f"; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Prints a deb822 stanza for SUITE built from the first enabled "deb" source of the release
+# suite: same URIs and Signed-By, so no mirror host is ever named here.
+backports_stanza() {
+    local rel=$1 suite=$2 f out
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -r "$f" ] || continue
+        out=$(awk -v rel="$rel" -v suite="$suite" '
+            function flush() {
+                if (!done && isdeb && hasrel && en && uris != "") {
+                    printf "Types: deb\nURIs: %s\nSuites: %s\nComponents: main\n", uris, suite
+                    if (signed != "") printf "Signed-By:%s\n", signed
+                    done = 1
+                }
+                isdeb = 0; hasrel = 0; en = 1; uris = ""; signed = ""; field = ""
+            }
+            BEGIN { en = 1 }
+            /^[[:space:]]*$/ { flush(); next }
+            /^#/ { next }
+            /^[[:space:]]/ {                     # continuation line (e.g. an inline key)
+                if (field == "signed-by") signed = signed "\n" $0
+                next
+            }
+            {
+                field = tolower($1); sub(/:$/, "", field)
+                if (field == "types") { for (i = 2; i <= NF; i++) if ($i == "deb") isdeb = 1 }
+                else if (field == "suites") { for (i = 2; i <= NF; i++) if ($i == rel) hasrel = 1 }
+                else if (field == "enabled") { if (tolower($2) == "no") en = 0 }
+                else if (field == "uris") { uris = $0; sub(/^[^:]*:[[:space:]]*/, "", uris) }
+                else if (field == "signed-by") { signed = $0; sub(/^[^:]*:/, "", signed) }
+            }
+            END { flush() }' "$f")
+        if [ -n "$out" ]; then
+            printf '%s\n' "$out"
+            return 0
+        fi
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -r "$f" ] || continue
+        out=$(awk -v rel="$rel" -v suite="$suite" '
+            /^[[:space:]]*deb[[:space:]]/ {
+                line = $0; opts = ""
+                if (match(line, /\[[^]]*\]/)) {
+                    opts = substr(line, RSTART + 1, RLENGTH - 2)
+                    line = substr(line, 1, RSTART - 1) substr(line, RSTART + RLENGTH)
+                }
+                n = split(line, w, /[[:space:]]+/)
+                k = (w[1] == "") ? 2 : 1             # skip leading blank field
+                if (w[k + 2] != rel) next
+                printf "Types: deb\nURIs: %s\nSuites: %s\nComponents: main\n", w[k + 1], suite
+                m = split(opts, o, /[[:space:]]+/)
+                for (i = 1; i <= m; i++)
+                    if (o[i] ~ /^signed-by=/) { sub(/^signed-by=/, "", o[i]); printf "Signed-By: %s\n", o[i] }
+                exit
+            }' "$f")
+        if [ -n "$out" ]; then
+            printf '%s\n' "$out"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Enables <codename>-backports; returns 0 when it changed the apt configuration.
+enable_backports() {
+    local rel suite dst=/etc/apt/sources.list.d/anyedge-backports.sources stanza
+    rel=$(codename)
+    suite="$rel-backports"
+    if suite_enabled "$suite"; then
+        return 1
+    fi
+    stanza=$(backports_stanza "$rel" "$suite") ||
+        die "no enabled 'deb' source for suite $rel found in /etc/apt; cannot derive $suite"
+    log "enabling $suite in $dst"
+    printf '# Written by anyedge install.sh: the mirror of the %s source, suite %s.\n%s\n' \
+        "$rel" "$suite" "$stanza" | $SUDO tee "$dst" >/dev/null
+    return 0
+}
+
+stop_services() {
+    local entry svc pidfile pid systemd=0
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+        systemd=1
+    fi
+    for entry in "${SERVICES[@]}"; do
+        svc=${entry%%:*}
+        pidfile=${entry#*:}
+        if [ "$systemd" = 1 ]; then
+            if systemctl is-active --quiet "$svc" 2>/dev/null; then
+                log "stopping system service $svc (tests start their own)"
+                $SUDO systemctl stop "$svc" || warn "could not stop $svc"
+            fi
+            continue
+        fi
+        [ -s "$pidfile" ] || continue
+        pid=$(head -n1 "$pidfile" | tr -dc '0-9')
+        if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+            continue
+        fi
+        log "stopping system service $svc (pid $pid; tests start their own)"
+        if command -v service >/dev/null; then
+            $SUDO service "$svc" stop >/dev/null 2>&1 || true
+        fi
+        if kill -0 "$pid" 2>/dev/null; then
+            $SUDO kill "$pid" 2>/dev/null || warn "could not stop $svc (pid $pid)"
+        fi
+    done
+}
+
+apt_install() {
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+
+cmd_deps() {
+    local missing missing_bp unavail changed=0 rel
+    rel=$(codename)
+    command -v dpkg-query >/dev/null || die "this script supports Debian 12 (apt/dpkg) only"
+    mapfile -t missing < <(missing_pkgs "${BASE_PKGS[@]}")
+    mapfile -t missing_bp < <(missing_pkgs "${BP_PKGS[@]}")
+    if [ ${#missing[@]} -eq 0 ] && [ ${#missing_bp[@]} -eq 0 ]; then
+        log "deps: all packages installed"
+        return 0
+    fi
+    if enable_backports; then
+        changed=1
+    fi
+    # Without new packages to fetch from the base suites and with backports already known to
+    # lack the QUIC packages, don't hit the network on every run.
+    if [ $changed = 0 ] && [ ${#missing[@]} -eq 0 ]; then
+        mapfile -t unavail < <(unavailable_pkgs "${missing_bp[@]}")
+        if [ ${#unavail[@]} -eq ${#missing_bp[@]} ]; then
+            warn "not available from $rel-backports: ${unavail[*]} (QUIC will not build)"
+            return 0
+        fi
+    fi
+    log "apt-get update"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing: ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
+    if [ ${#missing_bp[@]} -gt 0 ]; then
+        local want=() p
+        mapfile -t unavail < <(unavailable_pkgs "${missing_bp[@]}")
+        for p in "${missing_bp[@]}"; do
+            if printf '%s\n' "${unavail[@]}" | grep -qx "$p"; then
+                warn "$p is not available (from $rel-backports); QUIC support will not build"
+            else
+                want+=("$p")
+            fi
+        done
+        if [ ${#want[@]} -gt 0 ]; then
+            log "installing from $rel-backports: ${want[*]}"
+            apt_install -t "$rel-backports" "${want[@]}" ||
+                warn "installing ${want[*]} from $rel-backports failed; QUIC support will not build"
+        fi
+    fi
+    stop_services
+}
+
+# configure DIR [cmake args...]
+configure_build() {
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
+    cmake --build "$dir" -j"$JOBS"
+}
+
+cmd_build() {
+    configure_build build
+}
+
+# run_ctest DIR LABEL: runs ctest, prints its summary, returns its status.
+run_ctest() {
+    local dir=$1 label=$2 logf rc=0
+    local args=(--test-dir "$dir" --output-on-failure -j"$JOBS")
+    if [ -n "${AE_TEST_FILTER:-}" ]; then
+        args+=(-R "$AE_TEST_FILTER")
+    fi
+    logf=$(mktemp)
+    ctest "${args[@]}" 2>&1 | tee "$logf" || rc=$?
+    SUMMARY+=("[$label] $(grep -E 'tests passed|No tests were found' "$logf" | tail -n1)")
+    while IFS= read -r line; do
+        SUMMARY+=("[$label] $line")
+    done < <(grep -E '^[[:space:]]+[0-9]+ - ' "$logf" || true)
+    rm -f "$logf"
+    return $rc
+}
+
+cmd_test() {
+    local rc=0
+    SUMMARY=()
+    cmd_deps
+    log "build (RelWithDebInfo) and test in build/"
+    if configure_build build; then
+        run_ctest build normal || rc=1
+    else
+        SUMMARY+=("[normal] build failed")
+        rc=1
+    fi
+    if [ "${AE_SKIP_ASAN:-0}" != 1 ]; then
+        log "build with ASan+UBSan and test in build-asan/"
+        if configure_build build-asan -DANYEDGE_SANITIZE=ON; then
+            ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
+                UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+                run_ctest build-asan asan || rc=1
+        else
+            SUMMARY+=("[asan] build failed")
+            rc=1
+        fi
+    fi
+    printf '\n==> test summary\n'
+    printf '%s\n' "${SUMMARY[@]}"
+    if [ $rc -ne 0 ]; then
+        printf '==> FAILED\n'
+    else
+        printf '==> all passed\n'
+    fi
+    return $rc
+}
+
+cmd_demo() {
+    local d="$ROOT/demo" origin_pid
+    cmd_deps
+    cmd_build
+    mkdir -p "$d"
+    if [ ! -s "$d/edge.pem" ] || [ ! -s "$d/edge.key" ]; then
+        log "creating a self-signed ECDSA P-256 certificate in demo/"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 365 \
+            -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+            -keyout "$d/edge.key" -out "$d/edge.pem" 2>/dev/null
+        chmod 600 "$d/edge.key"
+    fi
+    if [ ! -s "$d/anyedge.yaml" ]; then
+        cat >"$d/anyedge.yaml" <<'EOF'
+# anyedge demo: TLS on 127.0.0.1:8443 relayed to ae-origin on 127.0.0.1:8080.
+# Relative paths resolve against this file's directory.
+workers: 1
+tls:
+  cert: edge.pem
+  key: edge.key
+listeners:
+  - name: demo
+    protocol: tcp
+    address: "127.0.0.1:8443"
+    upstream: demo
+upstreams:
+  demo:
+    servers: ["127.0.0.1:8080"]
+    health: { http: /healthz, interval: 2s, rise: 2, fall: 3 }
+admin:
+  address: "127.0.0.1:9901"
+EOF
+    fi
+    build/ae-origin -l 127.0.0.1:8080 -i demo &
+    origin_pid=$!
+    # shellcheck disable=SC2064 # expand the pid now
+    trap "kill $origin_pid 2>/dev/null || true" EXIT
+    trap 'exit 130' INT TERM
+    echo
+    echo "try: curl -k https://127.0.0.1:8443/"
+    echo "     curl -s http://127.0.0.1:9901/metrics"
+    echo
+    # Not exec: the EXIT trap must outlive the proxy to stop the origin.
+    build/anyedge -c "$d/anyedge.yaml"
+}
+
+cmd_bench() {
+    cmd_deps
+    cmd_build
+    [ -x tests/bench/run.sh ] || [ -f tests/bench/run.sh ] || die "tests/bench/run.sh does not exist yet"
+    bash tests/bench/run.sh "$@"
+}
+
+usage() {
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+main() {
+    local cmd=${1:-}
+    [ $# -gt 0 ] && shift
+    case "$cmd" in
+    deps) cmd_deps ;;
+    build) cmd_build ;;
+    demo) cmd_demo ;;
+    test) cmd_test ;;
+    bench) cmd_bench "$@" ;;
+    -h | --help | help)
+        usage
+        ;;
+    *)
+        usage >&2
+        exit 2
+        ;;
+    esac
+}
+
+main "$@"
