@@ -139,37 +139,47 @@ int ae_upstream_usable(const ae_pool *pool, const ae_upstream_server *s, uint64_
     return 1;
 }
 
+/* 1 when servers[i] may take this connection: not in the tried mask, and usable. */
+static int pickable(const ae_pool *pool, size_t i, uint64_t tried_mask, uint64_t now_ms)
+{
+    return !((tried_mask >> (i % 64)) & 1) && ae_upstream_usable(pool, pool->servers[i], now_ms);
+}
+
 int ae_pool_pick(ae_pool *pool, uint64_t tried_mask, uint64_t now_ms)
 {
-    size_t n = pool->nservers;
-    if (n == 0)
-        return -1;
-    if (pool->conf->balance == AE_BAL_LEAST_CONN) {
-        /* Ties are broken round-robin so equal servers share the load. */
-        uint32_t start = atomic_fetch_add_explicit(&pool->rr, 1, memory_order_relaxed);
-        int best = -1;
-        uint32_t best_active = UINT32_MAX;
-        for (size_t k = 0; k < n; k++) {
-            size_t i = (start + k) % n;
-            ae_upstream_server *s = pool->servers[i];
-            if ((tried_mask >> (i % 64)) & 1 || !ae_upstream_usable(pool, s, now_ms))
-                continue;
-            uint32_t a = atomic_load_explicit(&s->active, memory_order_relaxed);
-            if (a < best_active) {
-                best_active = a;
-                best = (int)i;
-            }
-        }
-        return best;
-    }
-    uint32_t start = atomic_fetch_add_explicit(&pool->rr, 1, memory_order_relaxed);
-    for (size_t k = 0; k < n; k++) {
-        size_t i = (start + k) % n;
-        if ((tried_mask >> (i % 64)) & 1 || !ae_upstream_usable(pool, pool->servers[i], now_ms))
+    /* Candidates: the pickable servers (round_robin), or those of them with the fewest active
+     * connections (least_conn). The shared cursor picks the (cursor mod count)-th candidate, so
+     * candidates share the load evenly: the turns of a down or tried server are spread over
+     * all the others instead of all falling to the next one in the list. */
+    int lc = pool->conf->balance == AE_BAL_LEAST_CONN;
+    uint32_t best = 0;
+    size_t count = 0;
+    for (size_t i = 0; i < pool->nservers; i++) {
+        if (!pickable(pool, i, tried_mask, now_ms))
             continue;
-        return (int)i;
+        uint32_t a = lc ? atomic_load_explicit(&pool->servers[i]->active, memory_order_relaxed) : 0;
+        if (count == 0 || a < best) {
+            best = a;
+            count = 1;
+        } else if (a == best) {
+            count++;
+        }
     }
-    return -1;
+    if (count == 0)
+        return -1;
+    size_t k = atomic_fetch_add_explicit(&pool->rr, 1, memory_order_relaxed) % count;
+    int fallback = -1;
+    for (size_t i = 0; i < pool->nservers; i++) {
+        if (!pickable(pool, i, tried_mask, now_ms))
+            continue;
+        fallback = (int)i;
+        if (lc && atomic_load_explicit(&pool->servers[i]->active, memory_order_relaxed) != best)
+            continue;
+        if (k-- == 0)
+            return (int)i;
+    }
+    /* Health or load changed between the passes (other threads): any pickable server. */
+    return fallback;
 }
 
 void ae_pool_report_connect(ae_pool *pool, size_t idx, int ok, uint64_t now_ms)

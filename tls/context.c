@@ -222,12 +222,19 @@ static int setup_ctx(ae_tls_ctx *t, const ae_conf *conf, size_t i, char *err, si
     }
     fclose(f);
     errno = 0;
-    if (SSL_CTX_use_PrivateKey_file(ctx, cc->key, SSL_FILETYPE_PEM) != 1) {
+    int loaded = SSL_CTX_use_PrivateKey_file(ctx, cc->key, SSL_FILETYPE_PEM);
+    /* A valid key of the certificate's type but not its key fails here already (OpenSSL
+     * checks it against the certificate of its slot): report it as a mismatch too. */
+    unsigned long le = loaded != 1 ? ERR_peek_last_error() : 0;
+    int mismatch =
+        ERR_GET_LIB(le) == ERR_LIB_X509 && (ERR_GET_REASON(le) == X509_R_KEY_VALUES_MISMATCH ||
+                                            ERR_GET_REASON(le) == X509_R_KEY_TYPE_MISMATCH);
+    if (loaded != 1 && !mismatch) {
         tls_err(err, errlen, conf, cc->key_pos, cc->where, "key", "no valid private key in",
                 cc->key);
         return AE_ERR_TLS;
     }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
+    if (mismatch || SSL_CTX_check_private_key(ctx) != 1) {
         ERR_clear_error();
         snprintf(err, errlen, "%s:%u:%u: %s.key: private key '%s' does not match certificate '%s'",
                  conf->path, cc->key_pos.line, cc->key_pos.col, cc->where, cc->key, cc->cert);
