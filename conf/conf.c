@@ -608,6 +608,9 @@ static int check_tls(loader *L, ae_conf_build *b, const cnode *root)
     const cnode *tls = ae_conf_node_get(root, "tls");
     ae_conf_cert *certs;
 
+    /* Name each entry for TLS error messages (tls/context.c prints "<where>.cert"). */
+    for (size_t i = 0; i < c->tls.ncerts; i++)
+        snprintf(c->tls.certs[i].where, sizeof(c->tls.certs[i].where), "tls.certs[%zu]", i);
     if ((b->tls_cert == NULL) != (b->tls_key == NULL))
         return ae_conf_errk(&L->c, AE_ERR_PARSE, tls->pos, "tls", "missing required key '%s'",
                             b->tls_cert ? "key" : "cert");
@@ -620,6 +623,7 @@ static int check_tls(loader *L, ae_conf_build *b, const cnode *root)
         certs[0].key = b->tls_key;
         certs[0].cert_pos = b->tls_cert_pos;
         certs[0].key_pos = b->tls_key_pos;
+        snprintf(certs[0].where, sizeof(certs[0].where), "tls");
         b->tls_cert = b->tls_key = NULL;
         c->tls.certs = certs;
         c->tls.ncerts++;

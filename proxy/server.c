@@ -355,12 +355,13 @@ fail:
 static void begin_drain(ae_server_main *s, const char *why)
 {
     if (s->draining) {
-        AE_INFO("%s: already draining", why);
-        return;
+        AE_WARN("%s again while draining: closing the remaining connections now", why);
+    } else {
+        s->draining = 1;
+        AE_INFO("%s: stop accepting, draining connections for up to %u ms (repeat the signal "
+                "to stop at once)",
+                why, s->rt->conf->timeouts.drain_ms);
     }
-    s->draining = 1;
-    AE_INFO("%s: stop accepting, draining connections for up to %u ms", why,
-            s->rt->conf->timeouts.drain_ms);
     for (size_t i = 0; i < s->nworkers; i++) {
         ae_msg *m = calloc(1, sizeof(*m));
         if (m == NULL) {

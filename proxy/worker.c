@@ -162,8 +162,13 @@ static void handle_msg(ae_worker *w, ae_msg *m)
         w->rt = m->rt;
         break;
     case AE_MSG_STOP:
-        if (w->stopping)
+        if (w->stopping) {
+            /* A second stop (second SIGTERM/SIGINT) ends the drain now. */
+            AE_WARN("forced stop: closing %zu remaining connections", w->nconns);
+            ae_tconn_close_all(w, AE_M_DRAIN_FORCED);
+            ev_break(w->loop, EVBREAK_ALL);
             break;
+        }
         w->stopping = 1;
         while (w->listeners != NULL) {
             ae_wlistener *l = w->listeners;
@@ -196,7 +201,7 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     }
 }
 
-static void gc_cb(struct ev_loop *loop, ev_check *c, int revents)
+static void gc_cb(struct ev_loop *loop, ev_prepare *c, int revents)
 {
     ae_worker *w = c->data;
     ae_tconn_gc(w);
@@ -232,9 +237,11 @@ int ae_worker_new(int id, ae_worker **out)
     ev_async_init(&w->wake, wake_cb);
     w->wake.data = w;
     ev_async_start(w->loop, &w->wake);
-    ev_check_init(&w->gc, gc_cb);
+    /* ev_prepare, not ev_check: check watchers run before the callbacks of their iteration,
+     * so a connection closed by them (the last one of a drain) would wait for the next event. */
+    ev_prepare_init(&w->gc, gc_cb);
     w->gc.data = w;
-    ev_check_start(w->loop, &w->gc);
+    ev_prepare_start(w->loop, &w->gc);
     ev_timer_init(&w->drain, drain_timeout_cb, 0, 0);
     w->drain.data = w;
     *out = w;
@@ -300,7 +307,7 @@ void ae_worker_free(ae_worker *w)
     }
     ae_runtime_unref(w->rt);
     ev_async_stop(w->loop, &w->wake);
-    ev_check_stop(w->loop, &w->gc);
+    ev_prepare_stop(w->loop, &w->gc);
     ev_timer_stop(w->loop, &w->drain);
     ev_loop_destroy(w->loop);
     pthread_mutex_destroy(&w->lock);

@@ -49,7 +49,7 @@ struct ae_worker {
     int started;
     struct ev_loop *loop;
     ev_async wake;
-    ev_check gc;          /* frees closed connections after callbacks return */
+    ev_prepare gc;        /* frees closed connections after callbacks return */
     ev_timer drain;       /* end of the drain period */
     pthread_mutex_t lock; /* protects the message queue only */
     ae_msg *mq_head, *mq_tail;
