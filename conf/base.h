@@ -78,10 +78,10 @@ void ae_log_access(uint64_t conn, const char *first_key, ...);
         if ((int)(lvl) <= ae_log_level_cur)                                                        \
             ae_log_write((lvl), (conn), __VA_ARGS__);                                              \
     } while (0)
-#define AE_ERROR(...) AE_LOG(AE_LOG_ERROR, 0, __VA_ARGS__)
-#define AE_WARN(...)  AE_LOG(AE_LOG_WARN, 0, __VA_ARGS__)
-#define AE_INFO(...)  AE_LOG(AE_LOG_INFO, 0, __VA_ARGS__)
-#define AE_DEBUG(...) AE_LOG(AE_LOG_DEBUG, 0, __VA_ARGS__)
+#define AE_ERROR(...)     AE_LOG(AE_LOG_ERROR, 0, __VA_ARGS__)
+#define AE_WARN(...)      AE_LOG(AE_LOG_WARN, 0, __VA_ARGS__)
+#define AE_INFO(...)      AE_LOG(AE_LOG_INFO, 0, __VA_ARGS__)
+#define AE_DEBUG(...)     AE_LOG(AE_LOG_DEBUG, 0, __VA_ARGS__)
 #define AE_CERROR(c, ...) AE_LOG(AE_LOG_ERROR, (c), __VA_ARGS__)
 #define AE_CWARN(c, ...)  AE_LOG(AE_LOG_WARN, (c), __VA_ARGS__)
 #define AE_CINFO(c, ...)  AE_LOG(AE_LOG_INFO, (c), __VA_ARGS__)

@@ -66,8 +66,8 @@ typedef struct {
     size_t nservers;
     uint32_t connect_timeout_ms;
     struct {
-        ae_hc_kind kind;   /* NONE when the pool has no `health` block */
-        char *http_path;   /* for AE_HC_HTTP, starts with '/' */
+        ae_hc_kind kind; /* NONE when the pool has no `health` block */
+        char *http_path; /* for AE_HC_HTTP, starts with '/' */
         uint32_t interval_ms;
         uint32_t timeout_ms;
         uint32_t rise;
@@ -132,7 +132,7 @@ typedef struct ae_conf {
     } timeouts;
 
     struct {
-        uint32_t buffer_size; /* relay buffer per direction, default 64 KiB */
+        uint32_t buffer_size;     /* relay buffer per direction, default 64 KiB */
         uint32_t max_connections; /* per worker, default 100000 */
     } tune;
 } ae_conf;

@@ -231,8 +231,8 @@ int main(int argc, char **argv)
              "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: anyedgectl/%s\r\nContent-Length: "
              "0\r\nConnection: close\r\n\r\n",
              method, path, addr.text, AE_VERSION);
-    if (exchange(&addr, req, (int64_t)ae_now_ms() + (int64_t)(timeout_s * 1000), &resp,
-                 &resp_len, err, sizeof(err)) != 0) {
+    if (exchange(&addr, req, (int64_t)ae_now_ms() + (int64_t)(timeout_s * 1000), &resp, &resp_len,
+                 err, sizeof(err)) != 0) {
         fprintf(stderr, "anyedgectl: cannot reach the admin endpoint at %s\n", err);
         return 3;
     }
