@@ -44,7 +44,11 @@ int ae_addr_equal(const ae_addr *a, const ae_addr *b);
 
 typedef enum { AE_LPROTO_TCP = 0, AE_LPROTO_QUIC = 1 } ae_listener_proto;
 typedef enum { AE_PP_NONE = 0, AE_PP_V1 = 1, AE_PP_V2 = 2 } ae_proxy_proto;
-typedef enum { AE_BAL_ROUND_ROBIN = 0, AE_BAL_LEAST_CONN = 1 } ae_balance;
+typedef enum {
+    AE_BAL_ROUND_ROBIN = 0,
+    AE_BAL_LEAST_CONN = 1,
+    AE_BAL_AFFINITY = 2, /* resumed sessions go back to the server of the original session */
+} ae_balance;
 typedef enum { AE_HC_NONE = 0, AE_HC_TCP = 1, AE_HC_HTTP = 2 } ae_hc_kind;
 
 typedef struct {
@@ -93,6 +97,7 @@ typedef struct ae_conf {
     struct {
         uint32_t id; /* 1..4095 */
         char *name;
+        ae_addr forward; /* inter-site forwarding address (published in the registry); len 0 = unset */
     } site;
 
     uint32_t workers; /* 0 in the file means "number of CPUs"; resolved here, always >= 1 */
@@ -112,6 +117,18 @@ typedef struct ae_conf {
     size_t nlisteners;
     ae_conf_upstream *upstreams;
     size_t nupstreams;
+
+    struct {
+        char *redis; /* redis://... or unix://...; NULL = standalone (keys in memory) */
+        ae_conf_pos redis_pos;
+        char *prefix;   /* key prefix, default "anyedge:" */
+        char *kek_file; /* key-encryption key for sealing the ring, or NULL */
+        ae_conf_pos kek_pos;
+        uint32_t sync_interval_ms;   /* full re-read of the shared ring, default 10s */
+        uint32_t heartbeat_ms;       /* site registry refresh, default 1s */
+        uint32_t connect_timeout_ms; /* default 1s */
+        uint32_t command_timeout_ms; /* default 1s */
+    } state;
 
     struct {
         ae_addr addr; /* default 127.0.0.1:9901; port 0 disables */

@@ -70,6 +70,78 @@ static const ae_key site_keys[] = {
      .max = 63,
      .check = check_name,
      .help = "Short name of this site (e.g. `lon1`), for logs."},
+    {.name = "forward",
+     .type = AE_KT_ADDR,
+     .off = R(site.forward),
+     .help = "Address other sites use to reach this one for forwarded QUIC packets; published "
+             "in the site registry (optional)."},
+    {0},
+};
+
+static const char *check_prefix(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f)
+            return "prefix must be printable ASCII without spaces";
+    return NULL;
+}
+
+static const ae_key state_keys[] = {
+    {.name = "redis",
+     .type = AE_KT_STR,
+     .flags = AE_KF_POS,
+     .off = R(state.redis),
+     .pos_off = R(state.redis_pos),
+     .min = 8,
+     .max = 1024,
+     .help = "Shared state: `redis://[[user]:password@]host:port[/db]` or "
+             "`unix:///path/to/socket[?db=N]`. Unset: standalone, keys in memory."},
+    {.name = "prefix",
+     .type = AE_KT_STR,
+     .off = R(state.prefix),
+     .def = "anyedge:",
+     .min = 1,
+     .max = 64,
+     .check = check_prefix,
+     .help = "Prefix of every Redis key and channel anyedge uses."},
+    {.name = "kek_file",
+     .type = AE_KT_STR,
+     .flags = AE_KF_PATH | AE_KF_POS,
+     .off = R(state.kek_file),
+     .pos_off = R(state.kek_pos),
+     .min = 1,
+     .max = 4095,
+     .help = "File with a 32-byte key-encryption key (raw or 64 hex digits, mode 0600): ring "
+             "secrets are sealed with AES-256-GCM in Redis. All sites need the same file."},
+    {.name = "sync_interval",
+     .type = AE_KT_DURATION,
+     .off = R(state.sync_interval_ms),
+     .def = "10s",
+     .min = MS(200),
+     .max = HOUR(1),
+     .help = "Full re-read of the shared key ring (besides pub/sub notifications). A new key "
+             "is published at least this long before any site encrypts with it."},
+    {.name = "heartbeat",
+     .type = AE_KT_DURATION,
+     .off = R(state.heartbeat_ms),
+     .def = "1s",
+     .min = MS(100),
+     .max = MIN(1),
+     .help = "Site registry refresh; the record expires after 5 heartbeats."},
+    {.name = "connect_timeout",
+     .type = AE_KT_DURATION,
+     .off = R(state.connect_timeout_ms),
+     .def = "1s",
+     .min = MS(10),
+     .max = MIN(1),
+     .help = "Time allowed to connect (and authenticate) to Redis."},
+    {.name = "command_timeout",
+     .type = AE_KT_DURATION,
+     .off = R(state.command_timeout_ms),
+     .def = "1s",
+     .min = MS(10),
+     .max = MIN(1),
+     .help = "Time a Redis command may take; then the connection is dropped and re-opened."},
     {0},
 };
 
@@ -255,8 +327,10 @@ static const ae_key health_keys[] = {
     {0},
 };
 
-static const ae_key_enum balances[] = {
-    {"round_robin", AE_BAL_ROUND_ROBIN}, {"least_conn", AE_BAL_LEAST_CONN}, {0}};
+static const ae_key_enum balances[] = {{"round_robin", AE_BAL_ROUND_ROBIN},
+                                       {"least_conn", AE_BAL_LEAST_CONN},
+                                       {"affinity", AE_BAL_AFFINITY},
+                                       {0}};
 
 static const ae_key upstream_keys[] = {
     {.name = "balance",
@@ -264,7 +338,12 @@ static const ae_key upstream_keys[] = {
      .off = UP(balance),
      .def = "round_robin",
      .enums = balances,
-     .help = "How a server is chosen for a new connection."},
+     .help = "How a server is chosen for a new connection. `round_robin`: in turn among healthy "
+             "servers. `least_conn`: fewest open connections, round robin among ties. "
+             "`affinity`: a resumed TLS session goes to the server that served the session it "
+             "resumes (recorded in the session ticket, so at any site sharing the ticket keys) "
+             "when that server is healthy; otherwise, and for new sessions, round robin, and the "
+             "client gets a new ticket naming the new choice."},
     {.name = "servers",
      .type = AE_KT_ADDRLIST,
      .flags = AE_KF_REQUIRED | AE_KF_UNIQUE,
@@ -407,6 +486,10 @@ const ae_key ae_conf_keys[] = {
      .check = check_name,
      .sub = upstream_keys,
      .help = "Pools of servers, by name; listeners refer to them by that name."},
+    {.name = "state",
+     .type = AE_KT_SECTION,
+     .sub = state_keys,
+     .help = "Shared state in Redis (key ring, site registry). Optional."},
     {.name = "admin",
      .type = AE_KT_SECTION,
      .sub = admin_keys,

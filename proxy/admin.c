@@ -9,6 +9,7 @@
 #define _GNU_SOURCE /* accept4; CMake defines it for the whole build */
 #endif
 #include "proxy.h"
+#include "state/state.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -222,7 +223,8 @@ static void render_upstreams(sb *b, ae_runtime *rt)
         {"upstream_server_up", "gauge", "1 when the upstream server takes new connections."},
         {"upstream_server_active", "gauge", "Open connections through the upstream server."},
         {"upstream_connects_total", "counter", "Upstream connect attempts."},
-        {"upstream_connect_failures_total", "counter", "Failed upstream connect attempts."},
+        {"upstream_server_connect_failures_total", "counter",
+         "Failed upstream connect attempts, by server."},
         {"health_checks_total", "counter", "Active health checks by result."},
     };
     uint64_t now = ae_now_ms();
@@ -302,6 +304,107 @@ static void render_keys(sb *b, ae_keyring *ring)
     }
 }
 
+static void render_state(sb *b, struct ae_state *st)
+{
+    ae_state_info in;
+    uint64_t now = ae_wall_ms();
+
+    prom_head(b, "redis_configured", "gauge", "1 when state.redis is set (shared state).");
+    sb_printf(b, "anyedge_redis_configured %d\n", st != NULL);
+    if (st == NULL)
+        return;
+    ae_state_get_info(st, &in);
+    prom_head(b, "redis_connected", "gauge", "1 while the Redis command connection is up.");
+    sb_printf(b, "anyedge_redis_connected %d\n", in.connected);
+    prom_head(b, "redis_subscribed", "gauge", "1 while the ring notification channel is up.");
+    sb_printf(b, "anyedge_redis_subscribed %d\n", in.subscribed);
+    prom_head(b, "redis_commands_total", "counter", "Redis commands sent.");
+    sb_printf(b, "anyedge_redis_commands_total %llu\n", (unsigned long long)in.redis.commands);
+    prom_head(b, "redis_errors_total", "counter",
+              "Redis errors: failed connects, AUTH, error replies, failed scripts.");
+    sb_printf(b, "anyedge_redis_errors_total %llu\n", (unsigned long long)in.redis.errors);
+    prom_head(b, "redis_timeouts_total", "counter", "Redis connect and command timeouts.");
+    sb_printf(b, "anyedge_redis_timeouts_total %llu\n", (unsigned long long)in.redis.timeouts);
+    prom_head(b, "redis_connects_total", "counter", "Successful Redis (re)connections.");
+    sb_printf(b, "anyedge_redis_connects_total %llu\n", (unsigned long long)in.redis.connects);
+    prom_head(b, "ring_generation", "gauge", "Generation of the shared key ring in use.");
+    sb_printf(b, "anyedge_ring_generation %llu\n", (unsigned long long)in.ring_generation);
+    prom_head(b, "ring_shared", "gauge", "1 when the TLS keys come from the shared ring.");
+    sb_printf(b, "anyedge_ring_shared %d\n", in.have_ring);
+    prom_head(b, "ring_last_sync_age_seconds", "gauge",
+              "Time since the ring was last read from Redis (-1: never).");
+    sb_printf(b, "anyedge_ring_last_sync_age_seconds %.3f\n",
+              in.last_sync_ms == 0 ? -1.0
+                                   : (double)(now > in.last_sync_ms ? now - in.last_sync_ms : 0) /
+                                         1000.0);
+    prom_head(b, "ring_errors_total", "counter", "Invalid rings read from Redis.");
+    sb_printf(b, "anyedge_ring_errors_total %llu\n", (unsigned long long)in.ring_errors);
+    prom_head(b, "ring_rotations_total", "counter", "Ring rotations by result at this site.");
+    sb_printf(b, "anyedge_ring_rotations_total{result=\"done\"} %llu\n",
+              (unsigned long long)in.rotations);
+    sb_printf(b, "anyedge_ring_rotations_total{result=\"lost\"} %llu\n",
+              (unsigned long long)in.rotations_lost);
+    prom_head(b, "ring_republished_total", "counter",
+              "Times this site wrote its cached ring back to a Redis that had lost it.");
+    sb_printf(b, "anyedge_ring_republished_total %llu\n", (unsigned long long)in.republished);
+    prom_head(b, "site_conflicts_total", "counter",
+              "Heartbeats refused: another live instance uses this site id.");
+    sb_printf(b, "anyedge_site_conflicts_total %llu\n", (unsigned long long)in.site_conflicts);
+}
+
+static void status_sites(sb *b, struct ae_state *st)
+{
+    ae_site_info sites[64];
+    size_t n = st != NULL ? ae_state_sites(st, sites, 64) : 0;
+    uint64_t now = ae_wall_ms();
+
+    sb_puts(b, "[");
+    for (size_t i = 0; i < n; i++) {
+        const ae_site_info *si = &sites[i];
+        sb_printf(b, "%s{\"id\":%u,\"name\":", i > 0 ? "," : "", si->id);
+        sb_json_str(b, si->name);
+        sb_puts(b, ",\"forward\":");
+        sb_json_str(b, si->forward);
+        sb_puts(b, ",\"state\":");
+        sb_json_str(b, si->state);
+        sb_puts(b, ",\"version\":");
+        sb_json_str(b, si->version);
+        sb_printf(b, ",\"live\":%s,\"self\":%s,\"heartbeat_age_ms\":%llu}",
+                  si->live ? "true" : "false", si->self ? "true" : "false",
+                  (unsigned long long)(now > si->heartbeat_ms ? now - si->heartbeat_ms : 0));
+    }
+    sb_puts(b, "]");
+}
+
+static void status_state(sb *b, struct ae_state *st)
+{
+    ae_state_info in;
+
+    if (st == NULL) {
+        sb_puts(b, "\"state\":{\"mode\":\"standalone\"}");
+        return;
+    }
+    ae_state_get_info(st, &in);
+    sb_printf(b,
+              "\"state\":{\"mode\":\"redis\",\"connected\":%s,\"subscribed\":%s,"
+              "\"shared_ring\":%s,\"ring_generation\":%llu,\"last_sync_ms\":%llu,"
+              "\"ring_errors\":%llu,\"rotations\":%llu,\"site_conflicts\":%llu,\"sites\":",
+              in.connected ? "true" : "false", in.subscribed ? "true" : "false",
+              in.have_ring ? "true" : "false", (unsigned long long)in.ring_generation,
+              (unsigned long long)in.last_sync_ms, (unsigned long long)in.ring_errors,
+              (unsigned long long)in.rotations, (unsigned long long)in.site_conflicts);
+    status_sites(b, st);
+    sb_puts(b, "}");
+}
+
+int ae_admin_render_sites(ae_server_main *s, char **out, size_t *outlen)
+{
+    sb b = {0};
+    status_sites(&b, ae_server_state(s));
+    sb_puts(&b, "\n");
+    return sb_finish(&b, out, outlen);
+}
+
 int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
 {
     ae_counters_snapshot c;
@@ -351,6 +454,7 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
     sb_printf(&b, "anyedge_draining %d\n", ae_server_draining(s) ? 1 : 0);
 
     render_keys(&b, ae_server_keyring(s));
+    render_state(&b, ae_server_state(s));
 
     prom_head(&b, "start_time_seconds", "gauge", "Start time of the process since the epoch.");
     sb_printf(&b, "anyedge_start_time_seconds %.3f\n", (double)ae_server_started_ms(s) / 1000.0);
@@ -398,7 +502,9 @@ static void status_upstreams(sb *b, ae_runtime *rt)
         sb_puts(b, p > 0 ? ",{\"name\":" : "{\"name\":");
         sb_json_str(b, pool->conf->name);
         sb_puts(b, ",\"balance\":");
-        sb_json_str(b, pool->conf->balance == AE_BAL_LEAST_CONN ? "least_conn" : "round_robin");
+        sb_json_str(b, pool->conf->balance == AE_BAL_LEAST_CONN ? "least_conn"
+                       : pool->conf->balance == AE_BAL_AFFINITY ? "affinity"
+                                                                 : "round_robin");
         sb_puts(b, ",\"servers\":[");
         for (i = 0; i < pool->nservers; i++) {
             ae_upstream_server *s = pool->servers[i];
@@ -456,6 +562,8 @@ int ae_admin_render_status(ae_server_main *s, char **out, size_t *outlen)
     status_upstreams(&b, rt);
     sb_puts(&b, ",");
     status_keys(&b, ae_server_keyring(s));
+    sb_puts(&b, ",");
+    status_state(&b, ae_server_state(s));
     sb_printf(&b, ",\"connections\":{\"active\":%lld,\"accepted\":%llu}}\n", (long long)c.active,
               (unsigned long long)c.v[AE_M_ACCEPTED]);
     return sb_finish(&b, out, outlen);
@@ -555,6 +663,7 @@ static const struct {
     {"/status", "GET", AE_ADMIN_STATUS},
     {"/reload", "POST", AE_ADMIN_RELOAD},
     {"/keys/rotate", "POST", AE_ADMIN_KEYS_ROTATE},
+    {"/sites", "GET", AE_ADMIN_SITES},
 };
 
 static int span_eq(const char *s, size_t n, const char *lit)
@@ -735,7 +844,8 @@ static void conn_respond_json_result(admin_conn *c, int rv, uint64_t generation,
         /* The config or certificates are wrong: the client's problem. Anything else is ours. */
         code = rv == AE_ERR_PARSE || rv == AE_ERR_TLS || rv == AE_ERR_INVAL || rv == AE_ERR_NOTFOUND
                    ? 400
-                   : 500;
+               : rv == AE_ERR_AGAIN ? 503
+                                    : 500;
         sb_puts(&b, "{\"ok\":false,\"error\":");
         sb_json_str(&b, err != NULL && err[0] != '\0' ? err : ae_strerror(rv));
         sb_puts(&b, "}\n");
@@ -767,8 +877,10 @@ static void conn_dispatch(admin_conn *c, const ae_admin_request *req)
         return;
     case AE_ADMIN_METRICS:
     case AE_ADMIN_STATUS:
-        rv = route == AE_ADMIN_METRICS ? ae_admin_render_metrics(s, &body, &bodylen)
-                                       : ae_admin_render_status(s, &body, &bodylen);
+    case AE_ADMIN_SITES:
+        rv = route == AE_ADMIN_METRICS  ? ae_admin_render_metrics(s, &body, &bodylen)
+             : route == AE_ADMIN_STATUS ? ae_admin_render_status(s, &body, &bodylen)
+                                        : ae_admin_render_sites(s, &body, &bodylen);
         if (rv != 0) {
             conn_respond_text(c, 500, NULL, "out of memory\n");
             return;
@@ -793,14 +905,16 @@ static void conn_dispatch(admin_conn *c, const ae_admin_request *req)
             c, rv, ae_server_runtime(s) != NULL ? ae_server_runtime(s)->generation : 0, err);
         return;
     case AE_ADMIN_KEYS_ROTATE:
-        rv = ae_server_rotate_keys(s);
+        err[0] = '\0';
+        rv = ae_server_rotate_keys(s, err, sizeof(err));
         if (rv == 0)
-            AE_INFO("admin: ticket keys rotated");
+            AE_INFO("admin: ticket key rotation %s",
+                    ae_server_state(s) != NULL ? "requested" : "done");
         else
-            AE_WARN("admin: key rotation failed: %s", ae_strerror(rv));
+            AE_WARN("admin: key rotation failed: %s", err[0] != '\0' ? err : ae_strerror(rv));
         conn_respond_json_result(
             c, rv, ae_server_keyring(s) != NULL ? ae_keyring_generation(ae_server_keyring(s)) : 0,
-            NULL);
+            err[0] != '\0' ? err : NULL);
         return;
     default:
         conn_respond_text(c, 500, NULL, "internal error\n");

@@ -1,7 +1,7 @@
 /*
  * anyedgectl: command-line client of anyedge's admin endpoint.
  *
- *   anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] status|metrics|reload|keys rotate
+ *   anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] status|metrics|sites|reload|keys rotate
  *
  * The admin address comes from -a, else from admin.address of the config given with -c, else
  * the default 127.0.0.1:9901. Exit status: 0 on a 2xx answer, 1 on any other answer (its body
@@ -26,6 +26,7 @@ static void usage(FILE *f)
                "commands:\n"
                "  status        print the /status JSON document\n"
                "  metrics       print the Prometheus metrics\n"
+               "  sites         list the sites registered in Redis and their liveness (JSON)\n"
                "  reload        reload the configuration (as SIGHUP does), print the result\n"
                "  keys rotate   rotate the session-ticket key ring now\n"
                "options:\n"
@@ -193,6 +194,9 @@ int main(int argc, char **argv)
     } else if (argc == 1 && strcmp(argv[0], "metrics") == 0) {
         method = "GET";
         path = "/metrics";
+    } else if (argc == 1 && strcmp(argv[0], "sites") == 0) {
+        method = "GET";
+        path = "/sites";
     } else if (argc == 1 && strcmp(argv[0], "reload") == 0) {
         method = "POST";
         path = "/reload";

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "proxy/proxy.h"
+#include "state/state.h"
 
 static void usage(FILE *f)
 {
@@ -57,6 +58,8 @@ int main(int argc, char **argv)
         int rv = ae_conf_load(path, &conf, err, sizeof(err));
         if (rv == 0 && conf->nlisteners > 0)
             rv = ae_tls_check_conf(conf, err, sizeof(err));
+        if (rv == 0)
+            rv = ae_state_check_conf(conf, err, sizeof(err));
         ae_conf_free(conf);
         if (rv != 0) {
             fprintf(stderr, "anyedge: %s\n", err);

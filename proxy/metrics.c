@@ -24,6 +24,8 @@ const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_ACCEPT_ERRORS] = "accept_errors",
     [AE_M_CONN_LIMIT] = "connection_limit_refusals",
     [AE_M_DRAIN_FORCED] = "drain_forced_closes",
+    [AE_M_AFFINITY_HIT] = "affinity_hits",
+    [AE_M_AFFINITY_MISS] = "affinity_misses",
 };
 
 const char *const ae_metric_help[AE_M__COUNT] = {
@@ -46,4 +48,8 @@ const char *const ae_metric_help[AE_M__COUNT] = {
     [AE_M_ACCEPT_ERRORS] = "accept(2) failures (EMFILE, ENOBUFS, ...).",
     [AE_M_CONN_LIMIT] = "Client connections refused by tune.max_connections.",
     [AE_M_DRAIN_FORCED] = "Connections cut at the end of the drain timeout.",
+    [AE_M_AFFINITY_HIT] =
+        "Affinity pools: resumed sessions sent to the server recorded in their ticket.",
+    [AE_M_AFFINITY_MISS] = "Affinity pools: resumed sessions whose ticket named no usable "
+                           "server (none, unknown, down or unreadable): chosen anew.",
 };

@@ -46,6 +46,8 @@ typedef enum {
     AE_M_ACCEPT_ERRORS,      /* accept(2) failures (EMFILE, ENOBUFS...) */
     AE_M_CONN_LIMIT,         /* connections refused by tune.max_connections */
     AE_M_DRAIN_FORCED,       /* connections cut at the end of the drain timeout */
+    AE_M_AFFINITY_HIT,       /* affinity pools: resumed sessions sent to their recorded server */
+    AE_M_AFFINITY_MISS,      /* resumed without a usable recorded server: chosen anew */
     AE_M__COUNT
 } ae_metric;
 
@@ -115,6 +117,22 @@ void ae_pool_report_connect(ae_pool *pool, size_t idx, int ok, uint64_t now_ms);
 /* 1 when the server may take new connections now. */
 int ae_upstream_usable(const ae_pool *pool, const ae_upstream_server *s, uint64_t now_ms);
 
+/* ---- upstream affinity (runtime.c) ----
+ * With `balance: affinity` the server chosen for a session is stored in its session ticket
+ * (ae_tls_conn_hooks) as: 1 byte version (AE_AFFINITY_V1), then the server address in its
+ * canonical text form (ae_addr.text, no NUL), 1..63 bytes of printable ASCII. */
+#define AE_AFFINITY_V1 1
+
+/* Encodes the record for server address text into out. Returns the length, or 0 when it does
+ * not fit or the text is not a valid address text. */
+size_t ae_affinity_encode(const char *addr_text, uint8_t *out, size_t cap);
+/* Decodes a record into addr (NUL-terminated, cap >= 64). Returns 0, or AE_ERR_PARSE for an
+ * empty, unknown-version, oversized or malformed record. */
+int ae_affinity_decode(const uint8_t *data, size_t len, char *addr, size_t cap);
+/* The index in pool of the server a record names, or -1 (bad record, no such server). Says
+ * nothing about health: see ae_upstream_usable(). */
+int ae_affinity_find(const ae_pool *pool, const uint8_t *data, size_t len);
+
 /* ---- PROXY protocol (proxy_proto.c) ---- */
 
 #define AE_PP_MAX_LEN 536 /* v1 max 107; v2 16 + 216 (unix) + TLVs we add */
@@ -149,7 +167,11 @@ void ae_server_counters(ae_server_main *s, ae_counters_snapshot *out);
 /* Reloads the config file. Returns 0, or AE_ERR_* with the reason in err. */
 int ae_server_reload(ae_server_main *s, char *err, size_t errlen);
 /* Rotates the ticket keys now. */
-int ae_server_rotate_keys(ae_server_main *s);
+/* Rotates the ticket keys now: locally, or through Redis in shared mode (asynchronous: 0 means
+ * requested). Returns 0 or AE_ERR_* with err set. */
+int ae_server_rotate_keys(ae_server_main *s, char *err, size_t errlen);
+/* The shared-state module, or NULL in standalone mode. */
+struct ae_state *ae_server_state(ae_server_main *s);
 uint64_t ae_server_reloads_ok(ae_server_main *s);
 uint64_t ae_server_reloads_failed(ae_server_main *s);
 uint64_t ae_server_started_ms(ae_server_main *s); /* wall clock */
@@ -181,6 +203,8 @@ void ae_admin_free(ae_admin *a);
 int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen);
 /* Writes the /status JSON document into a malloc'd string. */
 int ae_admin_render_status(ae_server_main *s, char **out, size_t *outlen);
+/* Writes the /sites JSON array (sites as last read from Redis; [] standalone). */
+int ae_admin_render_sites(ae_server_main *s, char **out, size_t *outlen);
 
 /* Request parsing and routing, pure so they can be unit tested. */
 #define AE_ADMIN_REQ_MAX 8192 /* request head limit; larger heads get 431 */
@@ -205,6 +229,7 @@ typedef enum {
     AE_ADMIN_STATUS,      /* GET /status */
     AE_ADMIN_RELOAD,      /* POST /reload */
     AE_ADMIN_KEYS_ROTATE, /* POST /keys/rotate */
+    AE_ADMIN_SITES,       /* GET /sites */
 } ae_admin_route_id;
 
 /* Returns the route of req (an ae_admin_route_id), AE_ERR_NOTFOUND for an unknown path (404)

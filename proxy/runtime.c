@@ -210,3 +210,49 @@ void ae_pool_report_connect(ae_pool *pool, size_t idx, int ok, uint64_t now_ms)
                 s->addr.text, fails);
     }
 }
+
+/* ---- upstream affinity records (stored in session tickets) ---- */
+
+#define AE_AFFINITY_ADDR_MAX (sizeof(((ae_addr *)0)->text) - 1)
+
+/* 1 when s[0, n) could be an address text: printable ASCII, no space. */
+static int addr_text_ok(const uint8_t *s, size_t n)
+{
+    if (n == 0 || n > AE_AFFINITY_ADDR_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] <= 0x20 || s[i] >= 0x7f)
+            return 0;
+    return 1;
+}
+
+size_t ae_affinity_encode(const char *addr_text, uint8_t *out, size_t cap)
+{
+    size_t n = addr_text != NULL ? strnlen(addr_text, AE_AFFINITY_ADDR_MAX + 1) : 0;
+    if (!addr_text_ok((const uint8_t *)addr_text, n) || cap < n + 1)
+        return 0;
+    out[0] = AE_AFFINITY_V1;
+    memcpy(out + 1, addr_text, n);
+    return n + 1;
+}
+
+int ae_affinity_decode(const uint8_t *data, size_t len, char *addr, size_t cap)
+{
+    if (data == NULL || len < 2 || data[0] != AE_AFFINITY_V1 || !addr_text_ok(data + 1, len - 1) ||
+        cap < len)
+        return AE_ERR_PARSE;
+    memcpy(addr, data + 1, len - 1);
+    addr[len - 1] = '\0';
+    return 0;
+}
+
+int ae_affinity_find(const ae_pool *pool, const uint8_t *data, size_t len)
+{
+    char text[AE_AFFINITY_ADDR_MAX + 1];
+    if (ae_affinity_decode(data, len, text, sizeof(text)) != 0)
+        return -1;
+    for (size_t i = 0; i < pool->nservers; i++)
+        if (strcmp(pool->servers[i]->addr.text, text) == 0)
+            return (int)i;
+    return -1;
+}

@@ -10,7 +10,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "proxy/worker.h"
+#include "state/state.h"
 
 /* A listening address served by every worker: one SO_REUSEPORT socket per worker. The fds
  * belong to the workers once handed over; the main thread only remembers them to know which
@@ -28,6 +31,12 @@ struct ae_server_main {
     ev_timer rotate;
     ev_async worker_exit;
     ae_keyring *ring;
+    ae_state *state;  /* NULL in standalone mode */
+    int shared_ring;  /* the TLS ring holds the shared ring's keys (local rotation stopped) */
+    int serving;      /* workers started: tickets may have been issued under local keys */
+    ae_ticket_key local_keys[AE_KEYRING_CAP]; /* local keys kept decrypt-only after the switch */
+    size_t nlocal;
+    uint64_t local_expire_ms; /* wall clock until which local_keys are kept */
     ae_runtime *rt;
     ae_worker **workers;
     size_t nworkers, nexited;
@@ -273,15 +282,83 @@ static void admin_apply(ae_server_main *s, const ae_conf *conf)
 
 static void rotate_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    ae_server_rotate_keys(t->data);
+    char err[256];
+    ae_server_rotate_keys(t->data, err, sizeof(err));
 }
 
-int ae_server_rotate_keys(ae_server_main *s)
+ae_state *ae_server_state(ae_server_main *s)
 {
+    return s->state;
+}
+
+/* Ticket keys of a shared ring key: derived, never the master secret itself. */
+static int ticket_key_from_ring(const ae_ring_key *rk, ae_ticket_key *tk)
+{
+    memset(tk, 0, sizeof(*tk));
+    tk->id = rk->id;
+    tk->created_ms = rk->created_ms;
+    tk->state = rk->state == AE_RING_NEXT      ? AE_KEY_NEXT
+                : rk->state == AE_RING_CURRENT ? AE_KEY_CURRENT
+                                               : AE_KEY_PREVIOUS;
+    if (ae_ring_derive(rk, "tls-ticket name", tk->name, sizeof(tk->name)) != 0 ||
+        ae_ring_derive(rk, "tls-ticket aes", tk->aes, sizeof(tk->aes)) != 0 ||
+        ae_ring_derive(rk, "tls-ticket hmac", tk->hmac, sizeof(tk->hmac)) != 0)
+        return AE_ERR_TLS;
+    return 0;
+}
+
+/* Puts the shared ring's keys into the TLS key ring. The first time, the local keys that may
+ * have encrypted tickets (the site served before Redis was reachable) stay as decrypt-only
+ * keys for one rotation period, so those tickets keep resuming until they expire. */
+static void apply_shared_ring(ae_server_main *s, const ae_ring *ring)
+{
+    ae_ticket_key keys[AE_KEYRING_CAP];
+    size_t n = 0;
+    uint64_t now = ae_wall_ms();
+
+    if (!s->shared_ring) {
+        s->shared_ring = 1;
+        ev_timer_stop(s->loop, &s->rotate);
+        if (s->serving) {
+            s->nlocal = ae_keyring_snapshot(s->ring, s->local_keys, AE_RING_MAX_KEYS);
+            for (size_t i = 0; i < s->nlocal; i++)
+                s->local_keys[i].state = AE_KEY_PREVIOUS;
+            s->local_expire_ms = now + (uint64_t)s->rt->conf->tls.ticket_rotation_s * 1000;
+            AE_INFO("switching to the shared key ring; %zu local keys stay decrypt-only for %u s",
+                    s->nlocal, s->rt->conf->tls.ticket_rotation_s);
+        }
+    }
+    for (size_t i = 0; i < ring->nkeys && n < AE_KEYRING_CAP; i++)
+        if (ticket_key_from_ring(&ring->keys[i], &keys[n]) == 0)
+            n++;
+    if (s->nlocal > 0 && now >= s->local_expire_ms) {
+        OPENSSL_cleanse(s->local_keys, sizeof(s->local_keys));
+        s->nlocal = 0;
+    }
+    for (size_t i = 0; i < s->nlocal && n < AE_KEYRING_CAP; i++)
+        keys[n++] = s->local_keys[i];
+    if (ae_keyring_replace(s->ring, keys, n) != 0)
+        AE_ERROR("shared ring generation %llu has no usable current key; keeping the previous keys",
+                 (unsigned long long)ring->generation);
+    OPENSSL_cleanse(keys, sizeof(keys));
+}
+
+static void ring_changed(const ae_ring *ring, void *arg)
+{
+    apply_shared_ring(arg, ring);
+}
+
+int ae_server_rotate_keys(ae_server_main *s, char *err, size_t errlen)
+{
+    /* Shared mode rotates through Redis; the local ring (standalone, or shared mode before
+     * Redis was ever reachable) rotates here. */
+    if (s->shared_ring)
+        return ae_state_rotate(s->state, err, errlen);
     int rv = ae_keyring_rotate(s->ring);
-    if (rv != 0)
-        AE_ERROR("ticket key rotation failed: %s", ae_strerror(rv));
-    else
+    if (rv != 0) {
+        snprintf(err, errlen, "ticket key rotation failed: %s", ae_strerror(rv));
+        AE_ERROR("%s", err);
+    } else
         AE_INFO("ticket keys rotated (generation %llu)",
                 (unsigned long long)ae_keyring_generation(s->ring));
     return rv;
@@ -290,6 +367,10 @@ int ae_server_rotate_keys(ae_server_main *s)
 static void rotation_apply(ae_server_main *s, const ae_conf *conf)
 {
     ev_tstamp iv = conf->tls.ticket_rotation_s;
+    if (s->state != NULL)
+        ae_state_set_rotation(s->state, (uint64_t)conf->tls.ticket_rotation_s * 1000);
+    if (s->shared_ring)
+        return; /* the shared ring rotates through Redis */
     if (ev_is_active(&s->rotate) && s->rotate.repeat == iv)
         return;
     ev_timer_stop(s->loop, &s->rotate);
@@ -358,6 +439,8 @@ static void begin_drain(ae_server_main *s, const char *why)
         AE_WARN("%s again while draining: closing the remaining connections now", why);
     } else {
         s->draining = 1;
+        if (s->state != NULL)
+            ae_state_set_draining(s->state);
         AE_INFO("%s: stop accepting, draining connections for up to %u ms (repeat the signal "
                 "to stop at once)",
                 why, s->rt->conf->timeouts.drain_ms);
@@ -412,6 +495,8 @@ static void server_free(ae_server_main *s)
     ae_health_free(s->health);
     ae_admin_free(s->admin);
     ae_runtime_unref(s->rt);
+    ae_state_free(s->state);
+    OPENSSL_cleanse(s->local_keys, sizeof(s->local_keys));
     ae_keyring_free(s->ring);
     if (s->loop != NULL) {
         ev_signal_stop(s->loop, &s->sig_hup);
@@ -454,10 +539,21 @@ int ae_server_run(const char *path)
         AE_ERROR("cannot create the ticket key ring");
         goto fail;
     }
+    if (conf->state.redis != NULL) {
+        ae_state_hooks hooks = {.ring_changed = ring_changed, .arg = s};
+        if (ae_state_new(s->loop, conf, (uint64_t)conf->tls.ticket_rotation_s * 1000, &hooks,
+                         &s->state, err, sizeof(err)) != 0) {
+            ae_conf_free(conf);
+            AE_ERROR("%s", err);
+            goto fail;
+        }
+    }
     if (ae_runtime_new(conf, s->ring, NULL, 1, &s->rt, err, sizeof(err)) != 0) {
         AE_ERROR("%s", err);
         goto fail;
     }
+    if (s->state != NULL && ae_state_ring(s->state) != NULL)
+        apply_shared_ring(s, ae_state_ring(s->state));
     s->workers = calloc(s->nworkers, sizeof(*s->workers));
     if (s->workers == NULL)
         goto fail;
@@ -479,6 +575,7 @@ int ae_server_run(const char *path)
     for (size_t i = 0; i < s->nworkers; i++)
         if (ae_worker_start(s->workers[i]) != 0)
             goto fail;
+    s->serving = 1;
     if (ae_health_new(s->loop, &s->health) != 0)
         goto fail;
     ae_health_set_runtime(s->health, s->rt);

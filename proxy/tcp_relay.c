@@ -30,6 +30,9 @@ static const char *const tc_state_names[TC__COUNT] = {"handshake", "connecting",
 
 #define AE_RELAY_ROUNDS 8 /* pump rounds per event before yielding to other connections */
 
+enum { AFF_NONE = 0, AFF_HIT, AFF_MISS };
+static const char *const aff_names[] = {"-", "hit", "miss"};
+
 struct ae_tconn {
     ae_tconn *prev, *next; /* in w->conns, or w->dead once closed */
     ae_worker *w;
@@ -49,6 +52,8 @@ struct ae_tconn {
     unsigned c_shut : 1;  /* we sent close_notify to the client */
     unsigned counted : 1; /* holds a slot in server->active */
     int server_idx;
+    int pre_idx;      /* affinity: server chosen during the handshake (recorded in the ticket) */
+    uint8_t affinity; /* affinity: AFF_NONE / AFF_HIT / AFF_MISS (a ticket was opened) */
     uint64_t tried;
     uint32_t attempts;
     ev_tstamp started, c_last, u_last, deadline;
@@ -95,7 +100,8 @@ static void access_log(ae_tconn *c)
                   c->tls ? ae_tls_conn_sni(c->tls) : "", "alpn", hs ? ae_tls_conn_alpn(c->tls) : "",
                   "tls", hs ? ae_tls_conn_version(c->tls) : "", "resumed",
                   hs && ae_tls_conn_resumed(c->tls) ? "1" : "0", "upstream",
-                  c->server_idx >= 0 ? c->pool->servers[c->server_idx]->addr.text : "-", "bytes_in",
+                  c->server_idx >= 0 ? c->pool->servers[c->server_idx]->addr.text : "-", "affinity",
+                  aff_names[hs && ae_tls_conn_resumed(c->tls) ? c->affinity : AFF_NONE], "bytes_in",
                   in, "bytes_out", out, "duration_ms", dur, "reason", c->reason,
                   (const char *)NULL);
 }
@@ -285,7 +291,12 @@ static void try_connect(ae_tconn *c)
     ae_worker *w = c->w;
     uint64_t now = ae_now_ms();
     for (;;) {
-        int idx = c->attempts < c->pool->nservers ? ae_pool_pick(c->pool, c->tried, now) : -1;
+        int idx = -1;
+        if (c->pre_idx >= 0 && !((c->tried >> (c->pre_idx % 64)) & 1) &&
+            ae_upstream_usable(c->pool, c->pool->servers[c->pre_idx], now))
+            idx = c->pre_idx; /* affinity: the server named in the ticket */
+        else if (c->attempts < c->pool->nservers)
+            idx = ae_pool_pick(c->pool, c->tried, now);
         if (idx < 0) {
             ae_count(&w->counters, AE_M_NO_UPSTREAM, 1);
             AE_CWARN(c->id, "upstream pool %s: no server available after %u attempts",
@@ -325,6 +336,37 @@ static void try_connect(ae_tconn *c)
     }
 }
 
+/* ---- upstream affinity (balance: affinity) ----
+ * The server is chosen during the handshake, when the session ticket is made (TLS 1.3 sends
+ * it at the end of the server's handshake, before any upstream connect), and recorded in it;
+ * a resumed session's ticket names the server to go back to. */
+
+static size_t aff_ticket_appdata(void *arg, uint8_t *out, size_t cap)
+{
+    ae_tconn *c = arg;
+    if (c->pre_idx < 0)
+        c->pre_idx = ae_pool_pick(c->pool, 0, ae_now_ms());
+    if (c->pre_idx < 0)
+        return 0; /* nothing usable now: a ticket without a record */
+    return ae_affinity_encode(c->pool->servers[c->pre_idx]->addr.text, out, cap);
+}
+
+static void aff_resumed_appdata(void *arg, const uint8_t *data, size_t len, int *renew)
+{
+    ae_tconn *c = arg;
+    int idx = ae_affinity_find(c->pool, data, len);
+    if (idx >= 0 && ae_upstream_usable(c->pool, c->pool->servers[idx], ae_now_ms())) {
+        c->pre_idx = idx;
+        c->affinity = AFF_HIT;
+        return;
+    }
+    /* No record, an unknown server or a down one: the pick happens when the new ticket is
+     * made (or at connect time) and the client's new ticket names it. */
+    c->pre_idx = -1;
+    c->affinity = AFF_MISS;
+    *renew = 1;
+}
+
 /* ---- handshake ---- */
 
 static void handshake(ae_tconn *c)
@@ -342,7 +384,10 @@ static void handshake(ae_tconn *c)
         conn_close(c, ae_tls_fail_reason_names[why]);
         return;
     }
-    ae_count(&w->counters, ae_tls_conn_resumed(c->tls) ? AE_M_HS_RESUMED : AE_M_HS_FULL, 1);
+    int resumed = ae_tls_conn_resumed(c->tls);
+    ae_count(&w->counters, resumed ? AE_M_HS_RESUMED : AE_M_HS_FULL, 1);
+    if (resumed && c->pool->conf->balance == AE_BAL_AFFINITY)
+        ae_count(&w->counters, c->affinity == AFF_HIT ? AE_M_AFFINITY_HIT : AE_M_AFFINITY_MISS, 1);
     watch(c, &c->cio, 0);
     set_state(c, TC_CONNECTING);
     try_connect(c);
@@ -552,6 +597,7 @@ void ae_tconn_accept(ae_worker *w, ae_wlistener *l, int fd, const struct sockadd
     c->cfd = fd;
     c->ufd = -1;
     c->server_idx = -1;
+    c->pre_idx = -1;
     c->reason = "";
     memcpy(&c->peer, peer, peerlen < sizeof(c->peer) ? peerlen : sizeof(c->peer));
     if (c->lis->proxy_protocol != AE_PP_NONE) {
@@ -576,6 +622,10 @@ void ae_tconn_accept(ae_worker *w, ae_wlistener *l, int fd, const struct sockadd
     if (ae_tls_conn_new(rt->tls, fd, &c->tls) != 0) {
         conn_close(c, "tls_alloc");
         return;
+    }
+    if (c->pool->conf->balance == AE_BAL_AFFINITY) {
+        ae_tls_conn_hooks hooks = {aff_ticket_appdata, aff_resumed_appdata, c};
+        ae_tls_conn_set_hooks(c->tls, &hooks);
     }
     arm_timer(c, c->started + rt->conf->timeouts.handshake_ms / 1000.0);
     handshake(c);

@@ -33,6 +33,15 @@ int ae_tls_conn_new(ae_tls_ctx *ctx, int fd, ae_tls_conn **out)
     return 0;
 }
 
+void ae_tls_conn_set_hooks(ae_tls_conn *c, const ae_tls_conn_hooks *hooks)
+{
+    c->has_hooks = hooks != NULL;
+    if (hooks != NULL)
+        c->hooks = *hooks;
+    else
+        memset(&c->hooks, 0, sizeof(c->hooks));
+}
+
 void ae_tls_conn_free(ae_tls_conn *c)
 {
     if (c == NULL)

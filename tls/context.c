@@ -165,6 +165,54 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_
     return ae_keyring_ticket_cb(t->ring, key_name, iv, cctx, hctx, enc);
 }
 
+/* Session ticket app data (see ae_tls_conn_hooks). Runs when a ticket is issued: stores what
+ * the connection's hook writes into the session the ticket is made from. */
+static int ticket_gen_cb(SSL *s, void *arg)
+{
+    ae_tls_conn *c = SSL_get_app_data(s);
+    SSL_SESSION *sess = SSL_get0_session(s);
+    if (c == NULL || !c->has_hooks || c->hooks.ticket_appdata == NULL || sess == NULL)
+        return 1;
+    uint8_t buf[AE_TLS_APPDATA_MAX];
+    size_t n = c->hooks.ticket_appdata(c->hooks.arg, buf, sizeof(buf));
+    if (n > sizeof(buf))
+        n = 0;
+    /* Failing to attach the data only loses the record: never fail the handshake for it. */
+    if (SSL_SESSION_set1_ticket_appdata(sess, n > 0 ? buf : NULL, n) != 1)
+        ERR_clear_error();
+    return 1;
+}
+
+/* Runs after the key callback (keyring.c) has tried to open a ticket. Keeps OpenSSL's own
+ * decisions (a ticket under the previous or next key is renewed: status SUCCESS_RENEW) and
+ * hands the ticket's app data to the connection's hook, which may ask for a renewal too. */
+static SSL_TICKET_RETURN ticket_dec_cb(SSL *s, SSL_SESSION *ss, const unsigned char *keyname,
+                                       size_t keyname_len, SSL_TICKET_STATUS status, void *arg)
+{
+    switch (status) {
+    case SSL_TICKET_SUCCESS:
+    case SSL_TICKET_SUCCESS_RENEW: {
+        int renew = status == SSL_TICKET_SUCCESS_RENEW;
+        ae_tls_conn *c = SSL_get_app_data(s);
+        if (c != NULL && c->has_hooks && c->hooks.resumed_appdata != NULL && ss != NULL) {
+            void *data = NULL;
+            size_t len = 0;
+            if (SSL_SESSION_get0_ticket_appdata(ss, &data, &len) != 1 || data == NULL)
+                len = 0;
+            int want = 0;
+            c->hooks.resumed_appdata(c->hooks.arg, len > 0 ? data : NULL, len, &want);
+            renew |= want;
+        }
+        return renew ? SSL_TICKET_RETURN_USE_RENEW : SSL_TICKET_RETURN_USE;
+    }
+    case SSL_TICKET_EMPTY:
+    case SSL_TICKET_NO_DECRYPT:
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    default:
+        return SSL_TICKET_RETURN_ABORT;
+    }
+}
+
 static int setup_ctx(ae_tls_ctx *t, const ae_conf *conf, size_t i, char *err, size_t errlen)
 {
     const ae_conf_cert *cc = &conf->tls.certs[i];
@@ -188,6 +236,7 @@ static int setup_ctx(ae_tls_ctx *t, const ae_conf *conf, size_t i, char *err, si
     SSL_CTX_set_num_tickets(ctx, 1);
     SSL_CTX_set_timeout(ctx, (long)conf->tls.ticket_rotation_s);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+    SSL_CTX_set_session_ticket_cb(ctx, ticket_gen_cb, ticket_dec_cb, t);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"anyedge", 7);
     SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, t);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, t);

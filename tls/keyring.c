@@ -84,6 +84,29 @@ int ae_keyring_rotate(ae_keyring *r)
     return 0;
 }
 
+int ae_keyring_replace(ae_keyring *r, const ae_ticket_key *keys, size_t n)
+{
+    size_t ncur = 0;
+
+    if (n == 0 || n > AE_KEYRING_CAP)
+        return AE_ERR_INVAL;
+    for (size_t i = 0; i < n; i++)
+        if (keys[i].state == AE_KEY_CURRENT)
+            ncur++;
+    if (ncur != 1)
+        return AE_ERR_INVAL;
+    pthread_rwlock_wrlock(&r->lock);
+    OPENSSL_cleanse(r->keys, sizeof(r->keys));
+    memcpy(r->keys, keys, n * sizeof(*keys));
+    r->nkeys = n;
+    for (size_t i = 0; i < n; i++)
+        if (keys[i].id > r->last_id)
+            r->last_id = keys[i].id;
+    r->generation++;
+    pthread_rwlock_unlock(&r->lock);
+    return 0;
+}
+
 size_t ae_keyring_snapshot(ae_keyring *r, ae_ticket_key *out, size_t max)
 {
     pthread_rwlock_rdlock(&r->lock);

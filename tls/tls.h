@@ -48,6 +48,13 @@ void ae_keyring_free(ae_keyring *ring);
 /* Local rotation: previous is retired, current becomes previous, next becomes current and a
  * fresh next is generated. Returns 0 or AE_ERR_*. */
 int ae_keyring_rotate(ae_keyring *ring);
+/* Most keys a ring holds: the shared ring's three plus decrypt-only keys kept from a local
+ * ring that was replaced by the shared one. */
+#define AE_KEYRING_CAP 8
+/* Replaces every key (shared mode: keys derived from the Redis ring, newest first, any states;
+ * one AE_KEY_CURRENT encrypts, every other key only decrypts and its tickets are renewed).
+ * Returns 0, or AE_ERR_INVAL when n is 0 or above AE_KEYRING_CAP or no key is current. */
+int ae_keyring_replace(ae_keyring *ring, const ae_ticket_key *keys, size_t n);
 /* Copies up to max keys (newest first) into out; returns how many. For status and tests. */
 size_t ae_keyring_snapshot(ae_keyring *ring, ae_ticket_key *out, size_t max);
 /* Generation: incremented on every change. */
@@ -120,6 +127,25 @@ int ae_tls_conn_shutdown(ae_tls_conn *c);
 
 /* Bytes already decrypted and buffered inside the TLS layer (read them before waiting). */
 size_t ae_tls_conn_pending(ae_tls_conn *c);
+
+/* Per-connection hooks for data the proxy keeps in the session ticket ("ticket app data").
+ * Both run inside ae_tls_conn_handshake(), on the connection's thread.
+ *  - ticket_appdata: a ticket is being issued; writes up to cap bytes to store in it and
+ *    returns the length (0: store nothing).
+ *  - resumed_appdata: a ticket was opened (the session may still be refused later in the
+ *    handshake, and with several TLS 1.3 PSK identities it may run more than once); data/len
+ *    are what ticket_appdata stored (len 0 for a ticket with none). Setting *renew = 1 asks
+ *    for a new ticket to be issued on this handshake.
+ * Either function may be NULL. */
+#define AE_TLS_APPDATA_MAX 256
+typedef struct {
+    size_t (*ticket_appdata)(void *arg, uint8_t *out, size_t cap);
+    void (*resumed_appdata)(void *arg, const uint8_t *data, size_t len, int *renew);
+    void *arg;
+} ae_tls_conn_hooks;
+
+/* Installs hooks (copied) on c; call before the handshake starts. NULL removes them. */
+void ae_tls_conn_set_hooks(ae_tls_conn *c, const ae_tls_conn_hooks *hooks);
 
 /* Handshake facts, valid after completion. Strings are owned by the connection. */
 const char *ae_tls_conn_sni(ae_tls_conn *c);     /* "" when none */

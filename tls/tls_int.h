@@ -13,7 +13,7 @@
 
 struct ae_keyring {
     pthread_rwlock_t lock;
-    ae_ticket_key keys[AE_RING_MAX]; /* newest first; keys[i].state == i */
+    ae_ticket_key keys[AE_KEYRING_CAP]; /* newest first; local rotation: keys[i].state == i */
     size_t nkeys;
     uint64_t last_id;
     uint64_t generation;
@@ -50,6 +50,8 @@ struct ae_tls_conn {
     int fail_set;
     char sni[AE_SNI_MAX + 1];
     char alpn[256];
+    ae_tls_conn_hooks hooks;
+    int has_hooks;
 };
 
 #endif
