@@ -504,7 +504,7 @@ static void status_upstreams(sb *b, ae_runtime *rt)
         sb_puts(b, ",\"balance\":");
         sb_json_str(b, pool->conf->balance == AE_BAL_LEAST_CONN ? "least_conn"
                        : pool->conf->balance == AE_BAL_AFFINITY ? "affinity"
-                                                                 : "round_robin");
+                                                                : "round_robin");
         sb_puts(b, ",\"servers\":[");
         for (i = 0; i < pool->nservers; i++) {
             ae_upstream_server *s = pool->servers[i];

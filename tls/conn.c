@@ -123,7 +123,8 @@ int ae_tls_conn_handshake(ae_tls_conn *c, ae_tls_fail_reason *reason)
 ssize_t ae_tls_conn_read(ae_tls_conn *c, void *buf, size_t len)
 {
     size_t n = 0;
-    ERR_clear_error();
+    /* No ERR_clear_error() here (hot path): every error path of map_err() leaves the
+     * thread's error queue empty, so SSL_get_error() sees only this call's errors. */
     errno = 0;
     int ret = SSL_read_ex(c->ssl, buf, len, &n);
     if (ret == 1)
@@ -134,7 +135,8 @@ ssize_t ae_tls_conn_read(ae_tls_conn *c, void *buf, size_t len)
 ssize_t ae_tls_conn_write(ae_tls_conn *c, const void *buf, size_t len)
 {
     size_t n = 0;
-    ERR_clear_error();
+    /* No ERR_clear_error() here (hot path): every error path of map_err() leaves the
+     * thread's error queue empty, so SSL_get_error() sees only this call's errors. */
     errno = 0;
     int ret = SSL_write_ex(c->ssl, buf, len, &n);
     if (ret == 1)

@@ -162,7 +162,13 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_
                      EVP_MAC_CTX *hctx, int enc)
 {
     ae_tls_ctx *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(s));
-    return ae_keyring_ticket_cb(t->ring, key_name, iv, cctx, hctx, enc);
+    int rv = ae_keyring_ticket_cb(t->ring, key_name, iv, cctx, hctx, enc);
+    /* TLS 1.3 tickets are meant to be used once (RFC 8446 C.4): browsers and OpenSSL's client
+     * session cache drop a ticket when they use it. Without a fresh ticket after each
+     * resumption every second connection of such a client is a full handshake. */
+    if (!enc && rv == 1 && SSL_version(s) == TLS1_3_VERSION)
+        rv = 2;
+    return rv;
 }
 
 /* Session ticket app data (see ae_tls_conn_hooks). Runs when a ticket is issued: stores what

@@ -325,13 +325,15 @@ static void check_facts(const conn_result *r, const char *version, int resumed)
  *   rotate; resume T1                -> previous key: resumes, ticket renewed
  *   rotate twice (key 1 retired); T1 -> full handshake, counted unknown
  * Both versions issue one ticket on a full handshake and on a renewal (a ticket opened by
- * the previous key), none on a resumption with the current key (the client keeps its ticket).
+ * the previous key). On a resumption with the current key TLS 1.2 issues none (the client
+ * keeps its ticket) and TLS 1.3 issues a fresh one: 1.3 tickets are single-use (RFC 8446 C.4).
  */
 static void resume_walk(fixture *f, int version)
 {
     const char *vname = version == TLS1_3_VERSION ? "TLSv1.3" : "TLSv1.2";
     conn_result r1, r2, r3, r4;
     ae_ticket_key k[3];
+    const uint64_t t13 = version == TLS1_3_VERSION;
 
     r1 = run_conn(f, version, NULL);
     check_facts(&r1, vname, 0);
@@ -339,7 +341,7 @@ static void resume_walk(fixture *f, int version)
 
     r2 = run_conn(f, version, r1.ticket);
     check_facts(&r2, vname, 1);
-    expect_stats(f->ring, 1, 0, 0, 0, 1);
+    expect_stats(f->ring, 1, 0, 0, 0, 1 + t13);
 
     /* key 1 becomes previous: still opens T1, and the ticket is renewed */
     assert_int_equal(ae_keyring_rotate(f->ring), 0);
@@ -348,12 +350,12 @@ static void resume_walk(fixture *f, int version)
     assert_int_equal(k[2].state, AE_KEY_PREVIOUS);
     r3 = run_conn(f, version, r1.ticket);
     check_facts(&r3, vname, 1);
-    expect_stats(f->ring, 1, 1, 0, 0, 2);
+    expect_stats(f->ring, 1, 1, 0, 0, 2 + t13);
 
     /* the renewed ticket (under key 2, now current) opens with the current key */
     r4 = run_conn(f, version, r3.ticket);
     check_facts(&r4, vname, 1);
-    expect_stats(f->ring, 2, 1, 0, 0, 2);
+    expect_stats(f->ring, 2, 1, 0, 0, 2 + 2 * t13);
     SSL_SESSION_free(r4.ticket);
 
     /* two more rotations: keys 1 and 2 (T1's and T3's) are retired, 3 is previous */
@@ -363,13 +365,13 @@ static void resume_walk(fixture *f, int version)
     assert_int_equal(k[2].id, 3);
     r4 = run_conn(f, version, r1.ticket);
     check_facts(&r4, vname, 0);
-    expect_stats(f->ring, 2, 1, 0, 1, 3);
+    expect_stats(f->ring, 2, 1, 0, 1, 3 + 2 * t13);
     SSL_SESSION_free(r4.ticket);
 
     /* T3 was issued under key 2, which is retired now as well */
     r4 = run_conn(f, version, r3.ticket);
     check_facts(&r4, vname, 0);
-    expect_stats(f->ring, 2, 1, 0, 2, 4);
+    expect_stats(f->ring, 2, 1, 0, 2, 4 + 2 * t13);
 
     SSL_SESSION_free(r1.ticket);
     SSL_SESSION_free(r2.ticket);
