@@ -1,0 +1,646 @@
+#!/usr/bin/env bash
+# anyedge benchmark: anyedge vs HAProxy vs nginx as TLS-terminating TCP proxies.
+#
+# One run starts all three proxies (1 worker/thread each, same ECDSA P-256 certificate, same
+# OpenSSL defaults -> TLS 1.3) in front of the same ae-origin, then drives them with wrk in
+# alternating order (round 1: anyedge, haproxy, nginx; round 2: ...) through these scenarios:
+#
+#   keepalive   GET / (small body) over 32 keep-alive HTTPS connections      -> requests/s
+#   hs_full     GET / with "Connection: close": one new TLS connection per     -> handshakes/s
+#               request, session resumption disabled in wrk (see below)
+#   hs_resumed  same, with wrk as shipped: wrk keeps the session of the last
+#               connection (SSL_clear) and offers its ticket -> resumed handshakes
+#   bulk        GET /bytes/1048576 (1 MiB) over 8 keep-alive connections       -> MiB/s
+#
+# For every run the proxy's CPU time (utime+stime of all its threads, master+worker for nginx,
+# from /proc/PID/stat) and wrk's CPU time are measured, and CPU per operation is reported.
+# The Markdown report (medians across rounds, ratios, issue targets PASS/MISS) goes to stdout
+# and to tests/bench/results/<timestamp>.md.
+#
+# Usage: tests/bench/run.sh [-r ROUNDS] [-d SECONDS] [-w SECONDS] [-b BUILD_DIR]
+#                           [-s "SCENARIOS"] [-t "TARGETS"] [-o FILE] [--no-pin]
+# Environment (same meaning, options win): AE_BENCH_ROUNDS (3), AE_BENCH_DURATION (5),
+#   AE_BENCH_WARMUP (1), AE_BENCH_CONNS (32), AE_BENCH_BULK_CONNS (8), AE_BENCH_PIN (auto|off),
+#   AE_BENCH_SCENARIOS, AE_BENCH_TARGETS, AE_BIN (build dir holding anyedge and ae-origin;
+#   default build/, as `./install.sh bench` builds there).
+#
+# Pinning (auto, with >= 2 CPUs and taskset): the proxy under test runs on CPU 0, wrk and
+# ae-origin on CPU 1, so the proxies never compete with the load generator for a core.
+#
+# Exit status: 0 when every run completed (targets missed are informational), 1 when a proxy
+# failed to start or died, or a run produced no result. Traffic goes to 127.0.0.1 only; every
+# process the script starts is ended by its PID on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+ROUNDS=${AE_BENCH_ROUNDS:-3}
+DURATION=${AE_BENCH_DURATION:-5}
+WARMUP=${AE_BENCH_WARMUP:-1}
+CONNS=${AE_BENCH_CONNS:-32}
+BULK_CONNS=${AE_BENCH_BULK_CONNS:-8}
+PIN=${AE_BENCH_PIN:-auto}
+SCENARIOS=${AE_BENCH_SCENARIOS:-"keepalive hs_full hs_resumed bulk"}
+TARGETS=${AE_BENCH_TARGETS:-"anyedge haproxy nginx"}
+AE_BIN=${AE_BIN:-$ROOT/build}
+OUT=""
+
+usage() {
+    sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -r) ROUNDS=$2; shift 2 ;;
+    -d) DURATION=$2; shift 2 ;;
+    -w) WARMUP=$2; shift 2 ;;
+    -b) AE_BIN=$2; shift 2 ;;
+    -s) SCENARIOS=$2; shift 2 ;;
+    -t) TARGETS=$2; shift 2 ;;
+    -o) OUT=$2; shift 2 ;;
+    --no-pin) PIN=off; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+    esac
+done
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() {
+    printf '[bench] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+if ! [[ "$ROUNDS" =~ ^[0-9]+$ ]] || [ "$ROUNDS" -lt 1 ] || [ "$ROUNDS" -gt 20 ]; then
+    die "rounds must be 1..20"
+fi
+if ! [[ "$DURATION" =~ ^[0-9]+$ ]] || [ "$DURATION" -lt 1 ] || [ "$DURATION" -gt 60 ]; then
+    die "duration must be 1..60 seconds"
+fi
+if ! [[ "$WARMUP" =~ ^[0-9]+$ ]] || [ "$WARMUP" -gt 30 ]; then
+    die "warmup must be 0..30 seconds"
+fi
+for s in $SCENARIOS; do
+    case "$s" in keepalive | hs_full | hs_resumed | bulk) ;; *) die "unknown scenario $s" ;; esac
+done
+for t in $TARGETS; do
+    case "$t" in anyedge | haproxy | nginx) ;; *) die "unknown target $t" ;; esac
+done
+
+ANYEDGE=$AE_BIN/anyedge
+ORIGIN=$AE_BIN/ae-origin
+if [ ! -x "$ANYEDGE" ] || [ ! -x "$ORIGIN" ]; then
+    die "no anyedge/ae-origin in $AE_BIN (build first: ./install.sh build, or set AE_BIN / -b)"
+fi
+for cmd in wrk openssl python3 curl; do
+    command -v "$cmd" >/dev/null || die "$cmd is not installed (./install.sh deps)"
+done
+for t in $TARGETS; do
+    case "$t" in
+    haproxy) command -v haproxy >/dev/null || die "haproxy is not installed" ;;
+    nginx) command -v nginx >/dev/null || die "nginx is not installed" ;;
+    esac
+done
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/ae-bench.XXXXXX")
+PIDS=()       # every long-running process we started, ended by PID on exit
+declare -A PROXY_PORT=() PROXY_PIDS=()
+FAILED=0
+
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+    local rc=$? p
+    for p in "${PIDS[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$p" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    if [ "$rc" -ne 0 ]; then
+        for f in "$T"/*.log; do
+            [ -s "$f" ] || continue
+            printf -- '--- %s (last 20 lines)\n' "$f" >&2
+            tail -n 20 "$f" >&2
+        done
+    fi
+    rm -rf "$T"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- CPU placement ----
+PROXY_CPU=()
+LOAD_CPU=()
+if [ "$PIN" != off ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ] &&
+    taskset -c 0 true 2>/dev/null && taskset -c 1 true 2>/dev/null; then
+    PROXY_CPU=(taskset -c 0)
+    LOAD_CPU=(taskset -c 1)
+    PIN_DESC="proxy on CPU 0; wrk and ae-origin on CPU 1 (taskset)"
+else
+    PIN_DESC="not pinned"
+fi
+
+# ---- helpers ----
+
+# Prints N distinct TCP ports on 127.0.0.1 that are free right now.
+free_ports() {
+    python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# wait_port PORT [SECONDS]
+wait_port() {
+    local port=$1 secs=${2:-10}
+    for _ in $(seq $((secs * 20))); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# cpu_ticks PID...: sum of utime+stime (clock ticks) of the given processes, all threads.
+cpu_ticks() {
+    local p total=0 v
+    for p in "$@"; do
+        # Fields after "pid (comm) ": state is $1, utime $12, stime $13.
+        v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
+        total=$((total + ${v:-0}))
+    done
+    printf '%s' "$total"
+}
+
+# busy_ticks: clock ticks all CPUs spent outside idle/iowait since boot (/proc/stat).
+busy_ticks() {
+    awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+
+# children PID: PIDs whose parent is PID.
+children() {
+    local f
+    for f in /proc/[0-9]*/stat; do
+        awk -v pp="$1" '{ sub(/^.*\) /, ""); if ($2 == pp) { split(FILENAME, a, "/"); print a[3] } }' \
+            "$f" 2>/dev/null || true
+    done
+}
+
+# ae_metric NAME: a sample of anyedge's /metrics (0 when absent).
+ae_metric() {
+    curl -s --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null |
+        awk -v k="$1" '$1 == k { v = $2 } END { printf "%d", (v == "" ? 0 : v) }'
+}
+
+# ---- setup ----
+log "temp dir $T; $PIN_DESC"
+read -r ORIGIN_PORT AE_PORT HA_PORT NGX_PORT ADMIN_PORT <<<"$(free_ports 5)"
+PROXY_PORT=([anyedge]=$AE_PORT [haproxy]=$HA_PORT [nginx]=$NGX_PORT)
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$T/key.pem" -out "$T/cert.pem" 2>/dev/null || die "openssl req failed"
+cat "$T/cert.pem" "$T/key.pem" >"$T/combined.pem"
+
+# wrk helpers: a done() hook printing exact totals, and a preload that makes wrk forget the
+# session when it recycles a connection (SSL_clear keeps it, so wrk would resume otherwise).
+cat >"$T/report.lua" <<'EOF'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("AEBENCH %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f\n",
+    summary.requests, summary.bytes, summary.duration,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+EOF
+cat >"$T/noresume.c" <<'EOF'
+/* LD_PRELOAD for wrk: after SSL_clear() drop the kept session, so every reconnect does a
+ * full handshake instead of offering the previous connection's ticket. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+typedef struct ssl_st SSL;
+int SSL_clear(SSL *s)
+{
+    static int (*real_clear)(SSL *);
+    static int (*set_session)(SSL *, void *);
+    if (real_clear == NULL) {
+        real_clear = (int (*)(SSL *))dlsym(RTLD_NEXT, "SSL_clear");
+        set_session = (int (*)(SSL *, void *))dlsym(RTLD_NEXT, "SSL_set_session");
+    }
+    int r = real_clear(s);
+    if (set_session != NULL)
+        set_session(s, NULL);
+    return r;
+}
+EOF
+NORESUME=""
+if command -v cc >/dev/null && cc -O2 -shared -fPIC -o "$T/noresume.so" "$T/noresume.c" -ldl \
+    2>"$T/cc.log"; then
+    NORESUME=$T/noresume.so
+else
+    log "cannot build the no-resumption preload (no C compiler?): hs_full is skipped"
+    SCENARIOS=${SCENARIOS//hs_full/}
+fi
+
+# Origin.
+"${LOAD_CPU[@]}" "$ORIGIN" -l "127.0.0.1:$ORIGIN_PORT" -i bench -q >"$T/origin.log" 2>&1 &
+PIDS+=($!)
+ORIGIN_PID=$!
+wait_port "$ORIGIN_PORT" || die "ae-origin did not start"
+
+# anyedge.
+cat >"$T/anyedge.yaml" <<EOF
+workers: 1
+tls:
+  cert: cert.pem
+  key: key.pem
+listeners:
+  - name: bench
+    protocol: tcp
+    address: "127.0.0.1:$AE_PORT"
+    upstream: origin
+upstreams:
+  origin:
+    servers: ["127.0.0.1:$ORIGIN_PORT"]
+admin:
+  address: "127.0.0.1:$ADMIN_PORT"
+log:
+  level: warn
+  access: off
+EOF
+
+# HAProxy: mode tcp, TLS offload, one thread, no logging (as anyedge with access: off).
+cat >"$T/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:$HA_PORT ssl crt $T/combined.pem
+    default_backend be
+backend be
+    server origin 127.0.0.1:$ORIGIN_PORT
+EOF
+
+# nginx: stream proxy with ssl, one worker, no access log (the stream default), TLS 1.2 and 1.3
+# like the others.
+NGX_MOD=""
+if nginx -V 2>&1 | grep -q -- '--with-stream=dynamic'; then
+    for d in /usr/lib/nginx/modules /usr/share/nginx/modules /usr/lib64/nginx/modules; do
+        if [ -f "$d/ngx_stream_module.so" ]; then
+            NGX_MOD="load_module $d/ngx_stream_module.so;"
+            break
+        fi
+    done
+    if [ -z "$NGX_MOD" ] && [[ " $TARGETS " == *" nginx "* ]]; then
+        die "nginx has a dynamic stream module but ngx_stream_module.so was not found (libnginx-mod-stream)"
+    fi
+fi
+cat >"$T/nginx.conf" <<EOF
+$NGX_MOD
+worker_processes 1;
+pid $T/nginx.pid;
+error_log $T/nginx.log warn;
+events {
+    worker_connections 8000;
+}
+stream {
+    server {
+        listen 127.0.0.1:$NGX_PORT ssl;
+        ssl_protocols TLSv1.2 TLSv1.3; # 1.22's default lacks TLSv1.3 (added to it in 1.23.4)
+        ssl_certificate $T/cert.pem;
+        ssl_certificate_key $T/key.pem;
+        proxy_pass 127.0.0.1:$ORIGIN_PORT;
+    }
+}
+EOF
+
+start_proxy() {
+    local t=$1 pid kids
+    case "$t" in
+    anyedge)
+        "${PROXY_CPU[@]}" "$ANYEDGE" -c "$T/anyedge.yaml" >"$T/anyedge.log" 2>&1 &
+        ;;
+    haproxy)
+        "${PROXY_CPU[@]}" haproxy -f "$T/haproxy.cfg" -db >"$T/haproxy.log" 2>&1 &
+        ;;
+    nginx)
+        "${PROXY_CPU[@]}" nginx -p "$T" -c "$T/nginx.conf" -e "$T/nginx.log" -g 'daemon off;' \
+            >"$T/nginx-stdout.log" 2>&1 &
+        ;;
+    esac
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "${PROXY_PORT[$t]}" 10 || die "$t did not start listening on ${PROXY_PORT[$t]}"
+    PROXY_PIDS[$t]=$pid
+    if [ "$t" = nginx ]; then
+        # Master + workers: find the workers by their parent.
+        for _ in $(seq 50); do
+            kids=$(children "$pid" | tr '\n' ' ')
+            [ -n "$kids" ] && break
+            sleep 0.1
+        done
+        [ -n "$kids" ] || die "no nginx worker process found"
+        PROXY_PIDS[$t]="$pid $kids"
+        # shellcheck disable=SC2206
+        PIDS+=($kids)
+    fi
+    log "$t: pid(s) ${PROXY_PIDS[$t]} on 127.0.0.1:${PROXY_PORT[$t]}"
+}
+
+for t in $TARGETS; do
+    start_proxy "$t"
+done
+if [[ " $TARGETS " == *" anyedge "* ]]; then
+    wait_port "$ADMIN_PORT" 10 || die "anyedge admin endpoint did not start"
+fi
+
+# Sanity: each proxy relays the right bytes; record the negotiated TLS parameters and whether
+# the proxy resumes a session from a ticket (so wrk's reuse applies to all of them alike).
+declare -A TLSINFO=() RESUMES=()
+s_get() { printf 'GET /id HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'; }
+for t in $TARGETS; do
+    port=${PROXY_PORT[$t]}
+    body=$(curl -sk --max-time 10 "https://127.0.0.1:$port/") || true
+    [ "$body" = "hello from bench" ] || die "$t: GET / returned '$body'"
+    n=$(curl -sk --max-time 20 "https://127.0.0.1:$port/bytes/1048576" | wc -c)
+    [ "$n" = 1048576 ] || die "$t: GET /bytes/1048576 returned $n bytes"
+    out=$(s_get | timeout 10 openssl s_client -connect "127.0.0.1:$port" -ign_eof \
+        -sess_out "$T/$t.sess" 2>&1 || true)
+    proto=$(awk -F': *' '/^ *Protocol *:/ {print $2; exit}' <<<"$out")
+    cipher=$(awk -F': *' '/^ *Cipher *:/ {print $2; exit}' <<<"$out")
+    kx=$(awk -F': *' '/Server Temp Key/ {print $2; exit}' <<<"$out")
+    TLSINFO[$t]="$proto $cipher, $kx"
+    out=$(s_get | timeout 10 openssl s_client -connect "127.0.0.1:$port" -ign_eof \
+        -sess_in "$T/$t.sess" 2>&1 || true)
+    if grep -q '^Reused,' <<<"$out"; then RESUMES[$t]=yes; else RESUMES[$t]=no; fi
+    log "$t: ${TLSINFO[$t]}; resumes tickets: ${RESUMES[$t]}"
+done
+
+# ---- runs ----
+RESULTS=$T/results.tsv
+printf 'round\tscenario\ttarget\trequests\tbytes\tseconds\tproxy_cpu\twrk_cpu\terrors\tae_full\tae_resumed\torigin_cpu\tother_cpu\n' \
+    >"$RESULTS"
+
+# run_wrk SECONDS SCENARIO PORT: runs wrk; prints "AEBENCH ..." then "CPU user sys" (wrk's
+# CPU from the subshell's children times).
+run_wrk() {
+    local secs=$1 scen=$2 port=$3 url conns args=() pre=()
+    url="https://127.0.0.1:$port/"
+    conns=$CONNS
+    case "$scen" in
+    keepalive) ;;
+    hs_full)
+        args=(-H 'Connection: close')
+        pre=(env "LD_PRELOAD=$NORESUME")
+        ;;
+    hs_resumed) args=(-H 'Connection: close') ;;
+    bulk)
+        url="https://127.0.0.1:$port/bytes/1048576"
+        conns=$BULK_CONNS
+        ;;
+    esac
+    (
+        timeout -k 5 $((secs + 30)) "${pre[@]}" "${LOAD_CPU[@]}" wrk -t1 -c"$conns" -d"${secs}s" \
+            --timeout 10s -s "$T/report.lua" "${args[@]}" "$url" >"$T/wrk.out" 2>&1 || true
+        times >"$T/wrk.times"
+    )
+    grep '^AEBENCH ' "$T/wrk.out" || true
+    # Second line of `times`: user and system time of the subshell's children (wrk).
+    awk 'NR == 2 {
+        n = split($0, f, " ")
+        tot = 0
+        for (i = 1; i <= n; i++) { s = f[i]; sub(/s$/, "", s); split(s, ms, "m"); tot += ms[1] * 60 + ms[2] }
+        printf "CPU %.3f\n", tot
+    }' "$T/wrk.times"
+}
+
+one_run() {
+    local round=$1 scen=$2 t=$3 port pids c0 c1 o0 o1 b0 b1 out line cpu full0=0 res0=0 full1=0 res1=0
+    port=${PROXY_PORT[$t]}
+    pids=${PROXY_PIDS[$t]}
+    for p in $pids; do
+        kill -0 "$p" 2>/dev/null || {
+            log "$t (pid $p) is not running"
+            return 1
+        }
+    done
+    if [ "$WARMUP" -gt 0 ]; then
+        run_wrk "$WARMUP" "$scen" "$port" >/dev/null
+    fi
+    sleep 0.3
+    if [ "$t" = anyedge ]; then
+        full0=$(ae_metric 'anyedge_handshakes_total{type="full"}')
+        res0=$(ae_metric 'anyedge_handshakes_total{type="resumed"}')
+    fi
+    # shellcheck disable=SC2086
+    c0=$(cpu_ticks $pids)
+    o0=$(cpu_ticks "$ORIGIN_PID")
+    b0=$(busy_ticks)
+    out=$(run_wrk "$DURATION" "$scen" "$port")
+    sleep 0.3 # let the proxy finish closing the connections wrk dropped
+    # shellcheck disable=SC2086
+    c1=$(cpu_ticks $pids)
+    o1=$(cpu_ticks "$ORIGIN_PID")
+    b1=$(busy_ticks)
+    if [ "$t" = anyedge ]; then
+        full1=$(ae_metric 'anyedge_handshakes_total{type="full"}')
+        res1=$(ae_metric 'anyedge_handshakes_total{type="resumed"}')
+    fi
+    line=$(grep '^AEBENCH ' <<<"$out" || true)
+    cpu=$(awk '/^CPU / {print $2}' <<<"$out")
+    if [ -z "$line" ]; then
+        log "round $round $scen $t: wrk produced no result:"
+        sed 's/^/    /' "$T/wrk.out" >&2
+        return 1
+    fi
+    # shellcheck disable=SC2086
+    set -- $line
+    local req=$2 bytes=$3 dur_us=$4 errs=$(($5 + $6 + $7 + $8 + $9))
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$scen" "$t" "$req" "$bytes" \
+        "$(awk -v d="$dur_us" 'BEGIN { printf "%.3f", d / 1e6 }')" \
+        "$(awk -v c=$((c1 - c0)) -v h="$CLK_TCK" 'BEGIN { printf "%.3f", c / h }')" \
+        "${cpu:-0}" "$errs" $((full1 - full0)) $((res1 - res0)) \
+        "$(awk -v c=$((o1 - o0)) -v h="$CLK_TCK" 'BEGIN { printf "%.3f", c / h }')" \
+        "$(awk -v b=$((b1 - b0)) -v c=$((c1 - c0 + o1 - o0)) -v w="${cpu:-0}" -v h="$CLK_TCK" \
+            'BEGIN { o = (b - c) / h - w; printf "%.3f", o < 0 ? 0 : o }')" >>"$RESULTS"
+    log "round $round $scen $t: $req requests, $(awk -v c=$((c1 - c0)) -v h="$CLK_TCK" \
+        'BEGIN { printf "%.2f", c / h }')s proxy CPU, ${cpu}s wrk CPU, $errs errors"
+    [ "$req" -gt 0 ] || return 1
+}
+
+START=$(date +%s)
+nt=$(wc -w <<<"$TARGETS")
+log "$ROUNDS round(s) x $(wc -w <<<"$SCENARIOS") scenario(s) x $nt target(s), ${DURATION}s each (+${WARMUP}s warm-up)"
+read -r -a targets_arr <<<"$TARGETS"
+for round in $(seq "$ROUNDS"); do
+    # Rotate the order each round: anyedge haproxy nginx, haproxy nginx anyedge, ...
+    order=()
+    for i in $(seq 0 $((nt - 1))); do
+        order+=("${targets_arr[$(((i + round - 1) % nt))]}")
+    done
+    for scen in $SCENARIOS; do
+        for t in "${order[@]}"; do
+            one_run "$round" "$scen" "$t" || FAILED=1
+        done
+    done
+done
+ELAPSED=$(($(date +%s) - START))
+
+# ---- report ----
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+if [ -z "$OUT" ]; then
+    mkdir -p "$ROOT/tests/bench/results"
+    OUT=$ROOT/tests/bench/results/$STAMP.md
+fi
+CPU_MODEL=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+AE_VER=$("$ANYEDGE" --version 2>/dev/null | head -n1 || true)
+AE_GIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+HA_VER=$(haproxy -v 2>/dev/null | head -n1 | awk '{print $3}' || true)
+NGX_VER=$(nginx -v 2>&1 | sed 's/.*nginx\///' || true)
+WRK_VER=$(wrk -v 2>&1 | head -n1 | awk '{print $2}' || true)
+SSL_VER=$(openssl version)
+
+tlsinfo=""
+for t in $TARGETS; do
+    tlsinfo="$tlsinfo$t=${TLSINFO[$t]} (ticket resumption: ${RESUMES[$t]});"
+done
+
+python3 - "$RESULTS" >"$T/report.md" <<EOF
+import csv, statistics, sys
+
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+targets = "$TARGETS".split()
+scen_order = "$SCENARIOS".split()
+names = {"anyedge": "anyedge", "haproxy": "HAProxy", "nginx": "nginx"}
+MiB = 1048576.0
+info = {
+    "keepalive": ("keep-alive GET / (c=$CONNS)", "req/s", "µs CPU/req"),
+    "hs_full": ("full handshake per request (c=$CONNS)", "hs/s", "µs CPU/hs"),
+    "hs_resumed": ("resumed handshake per request (c=$CONNS)", "hs/s", "µs CPU/hs"),
+    "bulk": ("GET 1 MiB keep-alive (c=$BULK_CONNS)", "MiB/s", "µs CPU/MiB"),
+}
+targets_issue = {"keepalive": 0.8, "hs_full": 0.67, "bulk": 0.5}
+
+def ops(r):
+    if r["scenario"] == "bulk":
+        return float(r["bytes"]) / MiB
+    return float(r["requests"])
+
+agg = {}
+for r in rows:
+    o = ops(r)
+    secs = float(r["seconds"])
+    if o <= 0 or secs <= 0:
+        continue
+    d = agg.setdefault((r["scenario"], r["target"]), {"rate": [], "cpu": [], "wrk": [], "util": [], "bg": [],
+                                                      "err": 0, "n": 0, "full": 0, "res": 0})
+    d["rate"].append(o / secs)
+    d["cpu"].append(float(r["proxy_cpu"]) * 1e6 / o)
+    d["wrk"].append(float(r["wrk_cpu"]) * 1e6 / o)
+    d["util"].append(100.0 * float(r["proxy_cpu"]) / secs)
+    d["bg"].append(100.0 * float(r["other_cpu"]) / secs)
+    d["err"] += int(r["errors"])
+    d["n"] += 1
+    d["full"] += int(r["ae_full"])
+    d["res"] += int(r["ae_resumed"])
+
+med = statistics.median
+print("## Results (median of %s rounds)" % "$ROUNDS")
+print()
+print("| scenario | proxy | rate | proxy CPU busy | proxy CPU per op | wrk CPU per op | other load | runs | errors |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+for s in scen_order:
+    label, unit, cunit = info[s]
+    for t in targets:
+        d = agg.get((s, t))
+        if not d:
+            print("| %s | %s | – | – | – | – | – | 0 | – |" % (label, names[t]))
+            continue
+        print("| %s | %s | %.0f %s | %.0f %% | %.1f %s | %.1f %s | %.0f %% | %d | %d |" % (
+            label, names[t], med(d["rate"]), unit, med(d["util"]), med(d["cpu"]), cunit,
+            med(d["wrk"]), cunit, med(d["bg"]), d["n"], d["err"]))
+print()
+print("proxy CPU busy: proxy CPU time / wall time (100 % = one core). other load: CPU used on the")
+print("machine by anything but the proxy, wrk and ae-origin during the run (100 % = one core); a high")
+print("value means a noisy run (rates suffer first; CPU per op less).")
+print()
+hs_notes = []
+for s in ("hs_full", "hs_resumed", "keepalive"):
+    d = agg.get((s, "anyedge"))
+    if d and (d["full"] or d["res"]):
+        hs_notes.append("%s: %d full / %d resumed" % (s, d["full"], d["res"]))
+if hs_notes:
+    print("anyedge's own handshake counters over the measured runs: " + "; ".join(hs_notes) + ".")
+    print()
+
+print("## CPU per operation, anyedge relative to the others (median CPU/op ratio; lower is better)")
+print()
+print("| scenario | anyedge / HAProxy | anyedge / nginx | issue target (vs HAProxy) | result |")
+print("|---|---:|---:|---:|---|")
+def ratio(s, other):
+    a, b = agg.get((s, "anyedge")), agg.get((s, other))
+    if not a or not b:
+        return None
+    return med(a["cpu"]) / med(b["cpu"])
+for s in scen_order:
+    rh, rn = ratio(s, "haproxy"), ratio(s, "nginx")
+    tgt = targets_issue.get(s)
+    if tgt is None:
+        res, tg = "(informational)", "–"
+    elif rh is None:
+        res, tg = "n/a", "≤ %.2f×" % tgt
+    else:
+        res, tg = ("PASS" if rh <= tgt else "MISS"), "≤ %.2f×" % tgt
+    f = lambda x: "–" if x is None else "%.2f×" % x
+    print("| %s | %s | %s | %s | %s |" % (info[s][0], f(rh), f(rn), tg, res))
+print()
+
+print("<details><summary>All runs</summary>")
+print()
+print("| round | scenario | proxy | requests | MiB | seconds | proxy CPU s | wrk CPU s | origin CPU s | other CPU s | errors |")
+print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    print("| %s | %s | %s | %s | %.1f | %s | %s | %s | %s | %s | %s |" % (r["round"], r["scenario"],
+        names[r["target"]], r["requests"], float(r["bytes"]) / MiB, r["seconds"],
+        r["proxy_cpu"], r["wrk_cpu"], r["origin_cpu"], r["other_cpu"], r["errors"]))
+print()
+print("</details>")
+EOF
+
+{
+    printf '# anyedge benchmark %s\n\n' "$STAMP"
+    printf -- '- machine: %s CPU(s), %s; kernel %s\n' "$(nproc)" "$CPU_MODEL" "$(uname -r)"
+    printf -- '- anyedge %s (git %s, %s); HAProxy %s; nginx %s; wrk %s; %s\n' \
+        "${AE_VER:-?}" "$AE_GIT" "$AE_BIN" "$HA_VER" "$NGX_VER" "$WRK_VER" "$SSL_VER"
+    printf -- '- each proxy: 1 worker/thread, TLS termination + TCP relay to one ae-origin; ECDSA P-256 cert\n'
+    printf -- '- TLS negotiated: %s\n' "${tlsinfo%;}"
+    printf -- '- %s round(s), %ss per run after %ss warm-up, targets alternating; %s; total %ss\n' \
+        "$ROUNDS" "$DURATION" "$WARMUP" "$PIN_DESC" "$ELAPSED"
+    printf -- '- CPU = utime+stime of the proxy process(es) (all threads; nginx master+worker) over the run\n'
+    printf -- '- hs_full: wrk with an LD_PRELOAD that drops the session on reconnect (wrk as shipped resumes: hs_resumed)\n\n'
+    cat "$T/report.md"
+} >"$OUT"
+cat "$OUT"
+log "report saved to $OUT"
+if [ "$FAILED" -ne 0 ]; then
+    log "some runs failed (see above)"
+    exit 1
+fi
+exit 0
