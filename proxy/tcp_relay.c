@@ -51,6 +51,9 @@ struct ae_tconn {
     unsigned u_shut : 1;  /* we sent FIN to the upstream */
     unsigned c_shut : 1;  /* we sent close_notify to the client */
     unsigned counted : 1; /* holds a slot in server->active */
+    unsigned c_ready : 1; /* client may have data: readable event seen, not yet drained */
+    unsigned u_ready : 1; /* upstream may have data */
+    unsigned c_rww : 1;   /* the last TLS read wanted the socket writable */
     int server_idx;
     int pre_idx;      /* affinity: server chosen during the handshake (recorded in the ticket) */
     uint8_t affinity; /* affinity: AFF_NONE / AFF_HIT / AFF_MISS (a ticket was opened) */
@@ -246,6 +249,7 @@ static void relay_start(ae_tconn *c)
     ae_worker *w = c->w;
     set_state(c, TC_RELAY);
     c->c_last = c->u_last = ev_now(w->loop);
+    c->c_ready = c->u_ready = 1;
     if (c->lis->proxy_protocol != AE_PP_NONE) {
         c->c2u = ae_worker_buf_get(w, c->rt->conf->tune.buffer_size);
         if (c->c2u == NULL) {
@@ -425,7 +429,7 @@ static void relay(ae_tconn *c)
         cev = uev = 0;
         /* client -> buffer */
         ae_buf *b = c->c2u;
-        if (!c->c_eof && (b == NULL || b->off + b->len < b->cap)) {
+        if (!c->c_eof && c->c_ready && (b == NULL || b->off + b->len < b->cap)) {
             if (need_buf(c, &c->c2u) == NULL) {
                 conn_close_clean(c, "nomem");
                 return;
@@ -433,14 +437,21 @@ static void relay(ae_tconn *c)
             b = c->c2u;
             if (b->len == 0)
                 b->off = 0;
-            ssize_t n =
-                ae_tls_conn_read(c->tls, b->data + b->off + b->len, b->cap - b->off - b->len);
+            size_t room = b->cap - b->off - b->len;
+            ssize_t n = ae_tls_conn_read(c->tls, b->data + b->off + b->len, room);
             if (n > 0) {
                 b->len += (uint32_t)n;
                 c->bytes_in += (uint64_t)n;
                 c->c_last = now;
                 progress = 1;
+                /* Nothing buffered in OpenSSL: the socket was read as far as it had data
+                 * (read-ahead), so the next read would most likely be EAGAIN. Wait for the
+                 * (level-triggered) readable event instead of paying that syscall. */
+                if ((size_t)n < room && ae_tls_conn_pending(c->tls) == 0)
+                    c->c_ready = 0;
             } else if (n == AE_TLS_WANT_READ || n == AE_TLS_WANT_WRITE) {
+                c->c_ready = 0;
+                c->c_rww = n == AE_TLS_WANT_WRITE; /* retry once the socket is writable */
                 cev |= tls_want_events(n);
             } else if (n == AE_ERR_CLOSED) {
                 c->c_eof = 1;
@@ -477,7 +488,7 @@ static void relay(ae_tconn *c)
         }
         /* upstream -> buffer */
         b = c->u2c;
-        if (!c->u_eof && (b == NULL || b->off + b->len < b->cap)) {
+        if (!c->u_eof && c->u_ready && (b == NULL || b->off + b->len < b->cap)) {
             if (need_buf(c, &c->u2c) == NULL) {
                 conn_close_clean(c, "nomem");
                 return;
@@ -485,15 +496,19 @@ static void relay(ae_tconn *c)
             b = c->u2c;
             if (b->len == 0)
                 b->off = 0;
-            ssize_t n = recv(c->ufd, b->data + b->off + b->len, b->cap - b->off - b->len, 0);
+            size_t room = b->cap - b->off - b->len;
+            ssize_t n = recv(c->ufd, b->data + b->off + b->len, room, 0);
             if (n > 0) {
                 b->len += (uint32_t)n;
                 c->u_last = now;
                 progress = 1;
+                if ((size_t)n < room) /* short read: the socket is drained */
+                    c->u_ready = 0;
             } else if (n == 0) {
                 c->u_eof = 1;
                 progress = 1;
             } else if (errno == EAGAIN || errno == EINTR) {
+                c->u_ready = 0;
                 uev |= EV_READ;
             } else {
                 {
@@ -523,17 +538,27 @@ static void relay(ae_tconn *c)
         }
         release_if_empty(c, &c->u2c);
         if (c->u_eof && c->u2c == NULL && !c->c_shut) {
-            (void)ae_tls_conn_shutdown(c->tls);
-            shutdown(c->cfd, SHUT_WR);
-            c->c_shut = 1;
+            /* FIN only after the close_notify is out: a full socket buffer retries it. */
+            int rv = ae_tls_conn_shutdown(c->tls);
+            if (rv == AE_TLS_WANT_WRITE || rv == AE_TLS_WANT_READ) {
+                cev |= tls_want_events(rv);
+            } else {
+                shutdown(c->cfd, SHUT_WR);
+                c->c_shut = 1;
+            }
         }
-        if (c->c_eof && c->u_eof && c->c2u == NULL && c->u2c == NULL) {
+        if (c->c_eof && c->u_eof && c->c_shut && c->c2u == NULL && c->u2c == NULL) {
             conn_close(c, "done");
             return;
         }
         if (!progress)
             break;
     }
+    /* A side not known to be readable is watched while its buffer has room. */
+    if (!c->c_eof && !c->c_ready && (c->c2u == NULL || c->c2u->off + c->c2u->len < c->c2u->cap))
+        cev |= EV_READ;
+    if (!c->u_eof && !c->u_ready && (c->u2c == NULL || c->u2c->off + c->u2c->len < c->u2c->cap))
+        uev |= EV_READ;
     watch(c, &c->cio, cev);
     watch(c, &c->uio, uev);
     if (progress) /* out of rounds with work left: continue on the next loop iteration */
@@ -561,16 +586,26 @@ static void drive(ae_tconn *c)
 
 static void client_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
-    drive(io->data);
+    ae_tconn *c = io->data;
+    if (revents & EV_READ)
+        c->c_ready = 1;
+    if ((revents & EV_WRITE) && c->c_rww) {
+        c->c_ready = 1; /* the TLS read that wanted to write can go on */
+        c->c_rww = 0;
+    }
+    drive(c);
 }
 
 static void upstream_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     ae_tconn *c = io->data;
-    if (c->state == TC_CONNECTING)
+    if (c->state == TC_CONNECTING) {
         connect_done(c);
-    else
-        drive(c);
+        return;
+    }
+    if (revents & EV_READ)
+        c->u_ready = 1;
+    drive(c);
 }
 
 void ae_tconn_accept(ae_worker *w, ae_wlistener *l, int fd, const struct sockaddr *peer,

@@ -158,9 +158,9 @@ int ae_tls_conn_shutdown(ae_tls_conn *c)
     return rv == AE_ERR_CLOSED ? AE_ERR_IO : rv;
 }
 
-size_t ae_tls_conn_pending(ae_tls_conn *c)
+int ae_tls_conn_pending(ae_tls_conn *c)
 {
-    return (size_t)SSL_pending(c->ssl);
+    return SSL_has_pending(c->ssl);
 }
 
 const char *ae_tls_conn_sni(ae_tls_conn *c)

@@ -125,8 +125,9 @@ ssize_t ae_tls_conn_write(ae_tls_conn *c, const void *buf, size_t len);
 /* Sends close_notify (half-close of the write side). Returns 0, AE_TLS_WANT_*, or an error. */
 int ae_tls_conn_shutdown(ae_tls_conn *c);
 
-/* Bytes already decrypted and buffered inside the TLS layer (read them before waiting). */
-size_t ae_tls_conn_pending(ae_tls_conn *c);
+/* 1 when the TLS layer holds received data, decrypted or not yet (read-ahead records): read
+ * again before waiting for the socket, which may have nothing more to say. */
+int ae_tls_conn_pending(ae_tls_conn *c);
 
 /* Per-connection hooks for data the proxy keeps in the session ticket ("ticket app data").
  * Both run inside ae_tls_conn_handshake(), on the connection's thread.

@@ -204,3 +204,355 @@ s_get() {
     printf 'GET /id HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' |
         timeout 10 openssl s_client -connect "127.0.0.1:$EDGE_PORT" -ign_eof "$@" 2>&1 || true
 }
+
+# ---- persistent keep-alive HTTPS clients, timing, wrk (added for reload/drain tests) ----
+
+# now_ms: wall clock in milliseconds.
+now_ms() {
+    local t=${EPOCHREALTIME/[.,]/}
+    printf '%s' "${t:0:-3}"
+}
+
+# tcp_refused PORT: succeeds when a TCP connect to 127.0.0.1:PORT fails (nothing accepts).
+tcp_refused() {
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# ka_open NAME PORT: opens one persistent TLS connection to 127.0.0.1:PORT (no certificate
+# check) in a background python process (PID in PID_<NAME>, recorded for cleanup) and waits for
+# the handshake. Fails the test when the connection cannot be made.
+# ka_get NAME PATH: sends "GET PATH" (HTTP/1.1 keep-alive) on that same connection and prints
+# "STATUS BODY", or "ERR reason" when the connection is gone.
+# ka_peek NAME: prints "open" or "closed" (the server closed the connection).
+# ka_close NAME: closes the connection and ends the process.
+ka_open() {
+    local name=$1 port=$2
+    rm -f "$T/$name.fifo" "$T/$name.resp"
+    mkfifo "$T/$name.fifo"
+    cat >"$T/ka_client.py" <<'EOF'
+import os, select, socket, ssl, sys
+base, port = sys.argv[1], int(sys.argv[2])
+def reply(text):
+    with open(base + ".resp.tmp", "w") as f:
+        f.write(text)
+    os.rename(base + ".resp.tmp", base + ".resp")
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+try:
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=15),
+                        server_hostname="localhost")
+    reply("connected")
+except Exception as e:
+    reply("ERR connect: %s" % e)
+    sys.exit(1)
+buf = b""
+def recv_more():
+    global buf
+    try:
+        d = s.recv(65536)
+    except (ssl.SSLZeroReturnError, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
+        d = b""
+    if not d:
+        raise EOFError("closed by peer")
+    buf += d
+def get(path):
+    global buf
+    s.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % path).encode())
+    while b"\r\n\r\n" not in buf:
+        recv_more()
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    status = lines[0].split()[1]
+    clen = 0
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        if k.strip().lower() == "content-length":
+            clen = int(v)
+    while len(buf) < clen:
+        recv_more()
+    body, buf = buf[:clen], buf[clen:]
+    return "%s %s" % (status, body.decode("latin-1"))
+def peek():
+    if s.pending():
+        return "open"
+    r, _, _ = select.select([s], [], [], 0.2)
+    if not r:
+        return "open"
+    try:
+        s.setblocking(False)
+        d = s.recv(65536)
+        s.setblocking(True)
+    except ssl.SSLWantReadError:
+        s.setblocking(True)
+        return "open"
+    except Exception:
+        return "closed"
+    return "closed" if not d else "open"
+while True:
+    with open(base + ".fifo") as f:
+        for line in f:
+            cmd = line.rstrip("\n")
+            if cmd == "close":
+                s.close()
+                reply("closed")
+                sys.exit(0)
+            if cmd == "peek":
+                reply(peek())
+                continue
+            try:
+                reply(get(cmd))
+            except Exception as e:
+                reply("ERR %s: %s" % (type(e).__name__, e))
+EOF
+    start_bg "$name" python3 -u "$T/ka_client.py" "$T/$name" "$port"
+    wait_until 15 test -f "$T/$name.resp" || fail "ka_open $name: no answer from the client"
+    local r
+    r=$(cat "$T/$name.resp")
+    [ "$r" = connected ] || fail "ka_open $name: $r"
+}
+
+ka_cmd() {
+    local name=$1 cmd=$2
+    rm -f "$T/$name.resp"
+    printf '%s\n' "$cmd" >"$T/$name.fifo"
+    wait_until 20 test -f "$T/$name.resp" || { echo "ERR no answer"; return 0; }
+    cat "$T/$name.resp"
+}
+ka_get() { ka_cmd "$1" "$2"; }
+ka_peek() { ka_cmd "$1" peek; }
+ka_close() { ka_cmd "$1" close >/dev/null; }
+
+# wrk_check FILE WHAT: strict reading of wrk's output in FILE: at least one request, no
+# "Socket errors" line (connect/read/write/timeout all 0), no "Non-2xx" line. Prints the
+# number of requests.
+wrk_check() {
+    local f=$1 what=$2 n
+    grep -q 'requests in' "$f" || fail "$what: wrk printed no summary: $(cat "$f")"
+    n=$(awk '/requests in/ { print $1 }' "$f")
+    if grep -q 'Socket errors' "$f"; then
+        fail "$what: wrk socket errors: $(grep 'Socket errors' "$f")"
+    fi
+    if grep -q 'Non-2xx' "$f"; then
+        fail "$what: wrk non-2xx responses: $(grep 'Non-2xx' "$f")"
+    fi
+    assert_ge "$n" 1 "$what: wrk requests"
+    printf '%s' "$n"
+}
+
+# ---- helpers for relay and hostile-client tests (now_ms is defined above) ----
+
+# fd_count PID: number of open file descriptors of PID.
+fd_count() { ls "/proc/$1/fd" | wc -l; }
+
+# metric_ge NAME MIN / metric_eq NAME VALUE: metric tests for wait_until.
+metric_ge() { [ "$(metric "$1")" -ge "$2" ]; }
+metric_eq() { [ "$(metric "$1")" = "$2" ]; }
+
+# kv KEY TEXT: the value of the first "KEY=value" line of TEXT (tls_client's output format).
+kv() { awk -v k="$1" 'index($0, k "=") == 1 { print substr($0, length(k) + 2); exit }' <<<"$2"; }
+
+# tls_client PORT [options]: a scripted TLS client (python3 ssl over a memory BIO, so the
+# close_notify can be sent without closing the read side). Never fails; prints key=value lines:
+#   result (ok | handshake_error:... | timeout | error:...), hs_ms, local_port, version, alpn,
+#   sent, sent_sha, recv, recv_sha, eof (notify | fin | rst | none), eof_ms (since connect),
+#   body (repr of the first --show bytes received), recv_at_close (bytes received when the
+#   client started its close).
+# Options:
+#   --sni NAME        server name (default localhost; "" for none)
+#   --alpn a,b        ALPN protocols to offer
+#   --trickle N:MS    after the handshake send "\r\n" N times, MS ms apart
+#   --data STR        then send STR (Python escapes such as \r\n are decoded)
+#   --send N          then send N random bytes (hashed: sent_sha)
+#   --close MODE      then: notify (close_notify + TCP FIN), fin (TCP FIN only), none
+#   --timeout S       overall deadline (default 30); result=timeout when it passes
+#   --show N          print the first N received bytes as body=
+# It reads until the server ends the stream (close_notify, FIN or RST) or the deadline.
+tls_client() {
+    python3 - "$@" <<'EOF'
+import argparse, hashlib, os, select, socket, ssl, sys, time
+ap = argparse.ArgumentParser()
+ap.add_argument("port", type=int)
+ap.add_argument("--sni", default="localhost")
+ap.add_argument("--alpn")
+ap.add_argument("--trickle", default="0:0")
+ap.add_argument("--data", default="")
+ap.add_argument("--send", type=int, default=0)
+ap.add_argument("--close", choices=["notify", "fin", "none"], default="none")
+ap.add_argument("--timeout", type=float, default=30.0)
+ap.add_argument("--show", type=int, default=0)
+a = ap.parse_args()
+out = {"result": "ok", "hs_ms": -1, "local_port": 0, "version": "", "alpn": "", "sent": 0,
+       "recv": 0, "eof": "none", "eof_ms": -1}
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+if hasattr(ssl, "OP_IGNORE_UNEXPECTED_EOF"):
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF  # tell a bare FIN from a close_notify
+if a.alpn:
+    ctx.set_alpn_protocols(a.alpn.split(","))
+t0 = time.monotonic()
+deadline = t0 + a.timeout
+ms = lambda: int((time.monotonic() - t0) * 1000)
+head = a.data.encode("latin1").decode("unicode_escape").encode("latin1")
+tn, tms = (int(x) for x in a.trickle.split(":"))
+next_trickle = 0.0
+remaining = a.send
+sha_tx, sha_rx = hashlib.sha256(), hashlib.sha256()
+shown = b""
+raw = socket.create_connection(("127.0.0.1", a.port), timeout=a.timeout)
+raw.setblocking(False)
+out["local_port"] = raw.getsockname()[1]
+inc, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+obj = ctx.wrap_bio(inc, outb, server_hostname=(a.sni or None))
+pending = b""
+hs = close_started = shut = tcp_eof = False
+def end(kind):
+    out["eof"], out["eof_ms"] = kind, ms()
+try:
+    while True:
+        now = time.monotonic()
+        if now > deadline:
+            out["result"] = "timeout"
+            break
+        if not hs:
+            try:
+                obj.do_handshake()
+                hs = True
+                out["hs_ms"], out["version"] = ms(), obj.version()
+                out["alpn"] = obj.selected_alpn_protocol() or ""
+                next_trickle = time.monotonic() + tms / 1000.0
+            except ssl.SSLWantReadError:
+                pass
+            except (ssl.SSLError, OSError) as e:
+                out["result"] = "handshake_error:" + type(e).__name__ + ":" + str(e).replace("\n", " ")
+                break
+        if hs:
+            # Read everything decryptable first (also before unwrap(), which drops app data).
+            while True:
+                try:
+                    d = obj.read(262144)
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLZeroReturnError:
+                    end("notify")
+                    break
+                except (ssl.SSLEOFError, ssl.SSLSyscallError):
+                    end("fin")
+                    break
+                if not d:
+                    end("notify")
+                    break
+                out["recv"] += len(d)
+                sha_rx.update(d)
+                if len(shown) < a.show:
+                    shown += d[: a.show - len(shown)]
+            if out["eof"] != "none":
+                break
+            if tn > 0:
+                if time.monotonic() >= next_trickle:
+                    obj.write(b"\r\n")
+                    out["sent"] += 2
+                    sha_tx.update(b"\r\n")
+                    tn -= 1
+                    next_trickle = time.monotonic() + tms / 1000.0
+            else:
+                while len(pending) + outb.pending < 262144 and (head or remaining):
+                    if head:
+                        chunk, head = head[:16384], head[16384:]
+                    else:
+                        chunk = os.urandom(min(remaining, 16384))
+                        remaining -= len(chunk)
+                    obj.write(chunk)
+                    out["sent"] += len(chunk)
+                    sha_tx.update(chunk)
+                if not head and not remaining and not close_started and a.close != "none":
+                    close_started = True
+                    out["recv_at_close"] = out["recv"]
+                    if a.close == "notify":
+                        try:
+                            obj.unwrap()
+                        except ssl.SSLWantReadError:
+                            pass
+        pending += outb.read()
+        while pending:
+            try:
+                n = raw.send(pending)
+            except BlockingIOError:
+                break
+            pending = pending[n:]
+        if close_started and not pending and not shut:
+            raw.shutdown(socket.SHUT_WR)
+            shut = True
+        if tcp_eof:
+            if not hs:
+                out["result"] = "handshake_error:eof"
+                end("fin")
+            elif out["eof"] == "none":
+                end("fin")
+            break
+        wait = max(0.0, min(deadline - time.monotonic(), 0.2))
+        if tn > 0 and hs:
+            wait = max(0.0, min(wait, next_trickle - time.monotonic()))
+        r, w, _ = select.select([raw], [raw] if pending else [], [], wait)
+        if r:
+            try:
+                d = raw.recv(262144)
+            except ConnectionResetError:
+                end("rst")
+                if not hs:
+                    out["result"] = "handshake_error:rst"
+                break
+            if d:
+                inc.write(d)
+            else:
+                inc.write_eof()
+                tcp_eof = True
+                # let the read loop above classify notify vs fin first
+                if hs:
+                    continue
+except Exception as e:  # report, never fail
+    out["result"] = "error:" + type(e).__name__ + ":" + str(e)
+out["sent_sha"], out["recv_sha"] = sha_tx.hexdigest(), sha_rx.hexdigest()
+out["body"] = repr(shown)
+for k, v in out.items():
+    print("%s=%s" % (k, v))
+raw.close()
+EOF
+}
+
+# stop_clean NAME: SIGTERM the process started as NAME (start_bg/start_edge), then require exit
+# status 0 and no sanitizer report (ASan, UBSan, LSan) in $T/NAME.log.
+stop_clean() {
+    local name=$1 v="PID_$1" rc
+    stop_pid "${!v}"
+    rc=$(exit_status "${!v}")
+    if grep -Eq 'runtime error|AddressSanitizer|LeakSanitizer|ThreadSanitizer' "$T/$name.log"; then
+        fail "$name: sanitizer report in its log"
+    fi
+    assert_eq "$rc" 0 "$name: exit status after SIGTERM"
+}
+
+# ---- Redis helpers (shared-state tests) ----
+
+# start_redis PORT [NAME]: a throw-away redis-server on 127.0.0.1:PORT (no persistence), started
+# with start_bg (PID in PID_<NAME>, default NAME redis); waits until it answers PING.
+start_redis() {
+    local port=$1 name=${2:-redis}
+    command -v redis-server >/dev/null || fail "redis-server is not installed"
+    start_bg "$name" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no
+    wait_until 10 rcli_at "$port" PING || fail "redis on port $port does not answer PING"
+}
+
+# rcli_at PORT ARGS...: redis-cli against 127.0.0.1:PORT (raw output).
+rcli_at() {
+    local port=$1
+    shift
+    redis-cli -h 127.0.0.1 -p "$port" --raw "$@"
+}
+
+# rcli ARGS...: redis-cli against $REDIS_PORT.
+rcli() { rcli_at "${REDIS_PORT:?REDIS_PORT must be set}" "$@"; }
+
+# metric_at ADMIN_PORT NAME_WITH_LABELS: like metric, for the given admin port.
+metric_at() { ADMIN_PORT=$1 metric "$2"; }
