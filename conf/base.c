@@ -374,3 +374,14 @@ void ae_log_access(uint64_t conn, const char *first_key, ...)
     flush_line(&lb, json);
     errno = saved;
 }
+
+int ae_hex_digit(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}

@@ -39,6 +39,9 @@ uint64_t ae_now_ns(void);
 /* Wall clock in milliseconds since the epoch. */
 uint64_t ae_wall_ms(void);
 
+/* Value of a hexadecimal digit (either case), or -1. */
+int ae_hex_digit(int ch);
+
 /* ---- logging ---- */
 
 typedef enum {

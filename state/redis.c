@@ -45,17 +45,6 @@ static void set_err(char *err, size_t errlen, const char *msg)
         snprintf(err, errlen, "redis url: %s", msg);
 }
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* Decodes s[0..n) (with %XX escapes) into a new string; NULL with *bad set on a bad escape. */
 static char *pct_decode(const char *s, size_t n, int *bad)
 {
@@ -70,8 +59,8 @@ static char *pct_decode(const char *s, size_t n, int *bad)
             out[j++] = s[i];
             continue;
         }
-        int hi = i + 2 < n ? hexval((unsigned char)s[i + 1]) : -1;
-        int lo = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
+        int hi = i + 2 < n ? ae_hex_digit((unsigned char)s[i + 1]) : -1;
+        int lo = i + 2 < n ? ae_hex_digit((unsigned char)s[i + 2]) : -1;
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
             explicit_bzero(out, n + 1);
             free(out);

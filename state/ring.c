@@ -128,24 +128,14 @@ static void hex_put(char *dst, const uint8_t *src, size_t n)
     dst[2 * n] = '\0';
 }
 
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes exactly 2*n hex digits of s[0, slen). 0 or -1. */
 static int hex_get(const char *s, size_t slen, uint8_t *out, size_t n)
 {
     if (slen != 2 * n)
         return -1;
     for (size_t i = 0; i < n; i++) {
-        int hi = hex_val(s[2 * i]), lo = hex_val(s[2 * i + 1]);
+        int hi = ae_hex_digit((unsigned char)s[2 * i]),
+            lo = ae_hex_digit((unsigned char)s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         out[i] = (uint8_t)(hi << 4 | lo);
