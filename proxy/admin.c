@@ -912,9 +912,18 @@ static void conn_dispatch(admin_conn *c, const ae_admin_request *req)
                     ae_server_state(s) != NULL ? "requested" : "done");
         else
             AE_WARN("admin: key rotation failed: %s", err[0] != '\0' ? err : ae_strerror(rv));
-        conn_respond_json_result(
-            c, rv, ae_server_keyring(s) != NULL ? ae_keyring_generation(ae_server_keyring(s)) : 0,
-            err[0] != '\0' ? err : NULL);
+        {
+            /* Shared mode: the ring's generation (the rotation itself shows up shortly). */
+            uint64_t gen = 0;
+            if (ae_server_state(s) != NULL) {
+                ae_state_info in;
+                ae_state_get_info(ae_server_state(s), &in);
+                gen = in.ring_generation;
+            } else if (ae_server_keyring(s) != NULL) {
+                gen = ae_keyring_generation(ae_server_keyring(s));
+            }
+            conn_respond_json_result(c, rv, gen, err[0] != '\0' ? err : NULL);
+        }
         return;
     default:
         conn_respond_text(c, 500, NULL, "internal error\n");

@@ -488,7 +488,7 @@ static void worker_exit_cb(struct ev_loop *loop, ev_async *a, int revents)
 
 static void server_free(ae_server_main *s)
 {
-    for (size_t i = 0; i < s->nworkers; i++)
+    for (size_t i = 0; s->workers != NULL && i < s->nworkers; i++)
         ae_worker_free(s->workers[i]);
     free(s->workers);
     lsocks_forget(s->lsocks, s->nlsocks);

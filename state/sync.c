@@ -89,7 +89,10 @@ struct ae_state {
     int have_ring;
     int syncing, rotating, force_rotate;
     char token[24]; /* fencing token of the rotation in progress */
+    uint64_t rot_base_gen; /* ring generation the rotation in progress started from */
     uint64_t last_rot_warn_ms, last_ring_err_ms, last_conflict_ms;
+    char last_ring_err[128]; /* last ring error logged: only repeats of it are rate limited */
+    uint64_t ring_changed_mono_ms; /* monotonic time this site last saw the ring change; 0 never */
 
     ev_timer sync_timer, hb_timer;
     ae_state_info info;
@@ -113,6 +116,18 @@ static int is_str(const redisReply *r)
     return r != NULL && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS);
 }
 
+/* Ring errors: a repeat of the last one is logged once per LOG_EVERY_MS, a different one at once
+ * (cleared when a ring reads fine, so a new incident is always logged). */
+static int ring_err_log_ok(ae_state *s, const char *msg)
+{
+    if (strncmp(msg, s->last_ring_err, sizeof(s->last_ring_err) - 1) != 0) {
+        snprintf(s->last_ring_err, sizeof(s->last_ring_err), "%s", msg);
+        s->last_ring_err_ms = ae_now_ms();
+        return 1;
+    }
+    return rate_ok(&s->last_ring_err_ms, LOG_EVERY_MS);
+}
+
 static const char *reply_err(const redisReply *r, const char *err)
 {
     if (r == NULL)
@@ -124,6 +139,8 @@ static const char *reply_err(const redisReply *r, const char *err)
 
 static void set_ring(ae_state *s, const ae_ring *r, const char *why)
 {
+    if (s->have_ring)
+        s->ring_changed_mono_ms = ae_now_ms();
     s->ring = *r;
     s->have_ring = 1;
     s->info.ring_generation = r->generation;
@@ -198,8 +215,11 @@ static void publish_cb(ae_redis *r, redisReply *reply, const char *err, void *ar
         AE_WARN("state: Redis had no usable ring: re-published cached generation %" PRIu64,
                 s->ring.generation);
     }
-    /* Read back what is there now: ours, or what another site wrote first. */
-    sync_now(s);
+    /* Read back what is there now: ours. When the script refused (Redis holds a generation
+     * >= ours, possibly one we cannot read), do not re-read at once: an unreadable ring would
+     * loop GET -> publish -> GET without pause; the writer's PUBLISH or the sync timer reads it. */
+    if (reply->integer == 1)
+        sync_now(s);
 }
 
 static void publish_ring(ae_state *s, const ae_ring *ring)
@@ -241,7 +261,7 @@ static void get_ring_cb(ae_redis *r, redisReply *reply, const char *err, void *a
         s->syncing = 0;
         if (reply != NULL) {
             s->info.ring_errors++;
-            if (rate_ok(&s->last_ring_err_ms, LOG_EVERY_MS))
+            if (ring_err_log_ok(s, reply->str))
                 AE_ERROR("state: cannot read %s: %s (keeping cached ring generation %" PRIu64 ")",
                          s->k_ring, reply->str, s->ring.generation);
         }
@@ -265,14 +285,14 @@ static void get_ring_cb(ae_redis *r, redisReply *reply, const char *err, void *a
     if (reply->type != REDIS_REPLY_STRING) {
         s->syncing = 0;
         s->info.ring_errors++;
-        if (rate_ok(&s->last_ring_err_ms, LOG_EVERY_MS))
+        if (ring_err_log_ok(s, "unexpected reply type"))
             AE_ERROR("state: %s holds an unexpected reply type %d", s->k_ring, reply->type);
         return;
     }
     if (ae_ring_decode(reply->str, reply->len, s->have_kek ? s->kek : NULL, &got, derr,
                        sizeof(derr)) != 0) {
         s->info.ring_errors++;
-        if (rate_ok(&s->last_ring_err_ms, LOG_EVERY_MS))
+        if (ring_err_log_ok(s, derr))
             AE_ERROR("state: invalid ring in Redis (%s): %s; keeping cached generation %" PRIu64,
                      s->k_ring, derr, s->ring.generation);
         /* Repair only when safe: the script overwrites an unreadable ring or an older
@@ -285,6 +305,7 @@ static void get_ring_cb(ae_redis *r, redisReply *reply, const char *err, void *a
     }
     s->syncing = 0;
     s->info.last_sync_ms = ae_wall_ms();
+    s->last_ring_err[0] = '\0';
     if (!s->have_ring || got.generation > s->ring.generation) {
         set_ring(s, &got, "adopted from Redis");
     } else if (got.generation < s->ring.generation) {
@@ -377,7 +398,10 @@ static void lock_cb(ae_redis *r, redisReply *reply, const char *err, void *arg)
         return;
     }
     rc->s = s;
-    snprintf(gen_old, sizeof(gen_old), "%" PRIu64, s->ring.generation);
+    /* Compare against the generation the rotation was asked from: if a sync adopted another
+     * site's rotation meanwhile, the compare-and-set fails (and drops the lock) instead of
+     * rotating a second time. */
+    snprintf(gen_old, sizeof(gen_old), "%" PRIu64, s->rot_base_gen);
     snprintf(gen_new, sizeof(gen_new), "%" PRIu64, rc->next.generation);
     argv[0] = "EVAL";
     argv[1] = script_rotate_cas;
@@ -446,6 +470,7 @@ static void maybe_rotate(ae_state *s)
         return;
     }
     s->rotating = 1;
+    s->rot_base_gen = s->ring.generation;
     if (ae_redis_command(s->redis, fence_cb, s, 2, argv, argvlen) != 0)
         rotation_done(s);
 }
@@ -461,6 +486,14 @@ int ae_state_rotate(ae_state *s, char *err, size_t errlen)
     if (!s->have_ring || s->rotating || s->syncing) {
         snprintf(err, errlen, "a ring sync or rotation is in progress; try again");
         return AE_ERR_AGAIN;
+    }
+    /* Requests at several sites "at once" must give one rotation: one that arrives after
+     * another site's rotation already reached us (within a sync interval) is absorbed by it. */
+    if (s->ring_changed_mono_ms != 0 && ae_now_ms() - s->ring_changed_mono_ms < s->sync_ms) {
+        AE_INFO("state: rotation request absorbed: the ring rotated %" PRIu64
+                " ms ago (generation %" PRIu64 "), less than state.sync_interval",
+                ae_now_ms() - s->ring_changed_mono_ms, s->ring.generation);
+        return 0;
     }
     next = ae_ring_find(&s->ring, AE_RING_NEXT);
     if (next != NULL && ae_wall_ms() - next->created_ms < s->sync_ms)
