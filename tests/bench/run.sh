@@ -12,6 +12,12 @@
 #               connection (SSL_clear) and offers its ticket -> resumed handshakes
 #   bulk        GET /bytes/1048576 (1 MiB) over 8 keep-alive connections       -> MiB/s
 #
+# Targets: anyedge, haproxy, nginx (the default set), and anyedge_redis: anyedge configured
+# exactly like "anyedge" plus shared state (`state: { redis: ... }`) in a redis-server the script
+# starts on 127.0.0.1 (only when this target is selected). `-t "anyedge anyedge_redis"` compares
+# the two: the report adds anyedge_redis/anyedge ratios for the handshake scenarios and the
+# number of Redis commands anyedge sent per handshake (anyedge_redis_commands_total).
+#
 # For every run the proxy's CPU time (utime+stime of all its threads, master+worker for nginx,
 # from /proc/PID/stat) and wrk's CPU time are measured, and CPU per operation is reported.
 # The Markdown report (medians across rounds, ratios, issue targets PASS/MISS) goes to stdout
@@ -46,7 +52,7 @@ AE_BIN=${AE_BIN:-$ROOT/build}
 OUT=""
 
 usage() {
-    sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 while [ $# -gt 0 ]; do
@@ -83,7 +89,7 @@ for s in $SCENARIOS; do
     case "$s" in keepalive | hs_full | hs_resumed | bulk) ;; *) die "unknown scenario $s" ;; esac
 done
 for t in $TARGETS; do
-    case "$t" in anyedge | haproxy | nginx) ;; *) die "unknown target $t" ;; esac
+    case "$t" in anyedge | anyedge_redis | haproxy | nginx) ;; *) die "unknown target $t" ;; esac
 done
 
 ANYEDGE=$AE_BIN/anyedge
@@ -98,12 +104,13 @@ for t in $TARGETS; do
     case "$t" in
     haproxy) command -v haproxy >/dev/null || die "haproxy is not installed" ;;
     nginx) command -v nginx >/dev/null || die "nginx is not installed" ;;
+    anyedge_redis) command -v redis-server >/dev/null || die "redis-server is not installed" ;;
     esac
 done
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/ae-bench.XXXXXX")
 PIDS=()       # every long-running process we started, ended by PID on exit
-declare -A PROXY_PORT=() PROXY_PIDS=()
+declare -A PROXY_PORT=() PROXY_PIDS=() ADMIN=() # ADMIN: admin port of each anyedge target
 FAILED=0
 
 # shellcheck disable=SC2317 # invoked by the EXIT trap
@@ -198,16 +205,28 @@ children() {
     done
 }
 
-# ae_metric NAME: a sample of anyedge's /metrics (0 when absent).
-ae_metric() {
-    curl -s --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null |
-        awk -v k="$1" '$1 == k { v = $2 } END { printf "%d", (v == "" ? 0 : v) }'
+# is_anyedge TARGET: true for the targets that are an anyedge instance (with an admin port).
+is_anyedge() {
+    case "$1" in anyedge | anyedge_redis) return 0 ;; *) return 1 ;; esac
+}
+
+# ae_metrics TARGET NAME...: the samples NAME... of that anyedge target's /metrics (from its own
+# admin port), space-separated, in the order given (0 when absent).
+ae_metrics() {
+    local port=${ADMIN[$1]}
+    shift
+    curl -s --max-time 5 "http://127.0.0.1:$port/metrics" 2>/dev/null |
+        awk -v keys="$*" 'BEGIN { n = split(keys, k, " ") }
+            { v[$1] = $2 }
+            END { for (i = 1; i <= n; i++) printf "%s%d", (i > 1 ? " " : ""), (k[i] in v ? v[k[i]] : 0) }'
 }
 
 # ---- setup ----
 log "temp dir $T; $PIN_DESC"
-read -r ORIGIN_PORT AE_PORT HA_PORT NGX_PORT ADMIN_PORT <<<"$(free_ports 5)"
-PROXY_PORT=([anyedge]=$AE_PORT [haproxy]=$HA_PORT [nginx]=$NGX_PORT)
+read -r ORIGIN_PORT AE_PORT HA_PORT NGX_PORT ADMIN_PORT AER_PORT AER_ADMIN_PORT REDIS_PORT \
+    <<<"$(free_ports 8)"
+PROXY_PORT=([anyedge]=$AE_PORT [anyedge_redis]=$AER_PORT [haproxy]=$HA_PORT [nginx]=$NGX_PORT)
+ADMIN=([anyedge]=$ADMIN_PORT [anyedge_redis]=$AER_ADMIN_PORT)
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
@@ -260,8 +279,19 @@ PIDS+=($!)
 ORIGIN_PID=$!
 wait_port "$ORIGIN_PORT" || die "ae-origin did not start"
 
-# anyedge.
-cat >"$T/anyedge.yaml" <<EOF
+# Redis for anyedge_redis only: no persistence, loopback only, its CPU placed with the load side.
+if [[ " $TARGETS " == *" anyedge_redis "* ]]; then
+    "${LOAD_CPU[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
+        --appendonly no --dir "$T" >"$T/redis.log" 2>&1 &
+    PIDS+=($!)
+    log "redis-server: pid $! on 127.0.0.1:$REDIS_PORT"
+    wait_port "$REDIS_PORT" || die "redis-server did not start"
+fi
+
+# anyedge (and anyedge_redis: the same plus the state section; own edge and admin ports).
+ae_conf() {
+    local port=$1 admin=$2
+    cat <<EOF
 workers: 1
 tls:
   cert: cert.pem
@@ -269,17 +299,23 @@ tls:
 listeners:
   - name: bench
     protocol: tcp
-    address: "127.0.0.1:$AE_PORT"
+    address: "127.0.0.1:$port"
     upstream: origin
 upstreams:
   origin:
     servers: ["127.0.0.1:$ORIGIN_PORT"]
 admin:
-  address: "127.0.0.1:$ADMIN_PORT"
+  address: "127.0.0.1:$admin"
 log:
   level: warn
   access: off
 EOF
+}
+ae_conf "$AE_PORT" "$ADMIN_PORT" >"$T/anyedge.yaml"
+{
+    ae_conf "$AER_PORT" "$AER_ADMIN_PORT"
+    printf 'state: { redis: "redis://127.0.0.1:%s/0" }\n' "$REDIS_PORT"
+} >"$T/anyedge_redis.yaml"
 
 # HAProxy: mode tcp, TLS offload, one thread, no logging (as anyedge with access: off).
 cat >"$T/haproxy.cfg" <<EOF
@@ -334,8 +370,8 @@ EOF
 start_proxy() {
     local t=$1 pid kids
     case "$t" in
-    anyedge)
-        "${PROXY_CPU[@]}" "$ANYEDGE" -c "$T/anyedge.yaml" >"$T/anyedge.log" 2>&1 &
+    anyedge | anyedge_redis)
+        "${PROXY_CPU[@]}" "$ANYEDGE" -c "$T/$t.yaml" >"$T/$t.log" 2>&1 &
         ;;
     haproxy)
         "${PROXY_CPU[@]}" haproxy -f "$T/haproxy.cfg" -db >"$T/haproxy.log" 2>&1 &
@@ -367,8 +403,20 @@ start_proxy() {
 for t in $TARGETS; do
     start_proxy "$t"
 done
-if [[ " $TARGETS " == *" anyedge "* ]]; then
-    wait_port "$ADMIN_PORT" 10 || die "anyedge admin endpoint did not start"
+for t in $TARGETS; do
+    if is_anyedge "$t"; then
+        wait_port "${ADMIN[$t]}" 10 || die "$t admin endpoint did not start"
+    fi
+done
+if [[ " $TARGETS " == *" anyedge_redis "* ]]; then
+    # Shared state must really be in use: wait for the Redis connection (and first sync).
+    for _ in $(seq 100); do
+        [ "$(ae_metrics anyedge_redis anyedge_redis_connected)" = 1 ] && break
+        sleep 0.1
+    done
+    [ "$(ae_metrics anyedge_redis anyedge_redis_connected)" = 1 ] ||
+        die "anyedge_redis did not connect to redis-server on 127.0.0.1:$REDIS_PORT"
+    log "anyedge_redis: connected to Redis"
 fi
 
 # Sanity: each proxy relays the right bytes; record the negotiated TLS parameters and whether
@@ -395,7 +443,7 @@ done
 
 # ---- runs ----
 RESULTS=$T/results.tsv
-printf 'round\tscenario\ttarget\trequests\tbytes\tseconds\tproxy_cpu\twrk_cpu\terrors\tae_full\tae_resumed\torigin_cpu\tother_cpu\n' \
+printf 'round\tscenario\ttarget\trequests\tbytes\tseconds\tproxy_cpu\twrk_cpu\terrors\tae_full\tae_resumed\torigin_cpu\tother_cpu\tae_redis_cmds\n' \
     >"$RESULTS"
 
 # run_wrk SECONDS SCENARIO PORT: runs wrk; prints "AEBENCH ..." then "CPU user sys" (wrk's
@@ -432,7 +480,10 @@ run_wrk() {
 }
 
 one_run() {
-    local round=$1 scen=$2 t=$3 port pids c0 c1 o0 o1 b0 b1 out line cpu full0=0 res0=0 full1=0 res1=0
+    local round=$1 scen=$2 t=$3 port pids c0 c1 o0 o1 b0 b1 out line cpu
+    local full0=0 res0=0 cmd0=0 full1=0 res1=0 cmd1=0
+    local -a mkeys=('anyedge_handshakes_total{type="full"}' 'anyedge_handshakes_total{type="resumed"}'
+        anyedge_redis_commands_total)
     port=${PROXY_PORT[$t]}
     pids=${PROXY_PIDS[$t]}
     for p in $pids; do
@@ -445,9 +496,8 @@ one_run() {
         run_wrk "$WARMUP" "$scen" "$port" >/dev/null
     fi
     sleep 0.3
-    if [ "$t" = anyedge ]; then
-        full0=$(ae_metric 'anyedge_handshakes_total{type="full"}')
-        res0=$(ae_metric 'anyedge_handshakes_total{type="resumed"}')
+    if is_anyedge "$t"; then
+        read -r full0 res0 cmd0 <<<"$(ae_metrics "$t" "${mkeys[@]}")"
     fi
     # shellcheck disable=SC2086
     c0=$(cpu_ticks $pids)
@@ -459,9 +509,8 @@ one_run() {
     c1=$(cpu_ticks $pids)
     o1=$(cpu_ticks "$ORIGIN_PID")
     b1=$(busy_ticks)
-    if [ "$t" = anyedge ]; then
-        full1=$(ae_metric 'anyedge_handshakes_total{type="full"}')
-        res1=$(ae_metric 'anyedge_handshakes_total{type="resumed"}')
+    if is_anyedge "$t"; then
+        read -r full1 res1 cmd1 <<<"$(ae_metrics "$t" "${mkeys[@]}")"
     fi
     line=$(grep '^AEBENCH ' <<<"$out" || true)
     cpu=$(awk '/^CPU / {print $2}' <<<"$out")
@@ -473,13 +522,13 @@ one_run() {
     # shellcheck disable=SC2086
     set -- $line
     local req=$2 bytes=$3 dur_us=$4 errs=$(($5 + $6 + $7 + $8 + $9))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$scen" "$t" "$req" "$bytes" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$scen" "$t" "$req" "$bytes" \
         "$(awk -v d="$dur_us" 'BEGIN { printf "%.3f", d / 1e6 }')" \
         "$(awk -v c=$((c1 - c0)) -v h="$CLK_TCK" 'BEGIN { printf "%.3f", c / h }')" \
         "${cpu:-0}" "$errs" $((full1 - full0)) $((res1 - res0)) \
         "$(awk -v c=$((o1 - o0)) -v h="$CLK_TCK" 'BEGIN { printf "%.3f", c / h }')" \
         "$(awk -v b=$((b1 - b0)) -v c=$((c1 - c0 + o1 - o0)) -v w="${cpu:-0}" -v h="$CLK_TCK" \
-            'BEGIN { o = (b - c) / h - w; printf "%.3f", o < 0 ? 0 : o }')" >>"$RESULTS"
+            'BEGIN { o = (b - c) / h - w; printf "%.3f", o < 0 ? 0 : o }')" $((cmd1 - cmd0)) >>"$RESULTS"
     log "round $round $scen $t: $req requests, $(awk -v c=$((c1 - c0)) -v h="$CLK_TCK" \
         'BEGIN { printf "%.2f", c / h }')s proxy CPU, ${cpu}s wrk CPU, $errs errors"
     [ "$req" -gt 0 ] || return 1
@@ -502,6 +551,13 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 ELAPSED=$(($(date +%s) - START))
+REDIS_END=""
+if [[ " $TARGETS " == *" anyedge_redis "* ]]; then
+    read -r r_conn r_cmds r_err r_to r_cx <<<"$(ae_metrics anyedge_redis anyedge_redis_connected \
+        anyedge_redis_commands_total anyedge_redis_errors_total anyedge_redis_timeouts_total \
+        anyedge_redis_connects_total)"
+    REDIS_END="connected=$r_conn, commands=$r_cmds, errors=$r_err, timeouts=$r_to, connects=$r_cx"
+fi
 
 # ---- report ----
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -528,7 +584,7 @@ import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 targets = "$TARGETS".split()
 scen_order = "$SCENARIOS".split()
-names = {"anyedge": "anyedge", "haproxy": "HAProxy", "nginx": "nginx"}
+names = {"anyedge": "anyedge", "anyedge_redis": "anyedge+Redis", "haproxy": "HAProxy", "nginx": "nginx"}
 MiB = 1048576.0
 info = {
     "keepalive": ("keep-alive GET / (c=$CONNS)", "req/s", "µs CPU/req"),
@@ -550,7 +606,8 @@ for r in rows:
     if o <= 0 or secs <= 0:
         continue
     d = agg.setdefault((r["scenario"], r["target"]), {"rate": [], "cpu": [], "wrk": [], "util": [], "bg": [],
-                                                      "err": 0, "n": 0, "full": 0, "res": 0})
+                                                      "err": 0, "n": 0, "full": 0, "res": 0, "cmds": 0,
+                                                      "ops": 0.0, "by_round": {}})
     d["rate"].append(o / secs)
     d["cpu"].append(float(r["proxy_cpu"]) * 1e6 / o)
     d["wrk"].append(float(r["wrk_cpu"]) * 1e6 / o)
@@ -560,6 +617,9 @@ for r in rows:
     d["n"] += 1
     d["full"] += int(r["ae_full"])
     d["res"] += int(r["ae_resumed"])
+    d["cmds"] += int(r["ae_redis_cmds"])
+    d["ops"] += o
+    d["by_round"][r["round"]] = (o / secs, float(r["proxy_cpu"]) * 1e6 / o, 100.0 * float(r["other_cpu"]) / secs)
 
 med = statistics.median
 print("## Results (median of %s rounds)" % "$ROUNDS")
@@ -581,45 +641,103 @@ print("proxy CPU busy: proxy CPU time / wall time (100 % = one core). other load
 print("machine by anything but the proxy, wrk and ae-origin during the run (100 % = one core); a high")
 print("value means a noisy run (rates suffer first; CPU per op less).")
 print()
-hs_notes = []
-for s in ("hs_full", "hs_resumed", "keepalive"):
-    d = agg.get((s, "anyedge"))
-    if d and (d["full"] or d["res"]):
-        hs_notes.append("%s: %d full / %d resumed" % (s, d["full"], d["res"]))
-if hs_notes:
-    print("anyedge's own handshake counters over the measured runs: " + "; ".join(hs_notes) + ".")
+ae_targets = [t for t in targets if t in ("anyedge", "anyedge_redis")]
+for t in ae_targets:
+    hs_notes = []
+    for s in ("hs_full", "hs_resumed", "keepalive"):
+        d = agg.get((s, t))
+        if d and (d["full"] or d["res"]):
+            hs_notes.append("%s: %d full / %d resumed" % (s, d["full"], d["res"]))
+    if hs_notes:
+        print("%s's own handshake counters over the measured runs: %s." % (names[t], "; ".join(hs_notes)))
+        print()
+if "anyedge_redis" in targets:
+    print("Redis commands sent by anyedge+Redis (anyedge_redis_commands_total, before/after each measured")
+    print("run, summed over the rounds):")
+    print()
+    print("| scenario | Redis commands | handshakes (anyedge counters) | commands per handshake | operations | commands per operation | commands per second |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for s in scen_order:
+        d = agg.get((s, "anyedge_redis"))
+        if not d:
+            continue
+        secs = sum(float(r["seconds"]) for r in rows if r["scenario"] == s and r["target"] == "anyedge_redis")
+        hs = d["full"] + d["res"]
+        print("| %s | %d | %d | %s | %.0f | %.5f | %.2f |" % (info[s][0], d["cmds"], hs,
+              "%.5f" % (d["cmds"] / hs) if hs else "–", d["ops"], d["cmds"] / d["ops"],
+              d["cmds"] / secs if secs > 0 else 0))
     print()
 
-print("## CPU per operation, anyedge relative to the others (median CPU/op ratio; lower is better)")
-print()
-print("| scenario | anyedge / HAProxy | anyedge / nginx | issue target (vs HAProxy) | result |")
-print("|---|---:|---:|---:|---|")
-def ratio(s, other):
-    a, b = agg.get((s, "anyedge")), agg.get((s, other))
+def ratio(s, a_t, b_t):
+    a, b = agg.get((s, a_t)), agg.get((s, b_t))
     if not a or not b:
         return None
     return med(a["cpu"]) / med(b["cpu"])
-for s in scen_order:
-    rh, rn = ratio(s, "haproxy"), ratio(s, "nginx")
-    tgt = targets_issue.get(s)
-    if tgt is None:
-        res, tg = "(informational)", "–"
-    elif rh is None:
-        res, tg = "n/a", "≤ %.2f×" % tgt
-    else:
-        res, tg = ("PASS" if rh <= tgt else "MISS"), "≤ %.2f×" % tgt
-    f = lambda x: "–" if x is None else "%.2f×" % x
-    print("| %s | %s | %s | %s | %s |" % (info[s][0], f(rh), f(rn), tg, res))
-print()
+if "anyedge" in targets and ("haproxy" in targets or "nginx" in targets):
+    print("## CPU per operation, anyedge relative to the others (median CPU/op ratio; lower is better)")
+    print()
+    print("| scenario | anyedge / HAProxy | anyedge / nginx | issue target (vs HAProxy) | result |")
+    print("|---|---:|---:|---:|---|")
+    for s in scen_order:
+        rh, rn = ratio(s, "anyedge", "haproxy"), ratio(s, "anyedge", "nginx")
+        tgt = targets_issue.get(s)
+        if tgt is None:
+            res, tg = "(informational)", "–"
+        elif rh is None:
+            res, tg = "n/a", "≤ %.2f×" % tgt
+        else:
+            res, tg = ("PASS" if rh <= tgt else "MISS"), "≤ %.2f×" % tgt
+        f = lambda x: "–" if x is None else "%.2f×" % x
+        print("| %s | %s | %s | %s | %s |" % (info[s][0], f(rh), f(rn), tg, res))
+    print()
+
+hs_scen = [s for s in scen_order if s in ("hs_full", "hs_resumed")]
+if "anyedge" in targets and "anyedge_redis" in targets and hs_scen:
+    print("## Shared state: anyedge+Redis / anyedge (handshake scenarios)")
+    print()
+    print("Ratio of the medians; in brackets the range of the per-round ratios (the two ran back to back")
+    print("in each round, so the per-round spread shows the noise). 1.00× = no difference.")
+    print()
+    print("| scenario | rate anyedge | rate anyedge+Redis | rate ratio | CPU/hs anyedge | CPU/hs anyedge+Redis | CPU/hs ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for s in hs_scen:
+        a, b = agg.get((s, "anyedge")), agg.get((s, "anyedge_redis"))
+        if not a or not b:
+            continue
+        rr = [b["by_round"][k][0] / a["by_round"][k][0] for k in a["by_round"] if k in b["by_round"]]
+        cr = [b["by_round"][k][1] / a["by_round"][k][1] for k in a["by_round"] if k in b["by_round"]]
+        rng = lambda v: " (%.2f–%.2f)" % (min(v), max(v)) if v else ""
+        print("| %s | %.0f hs/s | %.0f hs/s | %.2f×%s | %.1f µs | %.1f µs | %.2f×%s |" % (
+            info[s][0], med(a["rate"]), med(b["rate"]), med(b["rate"]) / med(a["rate"]), rng(rr),
+            med(a["cpu"]), med(b["cpu"]), med(b["cpu"]) / med(a["cpu"]), rng(cr)))
+    print()
+
+if "hs_full" in scen_order and "hs_resumed" in scen_order:
+    lines = []
+    for t in targets:
+        f, r = agg.get(("hs_full", t)), agg.get(("hs_resumed", t))
+        if f and r:
+            lines.append("| %s | %.2f× | %.2f× |" % (names[t], med(r["rate"]) / med(f["rate"]),
+                                                  med(r["cpu"]) / med(f["cpu"])))
+    if lines:
+        print("## Resumed vs full handshakes (hs_resumed / hs_full, medians)")
+        print()
+        print("| proxy | rate ratio | CPU/hs ratio |")
+        print("|---|---:|---:|")
+        print("\n".join(lines))
+        print()
 
 print("<details><summary>All runs</summary>")
 print()
-print("| round | scenario | proxy | requests | MiB | seconds | proxy CPU s | wrk CPU s | origin CPU s | other CPU s | errors |")
-print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| round | scenario | proxy | requests | MiB | seconds | proxy CPU s | wrk CPU s | origin CPU s | other CPU s | errors | anyedge full/resumed hs | Redis cmds |")
+print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
-    print("| %s | %s | %s | %s | %.1f | %s | %s | %s | %s | %s | %s |" % (r["round"], r["scenario"],
+    ae = r["target"] in ("anyedge", "anyedge_redis")
+    print("| %s | %s | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %s |" % (r["round"], r["scenario"],
         names[r["target"]], r["requests"], float(r["bytes"]) / MiB, r["seconds"],
-        r["proxy_cpu"], r["wrk_cpu"], r["origin_cpu"], r["other_cpu"], r["errors"]))
+        r["proxy_cpu"], r["wrk_cpu"], r["origin_cpu"], r["other_cpu"], r["errors"],
+        "%s/%s" % (r["ae_full"], r["ae_resumed"]) if ae else "–",
+        r["ae_redis_cmds"] if ae else "–"))
 print()
 print("</details>")
 EOF
@@ -634,7 +752,13 @@ EOF
     printf -- '- %s round(s), %ss per run after %ss warm-up, targets alternating; %s; total %ss\n' \
         "$ROUNDS" "$DURATION" "$WARMUP" "$PIN_DESC" "$ELAPSED"
     printf -- '- CPU = utime+stime of the proxy process(es) (all threads; nginx master+worker) over the run\n'
-    printf -- '- hs_full: wrk with an LD_PRELOAD that drops the session on reconnect (wrk as shipped resumes: hs_resumed)\n\n'
+    printf -- '- hs_full: wrk with an LD_PRELOAD that drops the session on reconnect (wrk as shipped resumes: hs_resumed)\n'
+    if [[ " $TARGETS " == *" anyedge_redis "* ]]; then
+        printf -- '- anyedge_redis: the anyedge configuration plus state: { redis: ... } (defaults: sync_interval 10s, heartbeat 1s) on %s\n' \
+            "$(redis-server --version 2>/dev/null | awk '{print $1, $2, $3}')"
+        printf -- '- anyedge_redis Redis counters at the end (whole process lifetime): %s\n' "$REDIS_END"
+    fi
+    printf '\n'
     cat "$T/report.md"
 } >"$OUT"
 cat "$OUT"
