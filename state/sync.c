@@ -121,7 +121,9 @@ static int is_str(const redisReply *r)
 static int ring_err_log_ok(ae_state *s, const char *msg)
 {
     if (strncmp(msg, s->last_ring_err, sizeof(s->last_ring_err) - 1) != 0) {
-        snprintf(s->last_ring_err, sizeof(s->last_ring_err), "%s", msg);
+        size_t n = strnlen(msg, sizeof(s->last_ring_err) - 1); /* a prefix identifies it */
+        memcpy(s->last_ring_err, msg, n);
+        s->last_ring_err[n] = '\0';
         s->last_ring_err_ms = ae_now_ms();
         return 1;
     }
