@@ -28,7 +28,10 @@ BASE_PKGS=(
 )
 # QUIC stack, from bookworm-backports (bookworm itself has ngtcp2 0.12 without the GnuTLS crypto
 # helper library the QUIC milestone needs). Missing packages only warn.
-BP_PKGS=(libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev ngtcp2-client)
+# Also from there: ngtcp2's gtlsserver (benchmark peer) and libcurl-gnutls 8.x built with
+# ngtcp2/nghttp3 (the HTTP/3 test client links it).
+BP_PKGS=(libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev ngtcp2-client ngtcp2-server
+    libcurl3-gnutls libcurl4-gnutls-dev)
 # Daemons Debian starts on install; tests run their own instances on free ports.
 SERVICES=(redis-server:/run/redis/redis-server.pid nginx:/run/nginx.pid
     haproxy:/run/haproxy.pid bird:/run/bird/bird.pid)
@@ -46,6 +49,19 @@ missing_pkgs() {
     for p in "$@"; do
         st=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
         [ "${st:0:2}" = "ii" ] || printf '%s\n' "$p"
+    done
+}
+
+# Prints the packages of "$@" not installed from backports (a "~bpo" version): bookworm's own
+# builds of these are too old (ngtcp2 0.12, curl without HTTP/3).
+missing_bp_pkgs() {
+    local p st ver
+    for p in "$@"; do
+        st=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
+        ver=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || true)
+        if [ "${st:0:2}" != "ii" ] || [[ "$ver" != *bpo* ]]; then
+            printf '%s\n' "$p"
+        fi
     done
 }
 
@@ -211,7 +227,7 @@ cmd_deps() {
     rel=$(codename)
     command -v dpkg-query >/dev/null || die "this script supports Debian 12 (apt/dpkg) only"
     mapfile -t missing < <(missing_pkgs "${BASE_PKGS[@]}")
-    mapfile -t missing_bp < <(missing_pkgs "${BP_PKGS[@]}")
+    mapfile -t missing_bp < <(missing_bp_pkgs "${BP_PKGS[@]}")
     if [ ${#missing[@]} -eq 0 ] && [ ${#missing_bp[@]} -eq 0 ]; then
         log "deps: all packages installed"
         return 0
