@@ -5,7 +5,8 @@
 # OpenSSL defaults -> TLS 1.3) in front of the same ae-origin, then drives them with wrk in
 # alternating order (round 1: anyedge, haproxy, nginx; round 2: ...) through these scenarios:
 #
-#   keepalive   GET / (small body) over 32 keep-alive HTTPS connections      -> requests/s
+#   keepalive   GET /bytes/1024 (1 KiB body) over 32 keep-alive HTTPS        -> requests/s,
+#               connections                                                      p50/p99 latency
 #   hs_full     GET / with "Connection: close": one new TLS connection per     -> handshakes/s
 #               request, session resumption disabled in wrk (see below)
 #   hs_resumed  same, with wrk as shipped: wrk keeps the session of the last
@@ -17,6 +18,11 @@
 # starts on 127.0.0.1 (only when this target is selected). `-t "anyedge anyedge_redis"` compares
 # the two: the report adds anyedge_redis/anyedge ratios for the handshake scenarios and the
 # number of Redis commands anyedge sent per handshake (anyedge_redis_commands_total).
+#
+# wrk's latency percentiles (p50, p99; request written -> response complete, i.e. after the
+# connection's own handshake in hs_*) are reported per scenario; for keepalive the report also
+# checks "p99 no worse than HAProxy" with a 10 % tolerance for noise (PASS when anyedge p99 <=
+# 1.10 x HAProxy p99).
 #
 # For every run the proxy's CPU time (utime+stime of all its threads, master+worker for nginx,
 # from /proc/PID/stat) and wrk's CPU time are measured, and CPU per operation is reported.
@@ -52,7 +58,7 @@ AE_BIN=${AE_BIN:-$ROOT/build}
 OUT=""
 
 usage() {
-    sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,44p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 while [ $# -gt 0 ]; do
@@ -238,9 +244,11 @@ cat "$T/cert.pem" "$T/key.pem" >"$T/combined.pem"
 cat >"$T/report.lua" <<'EOF'
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("AEBENCH %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f\n",
+  -- latency percentiles in microseconds (request written -> response complete)
+  io.write(string.format("AEBENCH %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f\n",
     summary.requests, summary.bytes, summary.duration,
-    e.connect, e.read, e.write, e.status, e.timeout))
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
 end
 EOF
 cat >"$T/noresume.c" <<'EOF'
@@ -429,6 +437,8 @@ for t in $TARGETS; do
     [ "$body" = "hello from bench" ] || die "$t: GET / returned '$body'"
     n=$(curl -sk --max-time 20 "https://127.0.0.1:$port/bytes/1048576" | wc -c)
     [ "$n" = 1048576 ] || die "$t: GET /bytes/1048576 returned $n bytes"
+    n=$(curl -sk --max-time 10 "https://127.0.0.1:$port/bytes/1024" | wc -c)
+    [ "$n" = 1024 ] || die "$t: GET /bytes/1024 returned $n bytes"
     out=$(s_get | timeout 10 openssl s_client -connect "127.0.0.1:$port" -ign_eof \
         -sess_out "$T/$t.sess" 2>&1 || true)
     proto=$(awk -F': *' '/^ *Protocol *:/ {print $2; exit}' <<<"$out")
@@ -443,7 +453,7 @@ done
 
 # ---- runs ----
 RESULTS=$T/results.tsv
-printf 'round\tscenario\ttarget\trequests\tbytes\tseconds\tproxy_cpu\twrk_cpu\terrors\tae_full\tae_resumed\torigin_cpu\tother_cpu\tae_redis_cmds\n' \
+printf 'round\tscenario\ttarget\trequests\tbytes\tseconds\tproxy_cpu\twrk_cpu\terrors\tae_full\tae_resumed\torigin_cpu\tother_cpu\tae_redis_cmds\tp50_us\tp99_us\n' \
     >"$RESULTS"
 
 # run_wrk SECONDS SCENARIO PORT: runs wrk; prints "AEBENCH ..." then "CPU user sys" (wrk's
@@ -453,7 +463,7 @@ run_wrk() {
     url="https://127.0.0.1:$port/"
     conns=$CONNS
     case "$scen" in
-    keepalive) ;;
+    keepalive) url="https://127.0.0.1:$port/bytes/1024" ;;
     hs_full)
         args=(-H 'Connection: close')
         pre=(env "LD_PRELOAD=$NORESUME")
@@ -521,16 +531,17 @@ one_run() {
     fi
     # shellcheck disable=SC2086
     set -- $line
-    local req=$2 bytes=$3 dur_us=$4 errs=$(($5 + $6 + $7 + $8 + $9))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$scen" "$t" "$req" "$bytes" \
+    local req=$2 bytes=$3 dur_us=$4 errs=$(($5 + $6 + $7 + $8 + $9)) p50=${10:-0} p99=${11:-0}
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$scen" "$t" "$req" "$bytes" \
         "$(awk -v d="$dur_us" 'BEGIN { printf "%.3f", d / 1e6 }')" \
         "$(awk -v c=$((c1 - c0)) -v h="$CLK_TCK" 'BEGIN { printf "%.3f", c / h }')" \
         "${cpu:-0}" "$errs" $((full1 - full0)) $((res1 - res0)) \
         "$(awk -v c=$((o1 - o0)) -v h="$CLK_TCK" 'BEGIN { printf "%.3f", c / h }')" \
         "$(awk -v b=$((b1 - b0)) -v c=$((c1 - c0 + o1 - o0)) -v w="${cpu:-0}" -v h="$CLK_TCK" \
-            'BEGIN { o = (b - c) / h - w; printf "%.3f", o < 0 ? 0 : o }')" $((cmd1 - cmd0)) >>"$RESULTS"
+            'BEGIN { o = (b - c) / h - w; printf "%.3f", o < 0 ? 0 : o }')" $((cmd1 - cmd0)) \
+        "$p50" "$p99" >>"$RESULTS"
     log "round $round $scen $t: $req requests, $(awk -v c=$((c1 - c0)) -v h="$CLK_TCK" \
-        'BEGIN { printf "%.2f", c / h }')s proxy CPU, ${cpu}s wrk CPU, $errs errors"
+        'BEGIN { printf "%.2f", c / h }')s proxy CPU, ${cpu}s wrk CPU, $errs errors, p50/p99 ${p50}/${p99} µs"
     [ "$req" -gt 0 ] || return 1
 }
 
@@ -587,12 +598,13 @@ scen_order = "$SCENARIOS".split()
 names = {"anyedge": "anyedge", "anyedge_redis": "anyedge+Redis", "haproxy": "HAProxy", "nginx": "nginx"}
 MiB = 1048576.0
 info = {
-    "keepalive": ("keep-alive GET / (c=$CONNS)", "req/s", "µs CPU/req"),
+    "keepalive": ("keep-alive GET 1 KiB (c=$CONNS)", "req/s", "µs CPU/req"),
     "hs_full": ("full handshake per request (c=$CONNS)", "hs/s", "µs CPU/hs"),
     "hs_resumed": ("resumed handshake per request (c=$CONNS)", "hs/s", "µs CPU/hs"),
     "bulk": ("GET 1 MiB keep-alive (c=$BULK_CONNS)", "MiB/s", "µs CPU/MiB"),
 }
 targets_issue = {"keepalive": 0.8, "hs_full": 0.67, "bulk": 0.5}
+P99_TOL = 1.10  # "p99 no worse than HAProxy": PASS when anyedge p99 <= 1.10 x HAProxy p99 (noise)
 
 def ops(r):
     if r["scenario"] == "bulk":
@@ -606,13 +618,15 @@ for r in rows:
     if o <= 0 or secs <= 0:
         continue
     d = agg.setdefault((r["scenario"], r["target"]), {"rate": [], "cpu": [], "wrk": [], "util": [], "bg": [],
-                                                      "err": 0, "n": 0, "full": 0, "res": 0, "cmds": 0,
+                                                      "p50": [], "p99": [], "err": 0, "n": 0, "full": 0, "res": 0, "cmds": 0,
                                                       "ops": 0.0, "by_round": {}})
     d["rate"].append(o / secs)
     d["cpu"].append(float(r["proxy_cpu"]) * 1e6 / o)
     d["wrk"].append(float(r["wrk_cpu"]) * 1e6 / o)
     d["util"].append(100.0 * float(r["proxy_cpu"]) / secs)
     d["bg"].append(100.0 * float(r["other_cpu"]) / secs)
+    d["p50"].append(float(r["p50_us"]))
+    d["p99"].append(float(r["p99_us"]))
     d["err"] += int(r["errors"])
     d["n"] += 1
     d["full"] += int(r["ae_full"])
@@ -624,22 +638,27 @@ for r in rows:
 med = statistics.median
 print("## Results (median of %s rounds)" % "$ROUNDS")
 print()
-print("| scenario | proxy | rate | proxy CPU busy | proxy CPU per op | wrk CPU per op | other load | runs | errors |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+def ms(us):
+    return "%.2f ms" % (us / 1000.0)
+print("| scenario | proxy | rate | p50 / p99 latency | proxy CPU busy | proxy CPU per op | wrk CPU per op | other load | runs | errors |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for s in scen_order:
     label, unit, cunit = info[s]
     for t in targets:
         d = agg.get((s, t))
         if not d:
-            print("| %s | %s | – | – | – | – | – | 0 | – |" % (label, names[t]))
+            print("| %s | %s | – | – | – | – | – | – | 0 | – |" % (label, names[t]))
             continue
-        print("| %s | %s | %.0f %s | %.0f %% | %.1f %s | %.1f %s | %.0f %% | %d | %d |" % (
-            label, names[t], med(d["rate"]), unit, med(d["util"]), med(d["cpu"]), cunit,
+        print("| %s | %s | %.0f %s | %s / %s | %.0f %% | %.1f %s | %.1f %s | %.0f %% | %d | %d |" % (
+            label, names[t], med(d["rate"]), unit, ms(med(d["p50"])), ms(med(d["p99"])),
+            med(d["util"]), med(d["cpu"]), cunit,
             med(d["wrk"]), cunit, med(d["bg"]), d["n"], d["err"]))
 print()
 print("proxy CPU busy: proxy CPU time / wall time (100 % = one core). other load: CPU used on the")
 print("machine by anything but the proxy, wrk and ae-origin during the run (100 % = one core); a high")
-print("value means a noisy run (rates suffer first; CPU per op less).")
+print("value means a noisy run (rates suffer first; CPU per op less). p50 / p99: wrk's latency")
+print("percentiles (request written -> response complete; in hs_* from after the connection's own")
+print("handshake, so they include queueing behind the other connections' handshakes), median over the rounds.")
 print()
 ae_targets = [t for t in targets if t in ("anyedge", "anyedge_redis")]
 for t in ae_targets:
@@ -689,6 +708,17 @@ if "anyedge" in targets and ("haproxy" in targets or "nginx" in targets):
             res, tg = ("PASS" if rh <= tgt else "MISS"), "≤ %.2f×" % tgt
         f = lambda x: "–" if x is None else "%.2f×" % x
         print("| %s | %s | %s | %s | %s |" % (info[s][0], f(rh), f(rn), tg, res))
+        if s == "keepalive":
+            a, h, n = agg.get((s, "anyedge")), agg.get((s, "haproxy")), agg.get((s, "nginx"))
+            pa = med(a["p99"]) if a else None
+            ph = med(h["p99"]) if h else None
+            pn = med(n["p99"]) if n else None
+            rph = pa / ph if pa is not None and ph else None
+            rpn = pa / pn if pa is not None and pn else None
+            res = "n/a" if rph is None else ("PASS" if rph <= P99_TOL else "MISS")
+            print("| %s, p99 latency (%s vs %s HAProxy) | %s | %s | ≤ 1.00× (%.0f %% noise tolerance: ≤ %.2f×) | %s |" % (
+                info[s][0], "–" if pa is None else ms(pa), "–" if ph is None else ms(ph), f(rph), f(rpn),
+                (P99_TOL - 1) * 100, P99_TOL, res))
     print()
 
 hs_scen = [s for s in scen_order if s in ("hs_full", "hs_resumed")]
@@ -729,12 +759,12 @@ if "hs_full" in scen_order and "hs_resumed" in scen_order:
 
 print("<details><summary>All runs</summary>")
 print()
-print("| round | scenario | proxy | requests | MiB | seconds | proxy CPU s | wrk CPU s | origin CPU s | other CPU s | errors | anyedge full/resumed hs | Redis cmds |")
-print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| round | scenario | proxy | requests | MiB | seconds | p50 / p99 µs | proxy CPU s | wrk CPU s | origin CPU s | other CPU s | errors | anyedge full/resumed hs | Redis cmds |")
+print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     ae = r["target"] in ("anyedge", "anyedge_redis")
-    print("| %s | %s | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %s |" % (r["round"], r["scenario"],
-        names[r["target"]], r["requests"], float(r["bytes"]) / MiB, r["seconds"],
+    print("| %s | %s | %s | %s | %.1f | %s | %s / %s | %s | %s | %s | %s | %s | %s | %s |" % (r["round"], r["scenario"],
+        names[r["target"]], r["requests"], float(r["bytes"]) / MiB, r["seconds"], r["p50_us"], r["p99_us"],
         r["proxy_cpu"], r["wrk_cpu"], r["origin_cpu"], r["other_cpu"], r["errors"],
         "%s/%s" % (r["ae_full"], r["ae_resumed"]) if ae else "–",
         r["ae_redis_cmds"] if ae else "–"))
