@@ -26,6 +26,22 @@ const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_DRAIN_FORCED] = "drain_forced_closes",
     [AE_M_AFFINITY_HIT] = "affinity_hits",
     [AE_M_AFFINITY_MISS] = "affinity_misses",
+    [AE_M_QUIC_CONN_OPENED] = "quic_connections_opened",
+    [AE_M_QUIC_CONN_CLOSED] = "quic_connections_closed",
+    [AE_M_QUIC_HANDSHAKES] = "quic_handshakes",
+    [AE_M_QUIC_IDLE_CLOSED] = "quic_idle_closes",
+    [AE_M_QUIC_PKTS_IN] = "quic_datagrams_in",
+    [AE_M_QUIC_PKTS_OUT] = "quic_datagrams_out",
+    [AE_M_QUIC_PKTS_DROPPED] = "quic_datagrams_dropped",
+    [AE_M_QUIC_SHORT_INITIAL] = "quic_short_initials",
+    [AE_M_QUIC_VN_SENT] = "quic_version_negotiations",
+    [AE_M_QUIC_RESET_SENT] = "quic_stateless_resets",
+    [AE_M_QUIC_SEND_ERRORS] = "quic_send_errors",
+    [AE_M_H3_REQ_2XX] = "h3_responses_2xx",
+    [AE_M_H3_REQ_3XX] = "h3_responses_3xx",
+    [AE_M_H3_REQ_4XX] = "h3_responses_4xx",
+    [AE_M_H3_REQ_5XX] = "h3_responses_5xx",
+    [AE_M_H3_REQ_RESET] = "h3_requests_reset",
 };
 
 const char *const ae_metric_help[AE_M__COUNT] = {
@@ -52,4 +68,22 @@ const char *const ae_metric_help[AE_M__COUNT] = {
         "Affinity pools: resumed sessions sent to the server recorded in their ticket.",
     [AE_M_AFFINITY_MISS] = "Affinity pools: resumed sessions whose ticket named no usable "
                            "server (none, unknown, down or unreadable): chosen anew.",
+    [AE_M_QUIC_CONN_OPENED] = "QUIC connections created from an accepted Initial.",
+    [AE_M_QUIC_CONN_CLOSED] = "QUIC connections ended, for any reason.",
+    [AE_M_QUIC_HANDSHAKES] = "QUIC handshakes completed.",
+    [AE_M_QUIC_IDLE_CLOSED] = "QUIC connections ended by the idle timeout.",
+    [AE_M_QUIC_PKTS_IN] = "UDP datagrams received on QUIC listeners.",
+    [AE_M_QUIC_PKTS_OUT] = "UDP datagrams sent by QUIC listeners.",
+    [AE_M_QUIC_PKTS_DROPPED] = "UDP datagrams dropped without processing (garbage, unknown "
+                               "connection, short Initial, truncated, draining).",
+    [AE_M_QUIC_SHORT_INITIAL] = "Datagrams dropped: Initial packet in a datagram below 1200 bytes.",
+    [AE_M_QUIC_VN_SENT] = "QUIC version negotiation packets sent.",
+    [AE_M_QUIC_RESET_SENT] = "QUIC stateless resets sent.",
+    [AE_M_QUIC_SEND_ERRORS] = "UDP send failures other than a full socket buffer.",
+    [AE_M_H3_REQ_2XX] = "HTTP/3 responses with a 2xx status.",
+    [AE_M_H3_REQ_3XX] = "HTTP/3 responses with a 3xx status.",
+    [AE_M_H3_REQ_4XX] = "HTTP/3 responses with a 4xx status.",
+    [AE_M_H3_REQ_5XX] = "HTTP/3 responses with a 5xx status (502/503/504 made by the proxy).",
+    [AE_M_H3_REQ_RESET] = "HTTP/3 request streams reset (malformed request, upstream failure "
+                          "after the response started).",
 };

@@ -48,6 +48,22 @@ typedef enum {
     AE_M_DRAIN_FORCED,       /* connections cut at the end of the drain timeout */
     AE_M_AFFINITY_HIT,       /* affinity pools: resumed sessions sent to their recorded server */
     AE_M_AFFINITY_MISS,      /* resumed without a usable recorded server: chosen anew */
+    AE_M_QUIC_CONN_OPENED,   /* QUIC connections created (accepted Initial) */
+    AE_M_QUIC_CONN_CLOSED,   /* QUIC connections freed, any reason */
+    AE_M_QUIC_HANDSHAKES,    /* QUIC handshakes completed */
+    AE_M_QUIC_IDLE_CLOSED,   /* QUIC connections ended by the idle timeout */
+    AE_M_QUIC_PKTS_IN,       /* UDP datagrams received on QUIC listeners */
+    AE_M_QUIC_PKTS_OUT,      /* UDP datagrams sent (QUIC packets, VN, resets) */
+    AE_M_QUIC_PKTS_DROPPED,  /* datagrams dropped unprocessed (any reason, incl. below) */
+    AE_M_QUIC_SHORT_INITIAL, /* of which: Initial in a datagram below 1200 bytes */
+    AE_M_QUIC_VN_SENT,       /* version negotiation packets sent */
+    AE_M_QUIC_RESET_SENT,    /* stateless resets sent */
+    AE_M_QUIC_SEND_ERRORS,   /* sendmsg failures other than EAGAIN */
+    AE_M_H3_REQ_2XX,         /* HTTP/3 responses by status class */
+    AE_M_H3_REQ_3XX,
+    AE_M_H3_REQ_4XX,
+    AE_M_H3_REQ_5XX,
+    AE_M_H3_REQ_RESET, /* HTTP/3 requests reset (malformed, upstream failure after headers) */
     AE_M__COUNT
 } ae_metric;
 

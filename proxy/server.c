@@ -108,18 +108,23 @@ static void apply_log_settings(const ae_conf *conf)
 static int open_one(const ae_conf_listener *l, int reuseport, char *err, size_t errlen,
                     const char *path, size_t li)
 {
-    int fd = socket(l->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int quic = l->protocol == AE_LPROTO_QUIC;
+    int fd = socket(l->addr.sa.ss_family,
+                    (quic ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto fail;
     int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (!quic)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (quic && ae_quic_socket_setup(fd, l->addr.sa.ss_family) != 0)
+        goto fail;
     if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
         goto fail;
     if (l->addr.sa.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (const struct sockaddr *)&l->addr.sa, l->addr.len) != 0)
         goto fail;
-    if (reuseport && listen(fd, (int)l->backlog) != 0)
+    if (reuseport && !quic && listen(fd, (int)l->backlog) != 0)
         goto fail;
     return fd;
 fail:
@@ -197,13 +202,6 @@ static int lsocks_build(ae_server_main *s, const ae_conf *conf, ae_lsock **out, 
             n++;
             continue;
         }
-        if (l->protocol != AE_LPROTO_TCP) {
-            snprintf(err, errlen,
-                     "%s:%u:%u: listeners[%zu].protocol: protocol 'quic' is not available in "
-                     "this version",
-                     conf->path, l->pos.line, l->pos.col, li);
-            goto fail;
-        }
         if (lsock_open(&set[n], conf, li, s->nworkers, err, errlen) != 0)
             goto fail;
         n++;
@@ -251,6 +249,7 @@ static int post_runtime(ae_server_main *s, ae_runtime *rt, const ae_lsock *set, 
         for (size_t k = 0; k < n; k++) {
             fds[k].fd = set[k].fds[i];
             fds[k].index = k;
+            fds[k].proto = set[k].proto;
         }
         m->type = AE_MSG_RUNTIME;
         m->rt = ae_runtime_ref(rt);
@@ -589,7 +588,8 @@ int ae_server_run(const char *path)
     ev_signal_start(s->loop, &s->sig_term);
     ev_signal_start(s->loop, &s->sig_int);
     for (size_t i = 0; i < s->nlsocks; i++)
-        AE_INFO("listening on %s (%s)", s->lsocks[i].addr.text, s->rt->conf->listeners[i].name);
+        AE_INFO("listening on %s (%s, %s)", s->lsocks[i].addr.text, s->rt->conf->listeners[i].name,
+                s->lsocks[i].proto == AE_LPROTO_QUIC ? "quic/udp" : "tcp");
     AE_INFO("anyedge %s started: site %u (%s), %zu workers, config %s", AE_VERSION,
             s->rt->conf->site.id, s->rt->conf->site.name, s->nworkers, path);
 

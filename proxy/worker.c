@@ -48,6 +48,8 @@ void ae_worker_buf_put(ae_worker *w, ae_buf *b)
 
 static void listener_close(ae_worker *w, ae_wlistener *l)
 {
+    if (l->proto == AE_LPROTO_QUIC)
+        ae_quic_listener_stop(w, l);
     ev_io_stop(w->loop, &l->io);
     ev_timer_stop(w->loop, &l->pause);
     close(l->fd);
@@ -92,11 +94,19 @@ static int listener_add(ae_worker *w, const ae_lfd *lf)
         return AE_ERR_NOMEM;
     l->fd = lf->fd;
     l->index = lf->index;
+    l->proto = lf->proto;
     l->w = w;
     ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
     l->io.data = l;
     ev_timer_init(&l->pause, accept_resume_cb, 0, 0);
     l->pause.data = l;
+    if (l->proto == AE_LPROTO_QUIC) {
+        int rv = ae_quic_listener_start(w, l); /* replaces the accept callback */
+        if (rv != 0) {
+            free(l);
+            return rv;
+        }
+    }
     ev_io_start(w->loop, &l->io);
     l->next = w->listeners;
     w->listeners = l;
@@ -157,6 +167,7 @@ static void handle_msg(ae_worker *w, ae_msg *m)
             ae_runtime_unref(m->rt);
             break;
         }
+        ae_quic_runtime(w, m->rt);
         apply_listeners(w, m);
         ae_runtime_unref(w->rt);
         w->rt = m->rt;
@@ -205,6 +216,7 @@ static void gc_cb(struct ev_loop *loop, ev_prepare *c, int revents)
 {
     ae_worker *w = c->data;
     ae_tconn_gc(w);
+    ae_quic_gc(w);
     maybe_finish(w);
 }
 
@@ -290,6 +302,7 @@ void ae_worker_free(ae_worker *w)
         w->listeners = l->next;
         listener_close(w, l);
     }
+    ae_quic_free(w);
     ae_msg *m = w->mq_head;
     while (m != NULL) {
         ae_msg *next = m->next;

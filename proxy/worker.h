@@ -16,10 +16,12 @@ typedef struct ae_tconn ae_tconn;
 
 /* One listening socket owned by a worker (its member of the SO_REUSEPORT group). */
 typedef struct ae_wlistener {
-    ev_io io;
+    ev_io io;       /* TCP: accept; QUIC: datagrams */
     ev_timer pause; /* accept paused after EMFILE/ENFILE */
     int fd;
     size_t index; /* listener index in the worker's current runtime */
+    ae_listener_proto proto;
+    struct ae_qep *qep; /* QUIC endpoint (proxy/quic.c), NULL for TCP */
     ae_worker *w;
     struct ae_wlistener *next;
 } ae_wlistener;
@@ -28,6 +30,7 @@ typedef struct ae_wlistener {
 typedef struct {
     int fd;
     size_t index;
+    ae_listener_proto proto; /* TCP: listening stream socket; QUIC: bound UDP socket */
 } ae_lfd;
 
 typedef enum {
@@ -66,6 +69,7 @@ struct ae_worker {
     uint64_t next_conn_id;
 
     ae_counters counters;
+    struct ae_qworker *quic; /* QUIC state of this worker (proxy/quic.c), NULL until needed */
 
     /* Set by the main thread before start: signalled when the worker's loop has ended. */
     struct ev_loop *exit_loop;
@@ -94,5 +98,18 @@ void ae_tconn_gc(ae_worker *w);
 void ae_tconn_close_all(ae_worker *w, ae_metric why);
 /* Frees a closed connection's memory (used by gc). */
 void ae_tconn_free(ae_tconn *c);
+
+/* QUIC + HTTP/3 (quic.c). Socket options for a QUIC listening socket (main thread): 0 or -1
+ * with errno. */
+int ae_quic_socket_setup(int fd, int family);
+/* Starts serving datagrams on a QUIC listener (sets up l->io and l->qep). 0 or AE_ERR_*. */
+int ae_quic_listener_start(ae_worker *w, ae_wlistener *l);
+/* Closes every connection of the listener and frees its endpoint (not the fd). */
+void ae_quic_listener_stop(ae_worker *w, ae_wlistener *l);
+/* The worker adopts rt: builds the QUIC TLS credentials when rt has a QUIC listener. */
+void ae_quic_runtime(ae_worker *w, ae_runtime *rt);
+/* Frees closed QUIC connections and streams (gc), and everything at worker exit. */
+void ae_quic_gc(ae_worker *w);
+void ae_quic_free(ae_worker *w);
 
 #endif

@@ -1,0 +1,985 @@
+/*
+ * QUIC endpoint (RFC 9000/9001/9002 through ngtcp2): one per worker per `protocol: quic`
+ * listener, on the worker's member of the listener's SO_REUSEPORT UDP group.
+ *
+ * Datagrams are read in batches (recvmmsg), routed by destination connection ID through an
+ * open-addressing table (all CIDs a connection issued plus the client's original DCID), and
+ * handed to ngtcp2. Connections touched by a batch are written once at its end, so ACKs and
+ * stream data coalesce. Each connection has one ev_timer armed at ngtcp2_conn_get_expiry().
+ * HTTP/3 and the upstream side live in h3.c.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proxy/quic_int.h"
+
+/* ---- small utilities ---- */
+
+ngtcp2_tstamp ae_quic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (ngtcp2_tstamp)ts.tv_sec * NGTCP2_SECONDS + (ngtcp2_tstamp)ts.tv_nsec;
+}
+
+static void rand_bytes(void *buf, size_t n)
+{
+    if (ae_quic_rand(buf, n) != 0)
+        abort(); /* no randomness: nothing safe to do */
+}
+
+static ae_qworker *qw_get(ae_worker *w)
+{
+    if (w->quic == NULL) {
+        ae_qworker *qw = calloc(1, sizeof(*qw));
+        if (qw == NULL)
+            return NULL;
+        /* Stateless reset secret: random per worker for now (see docs/architecture.md). A reset
+         * is only ever sent by the worker that owns the CID's socket group member, and CIDs
+         * are routed by the kernel's 4-tuple hash, so this first step holds within a process
+         * lifetime only. */
+        rand_bytes(qw->reset_secret, sizeof(qw->reset_secret));
+        w->quic = qw;
+    }
+    return w->quic;
+}
+
+int ae_quic_socket_setup(int fd, int family)
+{
+    int one = 1, buf = 4 * 1024 * 1024;
+    /* Bigger socket buffers absorb bursts of a whole congestion window (best effort). */
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+    if (family == AF_INET6) {
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) != 0)
+            return -1;
+        int pmtu = IPV6_PMTUDISC_PROBE;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu, sizeof(pmtu));
+    } else {
+        if (setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) != 0)
+            return -1;
+        /* DF set, route MTU ignored: ngtcp2's PMTUD probes decide the packet size. */
+        int pmtu = IP_PMTUDISC_PROBE;
+        setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof(pmtu));
+    }
+    return 0;
+}
+
+/* ---- connection-ID table ---- */
+
+static uint64_t cid_hash(const ae_qep *ep, const uint8_t *cid, size_t len)
+{
+    /* Keyed mix: client-chosen DCIDs must not let a peer aim at one probe chain. */
+    uint64_t h = ep->hkey[0] ^ (len * 0x9e3779b97f4a7c15ull);
+    for (size_t i = 0; i < len; i++) {
+        h ^= cid[i];
+        h *= 0x100000001b3ull;
+        h ^= h >> 29;
+    }
+    h ^= ep->hkey[1];
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
+static ae_cid_slot *cid_find(ae_qep *ep, const uint8_t *cid, size_t len)
+{
+    if (ep->cap == 0 || len == 0 || len > NGTCP2_MAX_CIDLEN)
+        return NULL;
+    size_t mask = ep->cap - 1;
+    for (size_t i = cid_hash(ep, cid, len) & mask;; i = (i + 1) & mask) {
+        ae_cid_slot *s = &ep->slots[i];
+        if (s->len == 0)
+            return NULL;
+        if (s->len == len && memcmp(s->cid, cid, len) == 0)
+            return s;
+    }
+}
+
+static int cid_resize(ae_qep *ep, size_t cap)
+{
+    ae_cid_slot *old = ep->slots;
+    size_t oldcap = ep->cap;
+    ep->slots = calloc(cap, sizeof(*ep->slots));
+    if (ep->slots == NULL) {
+        ep->slots = old;
+        return AE_ERR_NOMEM;
+    }
+    ep->cap = cap;
+    ep->used = ep->n = 0;
+    for (size_t i = 0; i < oldcap; i++) {
+        ae_cid_slot *s = &old[i];
+        if (s->len == 0 || s->len == 0xff)
+            continue;
+        size_t mask = cap - 1, j = cid_hash(ep, s->cid, s->len) & mask;
+        while (ep->slots[j].len != 0)
+            j = (j + 1) & mask;
+        ep->slots[j] = *s;
+        ep->used++;
+        ep->n++;
+    }
+    free(old);
+    return 0;
+}
+
+static int cid_add(ae_qep *ep, const ngtcp2_cid *cid, qconn *c)
+{
+    if ((ep->used + 1) * 2 > ep->cap) {
+        size_t cap = ep->cap ? ep->cap : 64;
+        while ((ep->n + 1) * 2 > cap / 2) /* keep the live load at most 1/4 after a resize */
+            cap *= 2;
+        if (cid_resize(ep, cap) != 0)
+            return AE_ERR_NOMEM;
+    }
+    size_t mask = ep->cap - 1;
+    size_t i = cid_hash(ep, cid->data, cid->datalen) & mask;
+    while (ep->slots[i].len != 0 && ep->slots[i].len != 0xff)
+        i = (i + 1) & mask;
+    if (ep->slots[i].len == 0)
+        ep->used++;
+    ep->slots[i].len = (uint8_t)cid->datalen;
+    memcpy(ep->slots[i].cid, cid->data, cid->datalen);
+    ep->slots[i].c = c;
+    ep->n++;
+    return 0;
+}
+
+static void cid_del(ae_qep *ep, const ngtcp2_cid *cid)
+{
+    ae_cid_slot *s = cid_find(ep, cid->data, cid->datalen);
+    if (s != NULL) {
+        s->len = 0xff;
+        s->c = NULL;
+        ep->n--;
+    }
+}
+
+static int conn_cid_add(qconn *c, const ngtcp2_cid *cid)
+{
+    if (c->ncids == AE_QUIC_MAX_CIDS || cid_add(c->ep, cid, c) != 0)
+        return AE_ERR_NOMEM;
+    c->cids[c->ncids++] = *cid;
+    return 0;
+}
+
+static void conn_cid_del(qconn *c, const ngtcp2_cid *cid)
+{
+    for (size_t i = 0; i < c->ncids; i++) {
+        if (ngtcp2_cid_eq(&c->cids[i], cid)) {
+            cid_del(c->ep, cid);
+            c->cids[i] = c->cids[--c->ncids];
+            return;
+        }
+    }
+}
+
+/* Every connection ID this server issues. Random today; the QUIC-LB encoder of state/cid.h
+ * (ae_cid_encode(keys, site, worker, out)) replaces the body of this one function, keeping the
+ * fixed length AE_QUIC_CIDLEN. Never returns a CID already in the endpoint's table. */
+static void quic_new_cid(ae_qep *ep, ngtcp2_cid *cid)
+{
+    do {
+        cid->datalen = AE_QUIC_CIDLEN;
+        rand_bytes(cid->data, AE_QUIC_CIDLEN);
+    } while (cid_find(ep, cid->data, cid->datalen) != NULL);
+}
+
+static int reset_token(ae_worker *w, const ngtcp2_cid *cid, uint8_t *token)
+{
+    ae_qworker *qw = w->quic;
+    return ngtcp2_crypto_generate_stateless_reset_token(token, qw->reset_secret,
+                                                        sizeof(qw->reset_secret), cid);
+}
+
+/* ---- sending ---- */
+
+/* Sends one datagram from `from` (the address the client targeted; NULL = the socket's) to
+ * `to`. Returns 0, AE_ERR_AGAIN when the socket buffer is full, AE_ERR_IO on other errors. */
+static int ep_send(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
+                   const struct sockaddr *from, const uint8_t *data, size_t len)
+{
+    struct iovec iov = {(void *)data, len};
+    union {
+        char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr mh = {
+        .msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov, .msg_iovlen = 1};
+    if (ep->wildcard && from != NULL && from->sa_family == ep->family) {
+        memset(&ctl, 0, sizeof(ctl));
+        mh.msg_control = ctl.buf;
+        struct cmsghdr *cm;
+        if (ep->family == AF_INET) {
+            mh.msg_controllen = CMSG_SPACE(sizeof(struct in_pktinfo));
+            cm = CMSG_FIRSTHDR(&mh);
+            cm->cmsg_level = IPPROTO_IP;
+            cm->cmsg_type = IP_PKTINFO;
+            cm->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+            struct in_pktinfo pi = {0};
+            pi.ipi_spec_dst = ((const struct sockaddr_in *)from)->sin_addr;
+            memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
+        } else {
+            mh.msg_controllen = CMSG_SPACE(sizeof(struct in6_pktinfo));
+            cm = CMSG_FIRSTHDR(&mh);
+            cm->cmsg_level = IPPROTO_IPV6;
+            cm->cmsg_type = IPV6_PKTINFO;
+            cm->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
+            struct in6_pktinfo pi = {0};
+            pi.ipi6_addr = ((const struct sockaddr_in6 *)from)->sin6_addr;
+            memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
+        }
+    }
+    for (;;) {
+        ssize_t n = sendmsg(ep->fd, &mh, MSG_DONTWAIT);
+        if (n >= 0) {
+            ae_count(&ep->w->counters, AE_M_QUIC_PKTS_OUT, 1);
+            return 0;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+            return AE_ERR_AGAIN;
+        ae_count(&ep->w->counters, AE_M_QUIC_SEND_ERRORS, 1);
+        return AE_ERR_IO;
+    }
+}
+
+static void ep_block(ae_qep *ep)
+{
+    if (!ep->wblocked) {
+        ep->wblocked = 1;
+        ev_io_start(ep->w->loop, &ep->wio);
+    }
+}
+
+/* ---- connection life cycle ---- */
+
+static void conn_write(qconn *c);
+
+static void arm_timer(qconn *c)
+{
+    ngtcp2_tstamp exp = ngtcp2_conn_get_expiry(c->conn), now = ae_quic_now();
+    ev_tstamp after = exp <= now ? 0 : (ev_tstamp)(exp - now) / NGTCP2_SECONDS;
+    ev_timer_stop(c->w->loop, &c->timer);
+    ev_timer_set(&c->timer, after, 0);
+    ev_timer_start(c->w->loop, &c->timer);
+}
+
+/* Detaches c from everything (CIDs, streams, lists, timer) and queues it for gc. */
+static void conn_kill(qconn *c, const char *reason)
+{
+    if (c->state == QC_DEAD)
+        return;
+    ae_worker *w = c->w;
+    ae_qep *ep = c->ep;
+    AE_CDEBUG(c->id, "quic connection closed: %s", reason);
+    ae_h3_close_all(c, reason);
+    for (size_t i = 0; i < c->ncids; i++)
+        cid_del(ep, &c->cids[i]);
+    c->ncids = 0;
+    ev_timer_stop(w->loop, &c->timer);
+    c->state = QC_DEAD;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        ep->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = NULL;
+    c->next = w->quic->dead;
+    w->quic->dead = c;
+    w->quic->nconns--;
+    ae_count(&w->counters, AE_M_QUIC_CONN_CLOSED, 1);
+}
+
+static void conn_free(qconn *c)
+{
+    nghttp3_conn_del(c->h3);
+    ngtcp2_conn_del(c->conn);
+    ae_quic_tls_free(c->tls);
+    ae_quic_tls_ctx_unref(c->tlsctx);
+    ae_runtime_unref(c->rt);
+    free(c->close_pkt);
+    free(c->pending);
+    free(c);
+}
+
+static void start_period(qconn *c, qc_state st)
+{
+    c->state = st;
+    ae_h3_close_all(c, st == QC_DRAINING ? "peer_closed" : "closed");
+    ev_timer_stop(c->w->loop, &c->timer);
+    ev_timer_set(&c->timer, 3.0 * (ev_tstamp)ngtcp2_conn_get_pto(c->conn) / NGTCP2_SECONDS, 0);
+    ev_timer_start(c->w->loop, &c->timer);
+}
+
+/* Sends CONNECTION_CLOSE with c->err and enters the closing period (3 PTO), during which any
+ * packet from the peer is answered with the same close (RFC 9000 §10.2.1). */
+static void conn_close_err(qconn *c)
+{
+    if (c->state != QC_OPEN)
+        return;
+    ae_qworker *qw = c->w->quic;
+    ngtcp2_path_storage ps;
+    ngtcp2_path_storage_zero(&ps);
+    ngtcp2_pkt_info pi;
+    ngtcp2_ssize n = ngtcp2_conn_write_connection_close(c->conn, &ps.path, &pi, qw->tx,
+                                                        sizeof(qw->tx), &c->err, ae_quic_now());
+    if (n <= 0 || (c->close_pkt = malloc((size_t)n)) == NULL) {
+        conn_kill(c, "closed");
+        return;
+    }
+    memcpy(c->close_pkt, qw->tx, (size_t)n);
+    c->close_len = (size_t)n;
+    ep_send(c->ep, (struct sockaddr *)&c->remote, c->remotelen, (struct sockaddr *)&c->local,
+            c->close_pkt, c->close_len);
+    start_period(c, QC_CLOSING);
+}
+
+void ae_quic_conn_fail(qconn *c)
+{
+    conn_close_err(c);
+}
+
+void ae_quic_conn_kick(qconn *c)
+{
+    if (c->state != QC_OPEN)
+        return;
+    if (c->ep->in_batch) {
+        if (!c->is_dirty) {
+            c->is_dirty = 1;
+            c->dirty_next = c->ep->dirty;
+            c->ep->dirty = c;
+        }
+        return;
+    }
+    conn_write(c);
+}
+
+static void conn_write(qconn *c)
+{
+    if (c->state != QC_OPEN || c->pending != NULL)
+        return;
+    ae_qworker *qw = c->w->quic;
+    ngtcp2_tstamp ts = ae_quic_now();
+    size_t maxpkt = ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
+    if (maxpkt > sizeof(qw->tx))
+        maxpkt = sizeof(qw->tx);
+    size_t limit = ngtcp2_conn_get_send_quantum(c->conn) / maxpkt;
+    if (limit < 2)
+        limit = 2;
+    if (limit > 64)
+        limit = 64;
+    ngtcp2_path_storage ps;
+    ngtcp2_path_storage_zero(&ps);
+    for (size_t npkt = 0; npkt < limit;) {
+        int64_t sid = -1;
+        int fin = 0;
+        nghttp3_vec vec[16];
+        nghttp3_ssize nvec = 0;
+        if (c->h3 != NULL && ngtcp2_conn_get_max_data_left(c->conn) > 0) {
+            nvec = nghttp3_conn_writev_stream(c->h3, &sid, &fin, vec, AE_ARRAY_LEN(vec));
+            if (nvec < 0) {
+                ngtcp2_ccerr_set_application_error(
+                    &c->err, nghttp3_err_infer_quic_app_error_code((int)nvec), NULL, 0);
+                conn_close_err(c);
+                return;
+            }
+        }
+        uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE | (fin ? NGTCP2_WRITE_STREAM_FLAG_FIN : 0);
+        ngtcp2_ssize ndatalen = -1;
+        ngtcp2_pkt_info pi;
+        ngtcp2_ssize n =
+            ngtcp2_conn_writev_stream(c->conn, &ps.path, &pi, qw->tx, maxpkt, &ndatalen, flags, sid,
+                                      (const ngtcp2_vec *)vec, (size_t)nvec, ts);
+        if (n < 0) {
+            int rv = 0;
+            switch (n) {
+            case NGTCP2_ERR_STREAM_DATA_BLOCKED:
+                nghttp3_conn_block_stream(c->h3, sid);
+                continue;
+            case NGTCP2_ERR_STREAM_SHUT_WR:
+                nghttp3_conn_shutdown_stream_write(c->h3, sid);
+                continue;
+            case NGTCP2_ERR_WRITE_MORE:
+                rv = nghttp3_conn_add_write_offset(c->h3, sid, (size_t)ndatalen);
+                if (rv == 0)
+                    continue;
+                ngtcp2_ccerr_set_application_error(
+                    &c->err, nghttp3_err_infer_quic_app_error_code(rv), NULL, 0);
+                break;
+            default:
+                ngtcp2_ccerr_set_liberr(&c->err, (int)n, NULL, 0);
+                break;
+            }
+            conn_close_err(c);
+            return;
+        }
+        if (ndatalen >= 0 && nghttp3_conn_add_write_offset(c->h3, sid, (size_t)ndatalen) != 0) {
+            ngtcp2_ccerr_set_application_error(&c->err, NGHTTP3_H3_INTERNAL_ERROR, NULL, 0);
+            conn_close_err(c);
+            return;
+        }
+        if (n == 0)
+            break;
+        npkt++;
+        int rv = ep_send(c->ep, (struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
+                         (struct sockaddr *)ps.path.local.addr, qw->tx, (size_t)n);
+        if (rv == AE_ERR_AGAIN) {
+            /* Keep the packet (ngtcp2 considers it sent) and wait for the socket. */
+            c->pending = malloc((size_t)n);
+            if (c->pending != NULL) {
+                memcpy(c->pending, qw->tx, (size_t)n);
+                c->pending_len = (size_t)n;
+                memcpy(&c->pending_to, ps.path.remote.addr, ps.path.remote.addrlen);
+                c->pending_tolen = ps.path.remote.addrlen;
+                memcpy(&c->pending_from, ps.path.local.addr, ps.path.local.addrlen);
+                c->pending_fromlen = ps.path.local.addrlen;
+                ep_block(c->ep);
+            }
+            break;
+        }
+    }
+    ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
+    arm_timer(c);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    qconn *c = t->data;
+    if (c->state != QC_OPEN) {
+        conn_kill(c, c->state == QC_DRAINING ? "peer_closed" : "closed");
+        return;
+    }
+    int rv = ngtcp2_conn_handle_expiry(c->conn, ae_quic_now());
+    if (rv != 0) {
+        if (rv == NGTCP2_ERR_IDLE_CLOSE) {
+            ae_count(&c->w->counters, AE_M_QUIC_IDLE_CLOSED, 1);
+            conn_kill(c, "idle_timeout");
+            return;
+        }
+        ngtcp2_ccerr_set_liberr(&c->err, rv, NULL, 0);
+        conn_close_err(c);
+        return;
+    }
+    conn_write(c);
+}
+
+/* ---- ngtcp2 callbacks ---- */
+
+static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
+{
+    return ((qconn *)ref->user_data)->conn;
+}
+
+static int cb_handshake_completed(ngtcp2_conn *conn, void *ud)
+{
+    qconn *c = ud;
+    c->hs_done = 1;
+    ae_count(&c->w->counters, AE_M_QUIC_HANDSHAKES, 1);
+    ae_quic_tls_sni(c->tls, c->sni, sizeof(c->sni));
+    if (ae_quic_tls_send_ticket(c->tls) != 0)
+        AE_CDEBUG(c->id, "quic: cannot send a session ticket");
+    return 0;
+}
+
+static int cb_recv_stream_data(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t offset,
+                               const uint8_t *data, size_t len, void *ud, void *sud)
+{
+    return ae_h3_recv_stream_data(ud, flags, sid, data, len) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+static int cb_acked(ngtcp2_conn *conn, int64_t sid, uint64_t offset, uint64_t len, void *ud,
+                    void *sud)
+{
+    return ae_h3_acked(ud, sid, len) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+static int cb_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t code, void *ud,
+                           void *sud)
+{
+    return ae_h3_stream_close(ud, flags, sid, code) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+static int cb_stream_reset(ngtcp2_conn *conn, int64_t sid, uint64_t final_size, uint64_t code,
+                           void *ud, void *sud)
+{
+    return ae_h3_stream_reset(ud, sid) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+static int cb_stop_sending(ngtcp2_conn *conn, int64_t sid, uint64_t code, void *ud, void *sud)
+{
+    return ae_h3_stream_reset(ud, sid) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+static int cb_extend_max_stream_data(ngtcp2_conn *conn, int64_t sid, uint64_t max_data, void *ud,
+                                     void *sud)
+{
+    return ae_h3_extend_max_stream_data(ud, sid) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+static int cb_extend_max_remote_bidi(ngtcp2_conn *conn, uint64_t max_streams, void *ud)
+{
+    qconn *c = ud;
+    if (c->h3 != NULL)
+        nghttp3_conn_set_max_client_streams_bidi(c->h3, max_streams);
+    return 0;
+}
+
+static void cb_rand(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx)
+{
+    rand_bytes(dest, len);
+}
+
+static int cb_new_cid(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token, size_t cidlen, void *ud)
+{
+    qconn *c = ud;
+    quic_new_cid(c->ep, cid);
+    if (reset_token(c->w, cid, token) != 0 || conn_cid_add(c, cid) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
+}
+
+static int cb_remove_cid(ngtcp2_conn *conn, const ngtcp2_cid *cid, void *ud)
+{
+    conn_cid_del(ud, cid);
+    return 0;
+}
+
+static int cb_recv_tx_key(ngtcp2_conn *conn, ngtcp2_encryption_level level, void *ud)
+{
+    if (level != NGTCP2_ENCRYPTION_LEVEL_1RTT)
+        return 0;
+    return ae_h3_setup(ud) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+static const ngtcp2_callbacks callbacks = {
+    .recv_client_initial = ngtcp2_crypto_recv_client_initial_cb,
+    .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
+    .handshake_completed = cb_handshake_completed,
+    .encrypt = ngtcp2_crypto_encrypt_cb,
+    .decrypt = ngtcp2_crypto_decrypt_cb,
+    .hp_mask = ngtcp2_crypto_hp_mask_cb,
+    .recv_stream_data = cb_recv_stream_data,
+    .acked_stream_data_offset = cb_acked,
+    .stream_close = cb_stream_close,
+    .rand = cb_rand,
+    .get_new_connection_id = cb_new_cid,
+    .remove_connection_id = cb_remove_cid,
+    .update_key = ngtcp2_crypto_update_key_cb,
+    .stream_reset = cb_stream_reset,
+    .extend_max_remote_streams_bidi = cb_extend_max_remote_bidi,
+    .extend_max_stream_data = cb_extend_max_stream_data,
+    .delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb,
+    .delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb,
+    .get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb,
+    .stream_stop_sending = cb_stop_sending,
+    .version_negotiation = ngtcp2_crypto_version_negotiation_cb,
+    .recv_tx_key = cb_recv_tx_key,
+};
+
+/* ---- receiving ---- */
+
+static void drop(ae_qep *ep)
+{
+    ae_count(&ep->w->counters, AE_M_QUIC_PKTS_DROPPED, 1);
+}
+
+static void conn_read(qconn *c, const uint8_t *data, size_t len, const struct sockaddr *remote,
+                      socklen_t remotelen, const struct sockaddr *local, socklen_t locallen)
+{
+    if (c->state == QC_CLOSING) {
+        ep_send(c->ep, remote, remotelen, local, c->close_pkt, c->close_len);
+        return;
+    }
+    if (c->state != QC_OPEN)
+        return;
+    ngtcp2_path path = {
+        {(ngtcp2_sockaddr *)local, locallen}, {(ngtcp2_sockaddr *)remote, remotelen}, NULL};
+    ngtcp2_pkt_info pi = {0};
+    int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, data, len, ae_quic_now());
+    if (rv != 0) {
+        switch (rv) {
+        case NGTCP2_ERR_DRAINING:
+            start_period(c, QC_DRAINING);
+            return;
+        case NGTCP2_ERR_DROP_CONN:
+            conn_kill(c, "dropped");
+            return;
+        case NGTCP2_ERR_RETRY: /* not used: no Retry tokens yet */
+            conn_kill(c, "retry");
+            return;
+        case NGTCP2_ERR_CRYPTO:
+            if (!c->err_set)
+                ngtcp2_ccerr_set_tls_alert(&c->err, ngtcp2_conn_get_tls_alert(c->conn), NULL, 0);
+            break;
+        default:
+            if (!c->err_set)
+                ngtcp2_ccerr_set_liberr(&c->err, rv, NULL, 0);
+            break;
+        }
+        AE_CDEBUG(c->id, "quic: read: %s", ngtcp2_strerror(rv));
+        conn_close_err(c);
+        return;
+    }
+    /* The current path: replies go where the last packet came from (ngtcp2 validates new
+     * paths itself and reports the one to use in each written packet). */
+    ae_quic_conn_kick(c);
+}
+
+static void conn_new(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_pkt_hd *hd,
+                     const struct sockaddr *remote, socklen_t remotelen,
+                     const struct sockaddr *local, socklen_t locallen)
+{
+    ae_worker *w = ep->w;
+    ae_qworker *qw = w->quic;
+    ae_runtime *rt = w->rt;
+    if (rt == NULL || qw->tls == NULL || ep->l->index >= rt->conf->nlisteners || w->stopping) {
+        drop(ep);
+        return;
+    }
+    if (qw->nconns >= rt->conf->tune.max_connections) {
+        ae_count(&w->counters, AE_M_CONN_LIMIT, 1);
+        drop(ep);
+        return;
+    }
+    qconn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        drop(ep);
+        return;
+    }
+    c->ep = ep;
+    c->w = w;
+    c->id = w->next_conn_id++;
+    c->rt = ae_runtime_ref(rt);
+    c->lis = &rt->conf->listeners[ep->l->index];
+    c->pool = &rt->pools[c->lis->upstream_index];
+    c->tlsctx = ae_quic_tls_ctx_ref(qw->tls);
+    c->ref.get_conn = get_conn;
+    c->ref.user_data = c;
+    c->started = ev_now(w->loop);
+    memcpy(&c->remote, remote, remotelen);
+    c->remotelen = remotelen;
+    memcpy(&c->local, local, locallen);
+    c->locallen = locallen;
+    ngtcp2_ccerr_default(&c->err);
+    ev_timer_init(&c->timer, timer_cb, 0, 0);
+    c->timer.data = c;
+    c->next = ep->conns;
+    if (ep->conns)
+        ep->conns->prev = c;
+    ep->conns = c;
+    qw->nconns++;
+    ae_count(&w->counters, AE_M_QUIC_CONN_OPENED, 1);
+
+    ngtcp2_cid scid;
+    quic_new_cid(ep, &scid);
+    ngtcp2_settings settings;
+    ngtcp2_settings_default(&settings);
+    settings.initial_ts = ae_quic_now();
+    settings.handshake_timeout =
+        (ngtcp2_duration)rt->conf->timeouts.handshake_ms * NGTCP2_MILLISECONDS;
+    settings.cc_algo = NGTCP2_CC_ALGO_CUBIC;
+    settings.max_tx_udp_payload_size = AE_QUIC_MAX_PKT;
+    ngtcp2_transport_params params;
+    ngtcp2_transport_params_default(&params);
+    params.initial_max_stream_data_bidi_local = AE_H3_DOWN_LIMIT;
+    params.initial_max_stream_data_bidi_remote = AE_H3_DOWN_LIMIT; /* request bodies */
+    params.initial_max_stream_data_uni = AE_H3_DOWN_LIMIT;
+    params.initial_max_data = 4 * 1024 * 1024;
+    params.initial_max_streams_bidi = 100;
+    params.initial_max_streams_uni = 3;
+    params.max_idle_timeout =
+        (ngtcp2_duration)rt->conf->timeouts.client_idle_ms * NGTCP2_MILLISECONDS;
+    params.max_udp_payload_size = AE_QUIC_RX_BUF;
+    params.active_connection_id_limit = 7;
+    params.original_dcid = hd->dcid;
+    params.original_dcid_present = 1;
+    params.stateless_reset_token_present = 1;
+    ngtcp2_path path = {
+        {(ngtcp2_sockaddr *)local, locallen}, {(ngtcp2_sockaddr *)remote, remotelen}, NULL};
+    if (reset_token(w, &scid, params.stateless_reset_token) != 0 ||
+        ngtcp2_conn_server_new(&c->conn, &hd->scid, &scid, &path, hd->version, &callbacks,
+                               &settings, &params, NULL, c) != 0) {
+        conn_kill(c, "quic_alloc");
+        return;
+    }
+    if (ae_quic_tls_new(c->tlsctx, c->conn, &c->ref, &c->tls) != 0) {
+        conn_kill(c, "tls_alloc");
+        return;
+    }
+    if (conn_cid_add(c, &hd->dcid) != 0 || conn_cid_add(c, &scid) != 0) {
+        conn_kill(c, "nomem");
+        return;
+    }
+    conn_read(c, data, len, remote, remotelen, local, locallen);
+}
+
+static void send_version_negotiation(ae_qep *ep, const ngtcp2_version_cid *vc,
+                                     const struct sockaddr *remote, socklen_t remotelen,
+                                     const struct sockaddr *local)
+{
+    static const uint32_t sv[] = {NGTCP2_PROTO_VER_V1, NGTCP2_PROTO_VER_V2};
+    uint8_t buf[256], r;
+    rand_bytes(&r, 1);
+    ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(
+        buf, sizeof(buf), r, vc->scid, vc->scidlen, vc->dcid, vc->dcidlen, sv, AE_ARRAY_LEN(sv));
+    if (n > 0 && ep_send(ep, remote, remotelen, local, buf, (size_t)n) == 0)
+        ae_count(&ep->w->counters, AE_M_QUIC_VN_SENT, 1);
+}
+
+/* A short-header packet for a CID we do not know: a stateless reset (RFC 9000 §10.3), always
+ * smaller than the packet that caused it so two endpoints cannot loop. */
+static void send_stateless_reset(ae_qep *ep, const uint8_t *dcid, size_t dcidlen, size_t len,
+                                 const struct sockaddr *remote, socklen_t remotelen,
+                                 const struct sockaddr *local)
+{
+    if (dcidlen != AE_QUIC_CIDLEN ||
+        len < 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN + 1)
+        return;
+    ngtcp2_cid cid;
+    ngtcp2_cid_init(&cid, dcid, dcidlen);
+    uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN], rnd[64], buf[128];
+    if (reset_token(ep->w, &cid, token) != 0)
+        return;
+    size_t randlen = len - 2 - NGTCP2_STATELESS_RESET_TOKENLEN;
+    if (randlen > sizeof(rnd))
+        randlen = sizeof(rnd);
+    rand_bytes(rnd, randlen);
+    ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(buf, sizeof(buf), token, rnd, randlen);
+    if (n > 0 && ep_send(ep, remote, remotelen, local, buf, (size_t)n) == 0)
+        ae_count(&ep->w->counters, AE_M_QUIC_RESET_SENT, 1);
+}
+
+static void handle_datagram(ae_qep *ep, const uint8_t *data, size_t len,
+                            const struct sockaddr *remote, socklen_t remotelen,
+                            const struct sockaddr *local, socklen_t locallen)
+{
+    ngtcp2_version_cid vc;
+    int rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, AE_QUIC_CIDLEN);
+    if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
+        drop(ep);
+        if (len >= NGTCP2_MAX_UDP_PAYLOAD_SIZE) /* only for Initial-sized datagrams */
+            send_version_negotiation(ep, &vc, remote, remotelen, local);
+        return;
+    }
+    if (rv != 0) {
+        drop(ep);
+        return;
+    }
+    ae_cid_slot *s = cid_find(ep, vc.dcid, vc.dcidlen);
+    if (s != NULL) {
+        conn_read(s->c, data, len, remote, remotelen, local, locallen);
+        return;
+    }
+    if (!(data[0] & 0x80)) {
+        drop(ep);
+        send_stateless_reset(ep, vc.dcid, vc.dcidlen, len, remote, remotelen, local);
+        return;
+    }
+    /* A long header for an unknown connection can only be a client's first Initial, which
+     * must come in a datagram of at least 1200 bytes (RFC 9000 §14.1). */
+    if (len < NGTCP2_MAX_UDP_PAYLOAD_SIZE) {
+        ae_count(&ep->w->counters, AE_M_QUIC_SHORT_INITIAL, 1);
+        drop(ep);
+        return;
+    }
+    ngtcp2_pkt_hd hd;
+    if (ngtcp2_accept(&hd, data, len) != 0) {
+        drop(ep);
+        return;
+    }
+    conn_new(ep, data, len, &hd, remote, remotelen, local, locallen);
+}
+
+static void ep_read_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    ae_wlistener *l = io->data;
+    ae_qep *ep = l->qep;
+    ae_qworker *qw = ep->w->quic;
+    struct mmsghdr msgs[AE_QUIC_RX_BATCH];
+    struct iovec iov[AE_QUIC_RX_BATCH];
+    struct sockaddr_storage from[AE_QUIC_RX_BATCH];
+    union {
+        char buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + 64];
+        struct cmsghdr align;
+    } ctl[AE_QUIC_RX_BATCH];
+    ep->in_batch = 1;
+    for (int round = 0; round < 4; round++) {
+        for (int i = 0; i < AE_QUIC_RX_BATCH; i++) {
+            iov[i].iov_base = qw->rx[i];
+            iov[i].iov_len = sizeof(qw->rx[i]);
+            memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
+            msgs[i].msg_hdr.msg_name = &from[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_control = ctl[i].buf;
+            msgs[i].msg_hdr.msg_controllen = sizeof(ctl[i].buf);
+        }
+        int n = recvmmsg(ep->fd, msgs, AE_QUIC_RX_BATCH, MSG_DONTWAIT, NULL);
+        if (n <= 0)
+            break;
+        for (int i = 0; i < n; i++) {
+            ae_count(&ep->w->counters, AE_M_QUIC_PKTS_IN, 1);
+            struct msghdr *mh = &msgs[i].msg_hdr;
+            if (mh->msg_flags & MSG_TRUNC) {
+                drop(ep);
+                continue;
+            }
+            /* Local address: the bound one, or the destination the client used (PKTINFO). */
+            struct sockaddr_storage local = ep->bound;
+            socklen_t locallen = ep->boundlen;
+            for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+                if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO &&
+                    ep->family == AF_INET) {
+                    struct in_pktinfo pi;
+                    memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+                    ((struct sockaddr_in *)&local)->sin_addr = pi.ipi_addr;
+                } else if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_PKTINFO &&
+                           ep->family == AF_INET6) {
+                    struct in6_pktinfo pi;
+                    memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+                    ((struct sockaddr_in6 *)&local)->sin6_addr = pi.ipi6_addr;
+                }
+            }
+            handle_datagram(ep, qw->rx[i], msgs[i].msg_len, (struct sockaddr *)&from[i],
+                            mh->msg_namelen, (struct sockaddr *)&local, locallen);
+        }
+        if (n < AE_QUIC_RX_BATCH)
+            break;
+    }
+    ep->in_batch = 0;
+    while (ep->dirty != NULL) {
+        qconn *c = ep->dirty;
+        ep->dirty = c->dirty_next;
+        c->is_dirty = 0;
+        conn_write(c);
+    }
+}
+
+static void ep_write_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    ae_qep *ep = io->data;
+    ev_io_stop(loop, io);
+    ep->wblocked = 0;
+    qconn *next;
+    for (qconn *c = ep->conns; c != NULL; c = next) {
+        next = c->next;
+        if (c->pending == NULL)
+            continue;
+        int rv = ep_send(ep, (struct sockaddr *)&c->pending_to, c->pending_tolen,
+                         (struct sockaddr *)&c->pending_from, c->pending, c->pending_len);
+        if (rv == AE_ERR_AGAIN) {
+            ep_block(ep);
+            return;
+        }
+        free(c->pending);
+        c->pending = NULL;
+        conn_write(c);
+    }
+}
+
+/* ---- worker hooks ---- */
+
+int ae_quic_listener_start(ae_worker *w, ae_wlistener *l)
+{
+    ae_qworker *qw = qw_get(w);
+    ae_qep *ep = calloc(1, sizeof(*ep));
+    if (qw == NULL || ep == NULL) {
+        free(ep);
+        return AE_ERR_NOMEM;
+    }
+    ep->w = w;
+    ep->l = l;
+    ep->fd = l->fd;
+    ep->boundlen = sizeof(ep->bound);
+    if (getsockname(l->fd, (struct sockaddr *)&ep->bound, &ep->boundlen) != 0) {
+        free(ep);
+        return AE_ERR_IO;
+    }
+    ep->family = ep->bound.ss_family;
+    if (ep->family == AF_INET)
+        ep->wildcard = ((struct sockaddr_in *)&ep->bound)->sin_addr.s_addr == htonl(INADDR_ANY);
+    else
+        ep->wildcard = IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&ep->bound)->sin6_addr);
+    rand_bytes(ep->hkey, sizeof(ep->hkey));
+    ev_io_init(&ep->wio, ep_write_cb, l->fd, EV_WRITE);
+    ep->wio.data = ep;
+    ev_io_init(&l->io, ep_read_cb, l->fd, EV_READ);
+    l->io.data = l;
+    l->qep = ep;
+    return 0;
+}
+
+void ae_quic_listener_stop(ae_worker *w, ae_wlistener *l)
+{
+    ae_qep *ep = l->qep;
+    if (ep == NULL)
+        return;
+    /* Tell every peer (best effort) that the connection ends, then drop it. */
+    while (ep->conns != NULL) {
+        qconn *c = ep->conns;
+        if (c->state == QC_OPEN) {
+            ngtcp2_ccerr_set_application_error(&c->err, NGHTTP3_H3_NO_ERROR, NULL, 0);
+            conn_close_err(c);
+        }
+        conn_kill(c, "shutdown");
+    }
+    ev_io_stop(w->loop, &ep->wio);
+    ae_quic_gc(w);
+    free(ep->slots);
+    free(ep);
+    l->qep = NULL;
+}
+
+void ae_quic_runtime(ae_worker *w, ae_runtime *rt)
+{
+    int any = 0;
+    for (size_t i = 0; i < rt->conf->nlisteners; i++)
+        any |= rt->conf->listeners[i].protocol == AE_LPROTO_QUIC;
+    if (!any)
+        return;
+    ae_qworker *qw = qw_get(w);
+    if (qw == NULL)
+        return;
+    char err[512];
+    ae_quic_tls_ctx *ctx;
+    if (ae_quic_tls_ctx_new(rt->conf, &ctx, err, sizeof(err)) != 0) {
+        AE_ERROR("quic: %s%s", err, qw->tls ? " (keeping the previous credentials)" : "");
+        return;
+    }
+    ae_quic_tls_ctx_unref(qw->tls);
+    qw->tls = ctx;
+    qw->tls_rt = rt;
+}
+
+void ae_quic_gc(ae_worker *w)
+{
+    ae_qworker *qw = w->quic;
+    if (qw == NULL)
+        return;
+    ae_h3_gc(qw);
+    while (qw->dead != NULL) {
+        qconn *c = qw->dead;
+        qw->dead = c->next;
+        conn_free(c);
+    }
+}
+
+void ae_quic_free(ae_worker *w)
+{
+    if (w->quic == NULL)
+        return;
+    ae_quic_gc(w);
+    ae_quic_tls_ctx_unref(w->quic->tls);
+    free(w->quic);
+    w->quic = NULL;
+}

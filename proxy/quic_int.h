@@ -1,0 +1,126 @@
+/*
+ * Internal to proxy/quic.c and proxy/h3.c: QUIC endpoints, connections, HTTP/3 streams.
+ *
+ * Ownership (all on one worker thread): a worker's QUIC state (ae_qworker) holds the TLS
+ * credentials of the runtime it serves and the dead lists; each QUIC listener of the worker has
+ * an endpoint (ae_qep: its UDP socket, the connection-ID table, its connections); a connection
+ * (qconn) owns its ngtcp2 and nghttp3 objects and its HTTP/3 request streams (qstream), each with
+ * at most one upstream TCP connection. Connections and streams are never freed inside a
+ * callback: closing detaches them and queues them on the worker's dead lists, freed by gc.
+ */
+#ifndef AE_QUIC_INT_H
+#define AE_QUIC_INT_H
+
+#include <nghttp3/nghttp3.h>
+#include <ngtcp2/ngtcp2.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+
+#include "proxy/worker.h"
+#include "tls/quic_tls.h"
+
+#define AE_QUIC_CIDLEN   17           /* server connection IDs: fixed length (QUIC-LB ready) */
+#define AE_QUIC_MAX_PKT  1472         /* largest UDP payload we build */
+#define AE_QUIC_RX_BUF   2048         /* receive buffer per datagram (transport param too) */
+#define AE_QUIC_RX_BATCH 32           /* datagrams per recvmmsg */
+#define AE_QUIC_MAX_CIDS 10           /* CIDs a connection can have in the table (odcid + ours) */
+#define AE_H3_DOWN_LIMIT (256 * 1024) /* response bytes held per stream (sent, not acked) */
+#define AE_H3_HEAD_MAX   (64 * 1024)  /* request header section limit */
+
+typedef struct qconn qconn;
+typedef struct qstream qstream;
+typedef struct ae_qep ae_qep;
+
+typedef struct {
+    uint8_t len; /* 0 empty, 0xff tombstone */
+    uint8_t cid[NGTCP2_MAX_CIDLEN];
+    qconn *c;
+} ae_cid_slot;
+
+struct ae_qep {
+    ae_worker *w;
+    ae_wlistener *l;
+    int fd;
+    int family;
+    int wildcard; /* bound to 0.0.0.0/:: : replies carry the destination as source (PKTINFO) */
+    struct sockaddr_storage bound;
+    socklen_t boundlen;
+    ae_cid_slot *slots;
+    size_t cap, used, n; /* used counts tombstones */
+    uint64_t hkey[2];
+    qconn *conns;
+    qconn *dirty; /* connections to write after the current read batch */
+    int wblocked; /* socket buffer full: connections wait for EV_WRITE */
+    int in_batch; /* inside a read batch: writes are deferred to its end */
+    ev_io wio;
+};
+
+typedef struct ae_qworker {
+    ae_runtime *tls_rt; /* runtime the credentials were built for */
+    ae_quic_tls_ctx *tls;
+    qconn *dead;
+    qstream *dead_streams;
+    size_t nconns; /* open QUIC connections of this worker (tune.max_connections) */
+    uint8_t rx[AE_QUIC_RX_BATCH][AE_QUIC_RX_BUF];
+    uint8_t tx[AE_QUIC_MAX_PKT];
+    uint8_t reset_secret[32]; /* stateless reset secret (per process for now) */
+} ae_qworker;
+
+typedef enum { QC_OPEN = 0, QC_CLOSING, QC_DRAINING, QC_DEAD } qc_state;
+
+struct qconn {
+    qconn *prev, *next; /* in ep->conns; next = dead list link once dead */
+    qconn *dirty_next;
+    int is_dirty;
+    ae_qep *ep;
+    ae_worker *w;
+    uint64_t id;
+    qc_state state;
+    ae_runtime *rt;
+    const ae_conf_listener *lis;
+    ae_pool *pool;
+    ngtcp2_conn *conn;
+    ngtcp2_crypto_conn_ref ref;
+    ae_quic_tls *tls;
+    ae_quic_tls_ctx *tlsctx;
+    nghttp3_conn *h3;
+    ngtcp2_ccerr err;
+    ev_timer timer;
+    struct sockaddr_storage remote, local;
+    socklen_t remotelen, locallen;
+    uint8_t *close_pkt; /* CONNECTION_CLOSE resent during the closing period */
+    size_t close_len;
+    uint8_t *pending; /* one packet that met a full socket buffer */
+    size_t pending_len;
+    struct sockaddr_storage pending_to, pending_from;
+    socklen_t pending_tolen, pending_fromlen;
+    ngtcp2_cid cids[AE_QUIC_MAX_CIDS]; /* in the endpoint table */
+    size_t ncids;
+    qstream *streams;
+    char sni[256];
+    ev_tstamp started;
+    unsigned hs_done : 1;
+    unsigned err_set : 1; /* err holds an application error chosen by h3.c */
+};
+
+/* ---- quic.c, used by h3.c ---- */
+/* Writes what ngtcp2/nghttp3 have to send (now, unless inside a read batch). */
+void ae_quic_conn_kick(qconn *c);
+/* Closes the connection with c->err set (application error set by h3.c). */
+void ae_quic_conn_fail(qconn *c);
+ngtcp2_tstamp ae_quic_now(void);
+
+/* ---- h3.c ---- */
+/* Creates the HTTP/3 session (control and QPACK streams) once 1-RTT keys exist. */
+int ae_h3_setup(qconn *c);
+/* ngtcp2 callbacks forwarded to nghttp3. */
+int ae_h3_recv_stream_data(qconn *c, uint32_t flags, int64_t sid, const uint8_t *data, size_t len);
+int ae_h3_acked(qconn *c, int64_t sid, uint64_t len);
+int ae_h3_stream_close(qconn *c, uint32_t flags, int64_t sid, uint64_t app_error_code);
+int ae_h3_stream_reset(qconn *c, int64_t sid);
+int ae_h3_extend_max_stream_data(qconn *c, int64_t sid);
+/* Detaches every stream of c (connection going away; reason for the access log). */
+void ae_h3_close_all(qconn *c, const char *reason);
+/* Frees the streams queued on qw->dead_streams. */
+void ae_h3_gc(ae_qworker *qw);
+
+#endif

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# QUIC + HTTP/3 listener: gtlsclient (ngtcp2 + GnuTLS) through anyedge to ae-origin over
+# HTTP/1.1. Bodies of 0 B, 1 KiB and 10 MiB checked by size and sha256 against the origin's own
+# answer; 10 concurrent requests on one connection; POST uploads echoed back; 502 from a dead
+# pool; random datagrams, a short Initial and an unknown version counted and survived; a reload
+# keeps the UDP sockets.
+. "$(dirname "$0")/lib.sh"
+
+command -v gtlsclient >/dev/null || fail "gtlsclient (ngtcp2-client) is not installed"
+
+gen_cert edge
+O1=$(free_port); DEAD=$(free_port); QPORT=$(free_port udp); QDEAD=$(free_port udp)
+ADMIN_PORT=$(free_port)
+start_origin o1 "$O1"
+cat >"$T/edge.yaml" <<EOC
+site: { id: 1, name: test }
+workers: 2
+tls: { cert: $T/edge.pem, key: $T/edge.key }
+listeners:
+  - { name: h3, protocol: quic, address: "127.0.0.1:$QPORT", upstream: pool }
+  - { name: h3dead, protocol: quic, address: "127.0.0.1:$QDEAD", upstream: dead }
+upstreams:
+  pool:
+    servers: [ "127.0.0.1:$O1" ]
+  dead:
+    servers: [ "127.0.0.1:$DEAD" ]
+admin: { address: "127.0.0.1:$ADMIN_PORT" }
+EOC
+"$ANYEDGE" -t -c "$T/edge.yaml" >/dev/null || fail "anyedge -t rejects a quic listener"
+start_edge edge "$T/edge.yaml"
+
+# h3get PORT DIR URI...: one gtlsclient connection, bodies saved in DIR (named by last path
+# segment). Fails the test when gtlsclient fails.
+h3get() {
+    local port=$1 dir=$2
+    shift 2
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    timeout 60 gtlsclient -q --exit-on-all-streams-close --download "$dir" "$@" \
+        >>"$T/client.out" 2>&1 || fail "gtlsclient $* failed: $(tail -5 "$T/client.out")"
+}
+origin_sha() { curl -s --max-time 30 "http://127.0.0.1:$O1$1" | sha256sum | cut -d' ' -f1; }
+file_sha() { sha256sum <"$1" | cut -d' ' -f1; }
+
+for n in 0 1024 10485760; do
+    t0=$(now_ms)
+    h3get "$QPORT" "$T/dl" 127.0.0.1 "$QPORT" "https://localhost:$QPORT/bytes/$n"
+    t1=$(now_ms)
+    [ -f "$T/dl/$n" ] || fail "GET /bytes/$n: no body saved"
+    assert_eq "$(stat -c %s "$T/dl/$n")" "$n" "GET /bytes/$n size"
+    assert_eq "$(file_sha "$T/dl/$n")" "$(origin_sha "/bytes/$n")" "GET /bytes/$n sha256"
+    log "GET /bytes/$n over HTTP/3: ok in $((t1 - t0)) ms"
+done
+
+# 10 concurrent requests on one connection.
+uris=()
+for i in $(seq 1 10); do uris+=("https://localhost:$QPORT/bytes/$((i * 123457))"); done
+h3get "$QPORT" "$T/dl" 127.0.0.1 "$QPORT" "${uris[@]}"
+for i in $(seq 1 10); do
+    n=$((i * 123457))
+    assert_eq "$(file_sha "$T/dl/$n")" "$(origin_sha "/bytes/$n")" "concurrent GET /bytes/$n"
+done
+log "10 concurrent streams: ok"
+
+# POST uploads, echoed back by the origin.
+for size in 1 3000000 10485760; do
+    head -c "$size" /dev/urandom >"$T/up.bin"
+    h3get "$QPORT" "$T/dl" -m POST -d "$T/up.bin" 127.0.0.1 "$QPORT" "https://localhost:$QPORT/echo"
+    assert_eq "$(file_sha "$T/dl/echo")" "$(file_sha "$T/up.bin")" "POST /echo $size bytes"
+done
+log "POST /echo 1 B, 3 MB, 10 MiB: ok"
+
+# The access log has one line per request.
+wait_until 5 grep -q 'proto=h3 .*method=POST .*path=/echo status=200' "$T/edge.log" ||
+    fail "no access log line for the HTTP/3 POST"
+
+# A pool whose only server refuses connections: 502 from the proxy.
+before=$(metric anyedge_h3_responses_5xx_total)
+h3get "$QDEAD" "$T/dl" 127.0.0.1 "$QDEAD" "https://localhost:$QDEAD/x"
+assert_match "$(cat "$T/dl/x")" "502" "dead upstream answer body"
+wait_until 5 metric_ge anyedge_h3_responses_5xx_total $((before + 1)) || fail "5xx not counted"
+wait_until 5 grep -q 'listener=h3dead .*status=502' "$T/edge.log" || fail "no 502 access log line"
+log "dead upstream: 502"
+
+# Hostile datagrams: random garbage, a short Initial (< 1200 bytes), an unknown version.
+drop0=$(metric anyedge_quic_datagrams_dropped_total)
+short0=$(metric anyedge_quic_short_initials_total)
+vn0=$(metric anyedge_quic_version_negotiations_total)
+python3 - "$QPORT" <<'EOP'
+import os, socket, sys
+port = int(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(300):
+    s.sendto(os.urandom(1 + (i * 37) % 1400), ("127.0.0.1", port))
+# Initial (v1) with 8-byte DCID/SCID in a 300-byte datagram
+s.sendto(b"\xc0\x00\x00\x00\x01\x08" + os.urandom(8) + b"\x08" + os.urandom(8) + os.urandom(280),
+         ("127.0.0.1", port))
+# unknown version 0x1a2a3a4a, datagram >= 1200 bytes: version negotiation expected
+s.sendto(b"\xc0\x1a\x2a\x3a\x4a\x08" + os.urandom(8) + b"\x08" + os.urandom(8) + os.urandom(1200),
+         ("127.0.0.1", port))
+s.settimeout(2)
+vn = False
+try:
+    while True:
+        d = s.recv(4096)
+        if len(d) > 5 and d[0] & 0x80 and d[1:5] == b"\0\0\0\0":
+            vn = True
+except socket.timeout:
+    pass
+sys.exit(0 if vn else 3)
+EOP
+[ $? -eq 0 ] || fail "no version negotiation answer"
+kill -0 "$PID_edge" || fail "anyedge died on hostile datagrams"
+wait_until 5 metric_ge anyedge_quic_datagrams_dropped_total $((drop0 + 300)) ||
+    fail "dropped datagrams not counted: $(metric anyedge_quic_datagrams_dropped_total) - $drop0"
+assert_ge "$(metric anyedge_quic_short_initials_total)" $((short0 + 1)) "short Initial counted"
+assert_ge "$(metric anyedge_quic_version_negotiations_total)" $((vn0 + 1)) "VN counted"
+h3get "$QPORT" "$T/dl" 127.0.0.1 "$QPORT" "https://localhost:$QPORT/bytes/1024"
+assert_eq "$(stat -c %s "$T/dl/1024")" 1024 "GET after hostile datagrams"
+log "hostile datagrams: dropped $(($(metric anyedge_quic_datagrams_dropped_total) - drop0)), process alive"
+
+# Reload keeps the UDP sockets (same fds, same port) and serves on.
+kill -HUP "$PID_edge"
+wait_until 10 grep -q 'generation 2 .* is live' "$T/edge.log" || fail "reload did not complete"
+h3get "$QPORT" "$T/dl" 127.0.0.1 "$QPORT" "https://localhost:$QPORT/bytes/1024"
+assert_eq "$(file_sha "$T/dl/1024")" "$(origin_sha /bytes/1024)" "GET after reload"
+log "reload: QUIC listener kept"
+
+assert_ge "$(metric anyedge_quic_handshakes_total)" 10 "QUIC handshakes counted"
+assert_ge "$(metric anyedge_h3_responses_2xx_total)" 18 "2xx counted"
+
+if curl --version 2>/dev/null | grep -q HTTP3; then
+    out=$(curl -sk --http3-only --max-time 20 "https://localhost:$QPORT/bytes/1024" \
+        --resolve "localhost:$QPORT:127.0.0.1" | sha256sum | cut -d' ' -f1)
+    assert_eq "$out" "$(origin_sha /bytes/1024)" "curl --http3-only"
+    log "curl --http3-only: ok"
+else
+    log "curl has no HTTP/3 support here: curl check skipped"
+fi
+
+stop_clean edge

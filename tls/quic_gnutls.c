@@ -1,0 +1,159 @@
+/*
+ * QUIC TLS backend on GnuTLS (ngtcp2_crypto_gnutls). See tls/quic_tls.h.
+ *
+ * Session tickets: one process-wide GnuTLS ticket key, random at start (not yet derived from
+ * the shared key ring, so QUIC tickets resume only within this process).
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <ngtcp2/ngtcp2_crypto_gnutls.h>
+
+#include "tls/quic_tls.h"
+
+/* TLS 1.3 only (RFC 9001 §4.2), the suites QUIC defines, no middlebox compatibility mode. */
+#define AE_QUIC_PRIORITY                                                                           \
+    "%DISABLE_TLS13_COMPAT_MODE:NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:"           \
+    "+AES-256-GCM:+CHACHA20-POLY1305:+AES-128-CCM:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:"      \
+    "+GROUP-SECP384R1:+GROUP-SECP521R1"
+
+struct ae_quic_tls_ctx {
+    int refcnt;
+    gnutls_certificate_credentials_t cred;
+    gnutls_priority_t prio;
+};
+
+struct ae_quic_tls {
+    gnutls_session_t session;
+};
+
+static gnutls_datum_t ticket_key;
+static int ticket_key_ok;
+
+static void ticket_key_once(void)
+{
+    ticket_key_ok = gnutls_session_ticket_key_generate(&ticket_key) == 0;
+}
+
+int ae_quic_rand(void *buf, size_t n)
+{
+    return gnutls_rnd(GNUTLS_RND_RANDOM, buf, n) == 0 ? 0 : AE_ERR_TLS;
+}
+
+int ae_quic_tls_ctx_new(const ae_conf *conf, ae_quic_tls_ctx **out, char *err, size_t errlen)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, ticket_key_once);
+    ae_quic_tls_ctx *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return AE_ERR_NOMEM;
+    }
+    t->refcnt = 1;
+    int rv = gnutls_certificate_allocate_credentials(&t->cred);
+    if (rv != 0) {
+        snprintf(err, errlen, "gnutls_certificate_allocate_credentials: %s", gnutls_strerror(rv));
+        goto fail;
+    }
+    for (size_t i = 0; i < conf->tls.ncerts; i++) {
+        const ae_conf_cert *c = &conf->tls.certs[i];
+        rv = gnutls_certificate_set_x509_key_file(t->cred, c->cert, c->key, GNUTLS_X509_FMT_PEM);
+        if (rv < 0) {
+            snprintf(err, errlen, "%s:%u:%u: %s.cert: cannot load '%s' / '%s' for QUIC: %s",
+                     conf->path ? conf->path : "-", c->cert_pos.line, c->cert_pos.col, c->where,
+                     c->cert, c->key, gnutls_strerror(rv));
+            goto fail;
+        }
+    }
+    rv = gnutls_priority_init2(&t->prio, AE_QUIC_PRIORITY, NULL, 0);
+    if (rv != 0) {
+        snprintf(err, errlen, "gnutls_priority_init: %s", gnutls_strerror(rv));
+        goto fail;
+    }
+    if (!ticket_key_ok) {
+        snprintf(err, errlen, "cannot generate the QUIC session ticket key");
+        goto fail;
+    }
+    *out = t;
+    return 0;
+fail:
+    t->refcnt = 1;
+    ae_quic_tls_ctx_unref(t);
+    return AE_ERR_TLS;
+}
+
+ae_quic_tls_ctx *ae_quic_tls_ctx_ref(ae_quic_tls_ctx *ctx)
+{
+    ctx->refcnt++;
+    return ctx;
+}
+
+void ae_quic_tls_ctx_unref(ae_quic_tls_ctx *ctx)
+{
+    if (ctx == NULL || --ctx->refcnt > 0)
+        return;
+    if (ctx->prio != NULL)
+        gnutls_priority_deinit(ctx->prio);
+    if (ctx->cred != NULL)
+        gnutls_certificate_free_credentials(ctx->cred);
+    free(ctx);
+}
+
+int ae_quic_tls_new(ae_quic_tls_ctx *ctx, ngtcp2_conn *conn, ngtcp2_crypto_conn_ref *ref,
+                    ae_quic_tls **out)
+{
+    ae_quic_tls *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return AE_ERR_NOMEM;
+    if (gnutls_init(&s->session, GNUTLS_SERVER | GNUTLS_NO_AUTO_SEND_TICKET |
+                                     GNUTLS_NO_END_OF_EARLY_DATA) != 0) {
+        free(s);
+        return AE_ERR_TLS;
+    }
+    static const gnutls_datum_t h3 = {(unsigned char *)"h3", 2};
+    if (gnutls_priority_set(s->session, ctx->prio) != 0 ||
+        gnutls_session_ticket_enable_server(s->session, &ticket_key) != 0 ||
+        ngtcp2_crypto_gnutls_configure_server_session(s->session) != 0 ||
+        gnutls_credentials_set(s->session, GNUTLS_CRD_CERTIFICATE, ctx->cred) != 0 ||
+        gnutls_alpn_set_protocols(s->session, &h3, 1, GNUTLS_ALPN_MANDATORY) != 0) {
+        ae_quic_tls_free(s);
+        return AE_ERR_TLS;
+    }
+    gnutls_session_set_ptr(s->session, ref);
+    ngtcp2_conn_set_tls_native_handle(conn, s->session);
+    *out = s;
+    return 0;
+}
+
+void ae_quic_tls_free(ae_quic_tls *s)
+{
+    if (s == NULL)
+        return;
+    gnutls_deinit(s->session);
+    free(s);
+}
+
+int ae_quic_tls_send_ticket(ae_quic_tls *s)
+{
+    return gnutls_session_ticket_send(s->session, 1, 0) == 0 ? 0 : AE_ERR_TLS;
+}
+
+void ae_quic_tls_sni(ae_quic_tls *s, char *buf, size_t len)
+{
+    size_t n = len;
+    unsigned int type = 0;
+    if (len == 0)
+        return;
+    buf[0] = 0;
+    if (gnutls_server_name_get(s->session, buf, &n, &type, 0) != 0 || type != GNUTLS_NAME_DNS)
+        buf[0] = 0;
+}
+
+int ae_quic_tls_resumed(ae_quic_tls *s)
+{
+    return gnutls_session_is_resumed(s->session) != 0;
+}
