@@ -131,6 +131,12 @@ typedef struct ae_conf {
     } state;
 
     struct {
+        /* Response header naming the site (`<name>: <site.name>`) on every HTTP/3 response;
+         * NULL = off. A lower-case field name. */
+        char *site_header;
+    } quic;
+
+    struct {
         ae_addr addr; /* default 127.0.0.1:9901; port 0 disables */
         int enabled;
     } admin;

@@ -145,6 +145,30 @@ static const ae_key state_keys[] = {
     {0},
 };
 
+/* An HTTP field name as HTTP/3 sends it: lower-case token characters. */
+static const char *check_field_name(const char *s)
+{
+    for (; *s; s++) {
+        char ch = *s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || strchr("!#$%&'*+-.^_`|~", ch)))
+            return "invalid header name (lower-case letters, digits and !#$%&'*+-.^_`|~ only)";
+    }
+    return NULL;
+}
+
+/* QUIC / HTTP/3 listener settings (all `protocol: quic` listeners). */
+static const ae_key quic_keys[] = {
+    {.name = "site_header",
+     .type = AE_KT_STR,
+     .off = R(quic.site_header),
+     .min = 1,
+     .max = 63,
+     .check = check_field_name,
+     .help = "When set (e.g. `x-anyedge-site`), every HTTP/3 response carries this header with "
+             "`site.name` as its value, replacing one the upstream sent. Unset: off."},
+    {0},
+};
+
 static const ae_key_enum tls_versions[] = {{"1.2", 0x0303}, {"1.3", 0x0304}, {0}};
 
 static const ae_key cert_keys[] = {
@@ -490,6 +514,10 @@ const ae_key ae_conf_keys[] = {
      .type = AE_KT_SECTION,
      .sub = state_keys,
      .help = "Shared state in Redis (key ring, site registry). Optional."},
+    {.name = "quic",
+     .type = AE_KT_SECTION,
+     .sub = quic_keys,
+     .help = "QUIC and HTTP/3 settings shared by the `protocol: quic` listeners."},
     {.name = "admin",
      .type = AE_KT_SECTION,
      .sub = admin_keys,

@@ -435,6 +435,24 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
         sb_prom_esc(&b, fail_reason_name(i), 0);
         sb_printf(&b, "\"} %llu\n", (unsigned long long)c.v[AE_M_HS_FAIL_PROTOCOL + i]);
     }
+    prom_head(&b, "h3_upstream_latency_seconds", "histogram",
+              "HTTP/3 requests: time from the first upstream attempt to the first response "
+              "byte from the upstream server.");
+    {
+        uint64_t cum = 0;
+        for (i = 0; i < AE_H3_UPLAT_NBUCKETS; i++) {
+            cum += c.v[AE_M_H3_UPLAT_B0 + i];
+            if (i + 1 < AE_H3_UPLAT_NBUCKETS)
+                sb_printf(&b, "anyedge_h3_upstream_latency_seconds_bucket{le=\"%g\"} %llu\n",
+                          ae_h3_uplat_bounds[i], (unsigned long long)cum);
+            else
+                sb_printf(&b, "anyedge_h3_upstream_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
+                          (unsigned long long)cum);
+        }
+        sb_printf(&b, "anyedge_h3_upstream_latency_seconds_sum %.6f\n",
+                  (double)c.v[AE_M_H3_UPLAT_SUM_US] / 1e6);
+        sb_printf(&b, "anyedge_h3_upstream_latency_seconds_count %llu\n", (unsigned long long)cum);
+    }
     prom_head(&b, "connections_active", "gauge", "Open client connections.");
     sb_printf(&b, "anyedge_connections_active %lld\n", (long long)c.active);
 

@@ -42,7 +42,12 @@ const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_H3_REQ_4XX] = "h3_responses_4xx",
     [AE_M_H3_REQ_5XX] = "h3_responses_5xx",
     [AE_M_H3_REQ_RESET] = "h3_requests_reset",
+    [AE_M_H3_UPSTREAM_REUSED] = "h3_upstream_reused",
+    /* AE_M_H3_UPLAT_*: no name, rendered as the histogram h3_upstream_latency_seconds */
 };
+
+const double ae_h3_uplat_bounds[AE_H3_UPLAT_NBUCKETS - 1] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
 
 const char *const ae_metric_help[AE_M__COUNT] = {
     [AE_M_ACCEPTED] = "Client TCP connections accepted.",
@@ -86,4 +91,6 @@ const char *const ae_metric_help[AE_M__COUNT] = {
     [AE_M_H3_REQ_5XX] = "HTTP/3 responses with a 5xx status (502/503/504 made by the proxy).",
     [AE_M_H3_REQ_RESET] = "HTTP/3 request streams reset (malformed request, upstream failure "
                           "after the response started).",
+    [AE_M_H3_UPSTREAM_REUSED] = "HTTP/3 requests sent on a pooled keep-alive upstream "
+                                "connection instead of a new one.",
 };

@@ -22,6 +22,7 @@
 #include <ev.h>
 
 #include "conf/conf.h"
+#include "state/ring.h"
 #include "tls/tls.h"
 
 /* ---- metrics: per-worker counters, summed by the admin endpoint ---- */
@@ -63,9 +64,19 @@ typedef enum {
     AE_M_H3_REQ_3XX,
     AE_M_H3_REQ_4XX,
     AE_M_H3_REQ_5XX,
-    AE_M_H3_REQ_RESET, /* HTTP/3 requests reset (malformed, upstream failure after headers) */
+    AE_M_H3_REQ_RESET,       /* HTTP/3 requests reset (malformed, upstream failure after headers) */
+    AE_M_H3_UPSTREAM_REUSED, /* HTTP/3 requests sent on a pooled keep-alive upstream connection */
+    AE_M_H3_UPLAT_B0,        /* upstream latency histogram: AE_H3_UPLAT_NBUCKETS per-bucket */
+    AE_M_H3_UPLAT_LAST = AE_M_H3_UPLAT_B0 + 12, /* (not cumulative) counts, the last is +Inf */
+    AE_M_H3_UPLAT_SUM_US,                       /* sum of the observations, microseconds */
     AE_M__COUNT
 } ae_metric;
+
+/* Upper bounds (seconds) of the HTTP/3 upstream latency histogram (time from the first upstream
+ * attempt to the first response byte): buckets AE_M_H3_UPLAT_B0 + i, i < AE_H3_UPLAT_NBUCKETS - 1,
+ * then +Inf. Rendered cumulative as anyedge_h3_upstream_latency_seconds. */
+#define AE_H3_UPLAT_NBUCKETS (AE_M_H3_UPLAT_LAST - AE_M_H3_UPLAT_B0 + 1)
+extern const double ae_h3_uplat_bounds[AE_H3_UPLAT_NBUCKETS - 1];
 
 /* Metric name (without the anyedge_ prefix and _total suffix) and help text, by ae_metric. */
 extern const char *const ae_metric_names[AE_M__COUNT];
@@ -81,6 +92,26 @@ static inline void ae_count(ae_counters *c, ae_metric m, uint64_t n)
 {
     atomic_fetch_add_explicit(&c->v[m], n, memory_order_relaxed);
 }
+
+/* ---- QUIC secrets derived from the key ring (proxy/qsecrets.c) ---- */
+
+/* Immutable snapshot, reference counted: the main thread builds one per ring change and every
+ * worker holds a reference to the newest. Arrays are indexed like ring.keys. */
+typedef struct ae_qsecrets {
+    _Atomic int refcnt;
+    ae_ring ring;                        /* copy: workers build their CID keys from it */
+    int epoch[AE_RING_MAX_KEYS];         /* CID epoch of each ring key */
+    uint8_t reset[AE_RING_MAX_KEYS][32]; /* stateless-reset secrets */
+    uint8_t token[AE_RING_MAX_KEYS][32]; /* Retry / NEW_TOKEN token keys */
+    uint8_t ticket[64];                  /* GnuTLS session-ticket master key (current) */
+    size_t cur;                          /* index of the current key */
+} ae_qsecrets;
+
+int ae_qsecrets_new(const ae_ring *ring, ae_qsecrets **out);
+ae_qsecrets *ae_qsecrets_ref(ae_qsecrets *q);
+void ae_qsecrets_unref(ae_qsecrets *q);
+/* The reset secret of the ring key whose CID epoch is epoch: 0, or AE_ERR_NOTFOUND. */
+int ae_qsecrets_reset_secret(const ae_qsecrets *q, int epoch, const uint8_t **secret);
 
 /* ---- upstream servers and pools ---- */
 

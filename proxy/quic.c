@@ -40,14 +40,29 @@ static ae_qworker *qw_get(ae_worker *w)
         ae_qworker *qw = calloc(1, sizeof(*qw));
         if (qw == NULL)
             return NULL;
-        /* Stateless reset secret: random per worker for now (see docs/architecture.md). A reset
-         * is only ever sent by the worker that owns the CID's socket group member, and CIDs
-         * are routed by the kernel's 4-tuple hash, so this first step holds within a process
-         * lifetime only. */
+        /* Until the first AE_MSG_SECRETS arrives (the main thread sends it before the worker
+         * starts), a random reset secret keeps resets valid within this process. */
         rand_bytes(qw->reset_secret, sizeof(qw->reset_secret));
         w->quic = qw;
     }
     return w->quic;
+}
+
+void ae_quic_secrets(ae_worker *w, ae_qsecrets *sec)
+{
+    ae_qworker *qw = qw_get(w);
+    ae_cid_keys *keys = NULL;
+
+    if (qw == NULL || ae_cid_keys_from_ring(&sec->ring, &keys) != 0) {
+        AE_ERROR("quic: cannot adopt the secrets of ring generation %llu; keeping the previous",
+                 (unsigned long long)sec->ring.generation);
+        ae_qsecrets_unref(sec);
+        return;
+    }
+    ae_qsecrets_unref(qw->sec);
+    ae_cid_keys_free(qw->cidk);
+    qw->sec = sec;
+    qw->cidk = keys;
 }
 
 int ae_quic_socket_setup(int fd, int family)
@@ -180,22 +195,35 @@ static void conn_cid_del(qconn *c, const ngtcp2_cid *cid)
     }
 }
 
-/* Every connection ID this server issues. Random today; the QUIC-LB encoder of state/cid.h
- * (ae_cid_encode(keys, site, worker, out)) replaces the body of this one function, keeping the
- * fixed length AE_QUIC_CIDLEN. Never returns a CID already in the endpoint's table. */
+/* Every connection ID this server issues: QUIC-LB encoded {epoch, site, worker, nonce}
+ * (state/cid.h) under the ring's current CID key, so any site holding the ring can tell whose
+ * it is. Random only before the first secrets arrive. Never a CID already in the table. */
 static void quic_new_cid(ae_qep *ep, ngtcp2_cid *cid)
 {
+    ae_qworker *qw = ep->w->quic;
+    uint16_t site = ep->w->rt != NULL ? (uint16_t)ep->w->rt->conf->site.id : 1;
+
+    _Static_assert(AE_QUIC_CIDLEN == AE_CID_LEN, "one CID length");
     do {
         cid->datalen = AE_QUIC_CIDLEN;
-        rand_bytes(cid->data, AE_QUIC_CIDLEN);
+        if (qw->cidk == NULL || ae_cid_encode(qw->cidk, site, (uint8_t)ep->w->id, cid->data) != 0)
+            rand_bytes(cid->data, AE_QUIC_CIDLEN);
     } while (cid_find(ep, cid->data, cid->datalen) != NULL);
 }
 
+/* The stateless-reset token of a CID: from the reset secret of the ring key of the CID's
+ * epoch, so every site derives the same token. AE_ERR_NOTFOUND when that key is not in the
+ * ring (the CID is too old, or not ours). */
 static int reset_token(ae_worker *w, const ngtcp2_cid *cid, uint8_t *token)
 {
     ae_qworker *qw = w->quic;
-    return ngtcp2_crypto_generate_stateless_reset_token(token, qw->reset_secret,
-                                                        sizeof(qw->reset_secret), cid);
+    const uint8_t *secret = qw->reset_secret;
+
+    if (qw->sec != NULL &&
+        ae_qsecrets_reset_secret(qw->sec, cid->datalen > 0 ? cid->data[0] >> 5 : -1, &secret) != 0)
+        return AE_ERR_NOTFOUND;
+    return ngtcp2_crypto_generate_stateless_reset_token(token, secret, 32, cid) == 0 ? 0
+                                                                                     : AE_ERR_TLS;
 }
 
 /* ---- sending ---- */
@@ -711,7 +739,8 @@ static void conn_new(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_p
         conn_kill(c, "quic_alloc");
         return;
     }
-    if (ae_quic_tls_new(c->tlsctx, c->conn, &c->ref, &c->tls) != 0) {
+    if (ae_quic_tls_new(c->tlsctx, c->conn, &c->ref, qw->sec != NULL ? qw->sec->ticket : NULL,
+                        &c->tls) != 0) {
         conn_kill(c, "tls_alloc");
         return;
     }
@@ -980,6 +1009,8 @@ void ae_quic_free(ae_worker *w)
         return;
     ae_quic_gc(w);
     ae_quic_tls_ctx_unref(w->quic->tls);
+    ae_qsecrets_unref(w->quic->sec);
+    ae_cid_keys_free(w->quic->cidk);
     free(w->quic);
     w->quic = NULL;
 }

@@ -16,6 +16,7 @@
 #include <ngtcp2/ngtcp2_crypto.h>
 
 #include "proxy/worker.h"
+#include "state/cid.h"
 #include "tls/quic_tls.h"
 
 #define AE_QUIC_CIDLEN   17           /* server connection IDs: fixed length (QUIC-LB ready) */
@@ -62,7 +63,11 @@ typedef struct ae_qworker {
     size_t nconns; /* open QUIC connections of this worker (tune.max_connections) */
     uint8_t rx[AE_QUIC_RX_BATCH][AE_QUIC_RX_BUF];
     uint8_t tx[AE_QUIC_MAX_PKT];
-    uint8_t reset_secret[32]; /* stateless reset secret (per process for now) */
+    uint8_t reset_secret[32]; /* stateless reset secret before the first secrets arrive */
+    ae_qsecrets *sec;         /* QUIC secrets of the newest ring (a reference) */
+    struct ae_cid_keys *cidk; /* this worker's CID cipher contexts for that ring */
+    struct ae_h3_upool *upool; /* idle keep-alive upstream connections (h3.c) */
+    ev_timer drain_tick;       /* while the worker drains: GOAWAY steps (quic.c) */
 } ae_qworker;
 
 typedef enum { QC_OPEN = 0, QC_CLOSING, QC_DRAINING, QC_DEAD } qc_state;
@@ -100,6 +105,8 @@ struct qconn {
     ev_tstamp started;
     unsigned hs_done : 1;
     unsigned err_set : 1; /* err holds an application error chosen by h3.c */
+    unsigned goaway : 2;  /* drain: 1 GOAWAY notice sent, 2 final GOAWAY sent */
+    ev_tstamp goaway_at;  /* when the notice was sent */
 };
 
 /* ---- quic.c, used by h3.c ---- */
@@ -122,5 +129,37 @@ int ae_h3_extend_max_stream_data(qconn *c, int64_t sid);
 void ae_h3_close_all(qconn *c, const char *reason);
 /* Frees the streams queued on qw->dead_streams. */
 void ae_h3_gc(ae_qworker *qw);
+/* Graceful drain (RFC 9114 §5.2): step 0 sends a GOAWAY notice (no new requests), step 1 the
+ * final GOAWAY naming the last stream processed. Returns the request streams still open. */
+size_t ae_h3_goaway(qconn *c, int step);
+/* Closes every idle keep-alive upstream connection of the worker (exit). */
+void ae_h3_upool_free(ae_worker *w);
+
+/* ---- RFC 9114 request validation (h3.c; pure, unit-tested) ---- */
+enum {
+    AE_H3_OK = 0,
+    AE_H3_MALFORMED = -1, /* reset the stream with H3_MESSAGE_ERROR (§4.1.2) */
+    AE_H3_TOO_BIG = -2,   /* header section over AE_H3_HEAD_MAX: 431 (§4.2.2) */
+    AE_H3_CONNECT = -3,   /* CONNECT: not supported, 501 */
+};
+/* Checks one field of a request header section (name as received, value). Returns AE_H3_OK
+ * or AE_H3_MALFORMED: empty, non-token or upper-case name, unknown pseudo-header,
+ * connection-specific field (connection, keep-alive, proxy-connection, transfer-encoding,
+ * upgrade), `te` other than "trailers", NUL / CR / LF in the value. */
+int ae_h3_check_field(const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen);
+
+/* What a request header section carried, for ae_h3_check_request(). */
+typedef struct {
+    const char *method, *scheme, *path, *authority; /* NULL when absent (authority: or Host) */
+    size_t section_size;                            /* sum of name + value + 32 per field */
+    unsigned bad_field : 1;    /* some field failed ae_h3_check_field() */
+    unsigned dup_pseudo : 1;   /* a pseudo-header appeared twice */
+    unsigned late_pseudo : 1;  /* a pseudo-header after a regular field */
+    unsigned has_protocol : 1; /* :protocol (extended CONNECT, not supported) */
+} ae_h3_req_info;
+/* Request-level checks (RFC 9114 §4.3.1): AE_H3_OK, AE_H3_MALFORMED, AE_H3_TOO_BIG or
+ * AE_H3_CONNECT. Order: size first (431 even when the cut section looks incomplete), then
+ * malformed, then CONNECT. */
+int ae_h3_check_request(const ae_h3_req_info *r);
 
 #endif

@@ -31,12 +31,13 @@ struct ae_server_main {
     ev_timer rotate;
     ev_async worker_exit;
     ae_keyring *ring;
-    ae_state *state;  /* NULL in standalone mode */
-    int shared_ring;  /* the TLS ring holds the shared ring's keys (local rotation stopped) */
-    int serving;      /* workers started: tickets may have been issued under local keys */
+    ae_state *state; /* NULL in standalone mode */
+    int shared_ring; /* the TLS ring holds the shared ring's keys (local rotation stopped) */
+    int serving;     /* workers started: tickets may have been issued under local keys */
     ae_ticket_key local_keys[AE_KEYRING_CAP]; /* local keys kept decrypt-only after the switch */
     size_t nlocal;
     uint64_t local_expire_ms; /* wall clock until which local_keys are kept */
+    ae_ring qring;            /* ring the QUIC secrets come from: the shared ring, or a local one */
     ae_runtime *rt;
     ae_worker **workers;
     size_t nworkers, nexited;
@@ -290,6 +291,31 @@ ae_state *ae_server_state(ae_server_main *s)
     return s->state;
 }
 
+/* Sends every worker the QUIC secrets of s->qring (before the workers start, the messages wait
+ * in their queues). */
+static void post_secrets(ae_server_main *s)
+{
+    ae_qsecrets *sec;
+
+    if (s->workers == NULL || ae_qsecrets_new(&s->qring, &sec) != 0) {
+        if (s->workers != NULL)
+            AE_ERROR("cannot derive the QUIC secrets of ring generation %llu",
+                     (unsigned long long)s->qring.generation);
+        return;
+    }
+    for (size_t i = 0; i < s->nworkers; i++) {
+        ae_msg *m = calloc(1, sizeof(*m));
+        if (s->workers[i] == NULL || m == NULL) {
+            free(m);
+            continue;
+        }
+        m->type = AE_MSG_SECRETS;
+        m->sec = ae_qsecrets_ref(sec);
+        ae_worker_post(s->workers[i], m);
+    }
+    ae_qsecrets_unref(sec);
+}
+
 /* Ticket keys of a shared ring key: derived, never the master secret itself. */
 static int ticket_key_from_ring(const ae_ring_key *rk, ae_ticket_key *tk)
 {
@@ -344,7 +370,10 @@ static void apply_shared_ring(ae_server_main *s, const ae_ring *ring)
 
 static void ring_changed(const ae_ring *ring, void *arg)
 {
-    apply_shared_ring(arg, ring);
+    ae_server_main *s = arg;
+    apply_shared_ring(s, ring);
+    s->qring = *ring;
+    post_secrets(s);
 }
 
 int ae_server_rotate_keys(ae_server_main *s, char *err, size_t errlen)
@@ -354,6 +383,8 @@ int ae_server_rotate_keys(ae_server_main *s, char *err, size_t errlen)
     if (s->shared_ring)
         return ae_state_rotate(s->state, err, errlen);
     int rv = ae_keyring_rotate(s->ring);
+    if (rv == 0 && ae_ring_rotate(&s->qring, &s->qring, ae_wall_ms()) == 0)
+        post_secrets(s);
     if (rv != 0) {
         snprintf(err, errlen, "ticket key rotation failed: %s", ae_strerror(rv));
         AE_ERROR("%s", err);
@@ -496,6 +527,7 @@ static void server_free(ae_server_main *s)
     ae_runtime_unref(s->rt);
     ae_state_free(s->state);
     OPENSSL_cleanse(s->local_keys, sizeof(s->local_keys));
+    OPENSSL_cleanse(&s->qring, sizeof(s->qring));
     ae_keyring_free(s->ring);
     if (s->loop != NULL) {
         ev_signal_stop(s->loop, &s->sig_hup);
@@ -551,8 +583,13 @@ int ae_server_run(const char *path)
         AE_ERROR("%s", err);
         goto fail;
     }
-    if (s->state != NULL && ae_state_ring(s->state) != NULL)
+    if (s->state != NULL && ae_state_ring(s->state) != NULL) {
         apply_shared_ring(s, ae_state_ring(s->state));
+        s->qring = *ae_state_ring(s->state);
+    } else if (ae_ring_init(&s->qring, ae_wall_ms()) != 0) {
+        AE_ERROR("cannot create the local key ring");
+        goto fail;
+    }
     s->workers = calloc(s->nworkers, sizeof(*s->workers));
     if (s->workers == NULL)
         goto fail;
@@ -565,6 +602,7 @@ int ae_server_run(const char *path)
         s->workers[i]->exit_loop = s->loop;
         s->workers[i]->exit_notify = &s->worker_exit;
     }
+    post_secrets(s);
     if (lsocks_build(s, s->rt->conf, &s->lsocks, &s->nlsocks, err, sizeof(err)) != 0) {
         AE_ERROR("%s", err);
         goto fail;

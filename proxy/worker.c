@@ -193,6 +193,9 @@ static void handle_msg(ae_worker *w, ae_msg *m)
         AE_INFO("draining %zu connections", w->nconns);
         maybe_finish(w);
         break;
+    case AE_MSG_SECRETS:
+        ae_quic_secrets(w, m->sec);
+        break;
     }
     free(m->fds);
     free(m);
@@ -309,6 +312,7 @@ void ae_worker_free(ae_worker *w)
         for (size_t k = 0; k < m->nfds; k++)
             close(m->fds[k].fd);
         ae_runtime_unref(m->rt);
+        ae_qsecrets_unref(m->sec);
         free(m->fds);
         free(m);
         m = next;

@@ -36,11 +36,13 @@ typedef struct {
 typedef enum {
     AE_MSG_RUNTIME = 0, /* adopt rt (a reference moves with it) and exactly the listeners in fds */
     AE_MSG_STOP = 1,    /* stop accepting, drain connections up to drain_ms, then exit */
+    AE_MSG_SECRETS = 2, /* adopt sec (a reference moves with it): QUIC secrets of a new ring */
 } ae_msg_type;
 
 typedef struct ae_msg {
     ae_msg_type type;
     ae_runtime *rt;
+    ae_qsecrets *sec;
     ae_lfd *fds;
     size_t nfds;
     struct ae_msg *next;
@@ -108,6 +110,8 @@ int ae_quic_listener_start(ae_worker *w, ae_wlistener *l);
 void ae_quic_listener_stop(ae_worker *w, ae_wlistener *l);
 /* The worker adopts rt: builds the QUIC TLS credentials when rt has a QUIC listener. */
 void ae_quic_runtime(ae_worker *w, ae_runtime *rt);
+/* Adopts the QUIC secrets of a new ring (takes over the reference). */
+void ae_quic_secrets(ae_worker *w, ae_qsecrets *sec);
 /* Frees closed QUIC connections and streams (gc), and everything at worker exit. */
 void ae_quic_gc(ae_worker *w);
 void ae_quic_free(ae_worker *w);

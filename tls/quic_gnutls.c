@@ -1,8 +1,9 @@
 /*
  * QUIC TLS backend on GnuTLS (ngtcp2_crypto_gnutls). See tls/quic_tls.h.
  *
- * Session tickets: one process-wide GnuTLS ticket key, random at start (not yet derived from
- * the shared key ring, so QUIC tickets resume only within this process).
+ * Session tickets: the master key comes from the key ring ("quic-ticket" of the current key),
+ * so a ticket from one site resumes at every site; a process-wide random key serves only
+ * until the first ring is known.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -31,12 +32,12 @@ struct ae_quic_tls {
     gnutls_session_t session;
 };
 
-static gnutls_datum_t ticket_key;
+static gnutls_datum_t local_ticket_key;
 static int ticket_key_ok;
 
 static void ticket_key_once(void)
 {
-    ticket_key_ok = gnutls_session_ticket_key_generate(&ticket_key) == 0;
+    ticket_key_ok = gnutls_session_ticket_key_generate(&local_ticket_key) == 0;
 }
 
 int ae_quic_rand(void *buf, size_t n)
@@ -104,8 +105,9 @@ void ae_quic_tls_ctx_unref(ae_quic_tls_ctx *ctx)
 }
 
 int ae_quic_tls_new(ae_quic_tls_ctx *ctx, ngtcp2_conn *conn, ngtcp2_crypto_conn_ref *ref,
-                    ae_quic_tls **out)
+                    const uint8_t *ticket_key, ae_quic_tls **out)
 {
+    gnutls_datum_t shared = {(unsigned char *)ticket_key, 64};
     ae_quic_tls *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return AE_ERR_NOMEM;
@@ -116,7 +118,8 @@ int ae_quic_tls_new(ae_quic_tls_ctx *ctx, ngtcp2_conn *conn, ngtcp2_crypto_conn_
     }
     static const gnutls_datum_t h3 = {(unsigned char *)"h3", 2};
     if (gnutls_priority_set(s->session, ctx->prio) != 0 ||
-        gnutls_session_ticket_enable_server(s->session, &ticket_key) != 0 ||
+        gnutls_session_ticket_enable_server(
+            s->session, ticket_key != NULL ? &shared : &local_ticket_key) != 0 ||
         ngtcp2_crypto_gnutls_configure_server_session(s->session) != 0 ||
         gnutls_credentials_set(s->session, GNUTLS_CRD_CERTIFICATE, ctx->cred) != 0 ||
         gnutls_alpn_set_protocols(s->session, &h3, 1, GNUTLS_ALPN_MANDATORY) != 0) {

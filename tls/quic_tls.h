@@ -12,6 +12,7 @@
 #define AE_QUIC_TLS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <ngtcp2/ngtcp2.h>
 #include <ngtcp2/ngtcp2_crypto.h>
@@ -32,7 +33,9 @@ void ae_quic_tls_ctx_unref(ae_quic_tls_ctx *ctx);
  * (ngtcp2_conn_set_tls_native_handle). ref must stay valid while the session lives: the
  * crypto callbacks find the connection through it. Returns 0 or AE_ERR_TLS/AE_ERR_NOMEM. */
 int ae_quic_tls_new(ae_quic_tls_ctx *ctx, ngtcp2_conn *conn, ngtcp2_crypto_conn_ref *ref,
-                    ae_quic_tls **out);
+                    const uint8_t *ticket_key, ae_quic_tls **out);
+/* ticket_key: the 64-byte session-ticket master key shared by all sites (from the key ring),
+ * or NULL for the process's own random key. */
 /* Frees a session (after ngtcp2_conn_del or before: ngtcp2 does not free it). NULL is fine. */
 void ae_quic_tls_free(ae_quic_tls *s);
 /* After the handshake: sends one session ticket (NewSessionTicket in CRYPTO frames). */
