@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <netinet/udp.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -228,55 +229,97 @@ static int reset_token(ae_worker *w, const ngtcp2_cid *cid, uint8_t *token)
 
 /* ---- sending ---- */
 
-/* Sends one datagram from `from` (the address the client targeted; NULL = the socket's) to
- * `to`. Returns 0, AE_ERR_AGAIN when the socket buffer is full, AE_ERR_IO on other errors. */
-static int ep_send(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
-                   const struct sockaddr *from, const uint8_t *data, size_t len)
+/* Sends len bytes from `from` (the address the client targeted; NULL = the socket's) to `to`:
+ * one datagram, or with len > gso several of gso bytes (the last may be shorter) in one
+ * sendmsg with UDP GSO. Without kernel GSO the batch goes out one datagram at a time, and the
+ * endpoint stops batching. Returns 0, AE_ERR_AGAIN when the socket buffer is full (nothing or
+ * only a prefix was sent: the caller keeps the whole batch; QUIC tolerates the duplicates),
+ * AE_ERR_IO on other errors. */
+static int ep_send_batch(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
+                         const struct sockaddr *from, const uint8_t *data, size_t len, size_t gso)
 {
     struct iovec iov = {(void *)data, len};
     union {
-        char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+        char buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(uint16_t))];
         struct cmsghdr align;
     } ctl;
     struct msghdr mh = {
         .msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov, .msg_iovlen = 1};
+    struct cmsghdr *cm;
+    size_t segs = gso > 0 && len > gso ? (len + gso - 1) / gso : 1;
+
+    memset(&ctl, 0, sizeof(ctl));
+    mh.msg_control = ctl.buf;
+    mh.msg_controllen = sizeof(ctl.buf);
+    cm = CMSG_FIRSTHDR(&mh);
+    size_t used = 0;
     if (ep->wildcard && from != NULL && from->sa_family == ep->family) {
-        memset(&ctl, 0, sizeof(ctl));
-        mh.msg_control = ctl.buf;
-        struct cmsghdr *cm;
         if (ep->family == AF_INET) {
-            mh.msg_controllen = CMSG_SPACE(sizeof(struct in_pktinfo));
-            cm = CMSG_FIRSTHDR(&mh);
+            struct in_pktinfo pi = {0};
             cm->cmsg_level = IPPROTO_IP;
             cm->cmsg_type = IP_PKTINFO;
-            cm->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
-            struct in_pktinfo pi = {0};
+            cm->cmsg_len = CMSG_LEN(sizeof(pi));
             pi.ipi_spec_dst = ((const struct sockaddr_in *)from)->sin_addr;
             memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
+            used += CMSG_SPACE(sizeof(pi));
         } else {
-            mh.msg_controllen = CMSG_SPACE(sizeof(struct in6_pktinfo));
-            cm = CMSG_FIRSTHDR(&mh);
+            struct in6_pktinfo pi = {0};
             cm->cmsg_level = IPPROTO_IPV6;
             cm->cmsg_type = IPV6_PKTINFO;
-            cm->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
-            struct in6_pktinfo pi = {0};
+            cm->cmsg_len = CMSG_LEN(sizeof(pi));
             pi.ipi6_addr = ((const struct sockaddr_in6 *)from)->sin6_addr;
             memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
+            used += CMSG_SPACE(sizeof(pi));
         }
+        cm = CMSG_NXTHDR(&mh, cm);
+    }
+    if (segs > 1 && !ep->no_gso) {
+        uint16_t seg = (uint16_t)gso;
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(seg));
+        memcpy(CMSG_DATA(cm), &seg, sizeof(seg));
+        used += CMSG_SPACE(sizeof(seg));
+    }
+    mh.msg_controllen = used;
+    if (used == 0)
+        mh.msg_control = NULL;
+    if (segs > 1 && ep->no_gso) {
+        /* One datagram per segment. */
+        for (size_t off = 0; off < len; off += gso) {
+            int rv = ep_send_batch(ep, to, tolen, from, data + off,
+                                   len - off < gso ? len - off : gso, 0);
+            if (rv != 0)
+                return rv;
+        }
+        return 0;
     }
     for (;;) {
         ssize_t n = sendmsg(ep->fd, &mh, MSG_DONTWAIT);
         if (n >= 0) {
-            ae_count(&ep->w->counters, AE_M_QUIC_PKTS_OUT, 1);
+            ae_count(&ep->w->counters, AE_M_QUIC_PKTS_OUT, segs);
             return 0;
         }
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
             return AE_ERR_AGAIN;
+        if (segs > 1 && (errno == EIO || errno == EINVAL || errno == EOPNOTSUPP)) {
+            /* No UDP GSO here (or not for this device): fall back for good. */
+            AE_WARN("quic: UDP GSO unavailable (%s): sending one datagram per packet",
+                    strerror(errno));
+            ep->no_gso = 1;
+            return ep_send_batch(ep, to, tolen, from, data, len, gso);
+        }
         ae_count(&ep->w->counters, AE_M_QUIC_SEND_ERRORS, 1);
         return AE_ERR_IO;
     }
+}
+
+static int ep_send(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
+                   const struct sockaddr *from, const uint8_t *data, size_t len)
+{
+    return ep_send_batch(ep, to, tolen, from, data, len, 0);
 }
 
 static void ep_block(ae_qep *ep)
@@ -359,7 +402,7 @@ static void conn_close_err(qconn *c)
     ngtcp2_path_storage_zero(&ps);
     ngtcp2_pkt_info pi;
     ngtcp2_ssize n = ngtcp2_conn_write_connection_close(c->conn, &ps.path, &pi, qw->tx,
-                                                        sizeof(qw->tx), &c->err, ae_quic_now());
+                                                        AE_QUIC_MAX_PKT, &c->err, ae_quic_now());
     if (n <= 0 || (c->close_pkt = malloc((size_t)n)) == NULL) {
         conn_kill(c, "closed");
         return;
@@ -391,6 +434,74 @@ void ae_quic_conn_kick(qconn *c)
     conn_write(c);
 }
 
+/* Packets of one connection written back to back into qw->tx and sent with one sendmsg
+ * (UDP GSO: every segment `gso` bytes but the last, which may be shorter). */
+typedef struct {
+    size_t len, gso, nseg;
+    struct sockaddr_storage to, from;
+    socklen_t tolen, fromlen;
+} gso_batch;
+
+/* Sends the batch; on a full socket buffer keeps a copy (ngtcp2 considers it sent) for the
+ * endpoint's write callback. Returns 0, or -1 when the connection must stop writing. */
+static int batch_flush(qconn *c, gso_batch *b)
+{
+    ae_qworker *qw = c->w->quic;
+    int rv;
+
+    if (b->len == 0)
+        return 0;
+    rv = ep_send_batch(c->ep, (struct sockaddr *)&b->to, b->tolen, (struct sockaddr *)&b->from,
+                       qw->tx, b->len, b->gso);
+    if (rv == AE_ERR_AGAIN) {
+        c->pending = malloc(b->len); /* only when the socket buffer is full */
+        if (c->pending != NULL) {
+            memcpy(c->pending, qw->tx, b->len);
+            c->pending_len = b->len;
+            c->pending_gso = b->gso;
+            c->pending_to = b->to;
+            c->pending_tolen = b->tolen;
+            c->pending_from = b->from;
+            c->pending_fromlen = b->fromlen;
+            ep_block(c->ep);
+        }
+    }
+    b->len = b->nseg = b->gso = 0;
+    return rv == AE_ERR_AGAIN ? -1 : 0;
+}
+
+/* Adds the n-byte packet just written at qw->tx + b->len for path. Returns 0 to go on, -1 to
+ * stop writing (socket full). */
+static int batch_add(qconn *c, gso_batch *b, const ngtcp2_path *path, size_t n)
+{
+    ae_qworker *qw = c->w->quic;
+    int same = b->nseg > 0 && path->remote.addrlen == b->tolen &&
+               memcmp(path->remote.addr, &b->to, b->tolen) == 0 && n <= b->gso && !c->ep->no_gso;
+
+    if (b->nseg > 0 && !same) {
+        /* Send what is batched; the new packet moves to the front of the buffer. */
+        size_t at = b->len;
+        if (batch_flush(c, b) != 0) {
+            /* The new packet is lost to the socket; QUIC's loss recovery resends its data. */
+            return -1;
+        }
+        memmove(qw->tx, qw->tx + at, n);
+    }
+    if (b->nseg == 0) {
+        b->gso = n;
+        memcpy(&b->to, path->remote.addr, path->remote.addrlen);
+        b->tolen = path->remote.addrlen;
+        memcpy(&b->from, path->local.addr, path->local.addrlen);
+        b->fromlen = path->local.addrlen;
+    }
+    b->len += n;
+    b->nseg++;
+    /* A short packet ends a GSO batch; so does a full one. */
+    if (n < b->gso || b->nseg == AE_QUIC_GSO_SEGS || c->ep->no_gso)
+        return batch_flush(c, b);
+    return 0;
+}
+
 static void conn_write(qconn *c)
 {
     if (c->state != QC_OPEN || c->pending != NULL)
@@ -398,8 +509,8 @@ static void conn_write(qconn *c)
     ae_qworker *qw = c->w->quic;
     ngtcp2_tstamp ts = ae_quic_now();
     size_t maxpkt = ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
-    if (maxpkt > sizeof(qw->tx))
-        maxpkt = sizeof(qw->tx);
+    if (maxpkt > AE_QUIC_MAX_PKT)
+        maxpkt = AE_QUIC_MAX_PKT;
     size_t limit = ngtcp2_conn_get_send_quantum(c->conn) / maxpkt;
     if (limit < 2)
         limit = 2;
@@ -407,7 +518,10 @@ static void conn_write(qconn *c)
         limit = 64;
     ngtcp2_path_storage ps;
     ngtcp2_path_storage_zero(&ps);
+    gso_batch b = {0};
     for (size_t npkt = 0; npkt < limit;) {
+        if (b.len + maxpkt > sizeof(qw->tx) && batch_flush(c, &b) != 0)
+            break;
         int64_t sid = -1;
         int fin = 0;
         nghttp3_vec vec[16];
@@ -425,8 +539,8 @@ static void conn_write(qconn *c)
         ngtcp2_ssize ndatalen = -1;
         ngtcp2_pkt_info pi;
         ngtcp2_ssize n =
-            ngtcp2_conn_writev_stream(c->conn, &ps.path, &pi, qw->tx, maxpkt, &ndatalen, flags, sid,
-                                      (const ngtcp2_vec *)vec, (size_t)nvec, ts);
+            ngtcp2_conn_writev_stream(c->conn, &ps.path, &pi, qw->tx + b.len, maxpkt, &ndatalen,
+                                      flags, sid, (const ngtcp2_vec *)vec, (size_t)nvec, ts);
         if (n < 0) {
             int rv = 0;
             switch (n) {
@@ -458,23 +572,11 @@ static void conn_write(qconn *c)
         if (n == 0)
             break;
         npkt++;
-        int rv = ep_send(c->ep, (struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
-                         (struct sockaddr *)ps.path.local.addr, qw->tx, (size_t)n);
-        if (rv == AE_ERR_AGAIN) {
-            /* Keep the packet (ngtcp2 considers it sent) and wait for the socket. */
-            c->pending = malloc((size_t)n);
-            if (c->pending != NULL) {
-                memcpy(c->pending, qw->tx, (size_t)n);
-                c->pending_len = (size_t)n;
-                memcpy(&c->pending_to, ps.path.remote.addr, ps.path.remote.addrlen);
-                c->pending_tolen = ps.path.remote.addrlen;
-                memcpy(&c->pending_from, ps.path.local.addr, ps.path.local.addrlen);
-                c->pending_fromlen = ps.path.local.addrlen;
-                ep_block(c->ep);
-            }
+        if (batch_add(c, &b, &ps.path, (size_t)n) != 0)
             break;
-        }
     }
+    if (b.len > 0)
+        batch_flush(c, &b);
     ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
     arm_timer(c);
 }
@@ -904,8 +1006,9 @@ static void ep_write_cb(struct ev_loop *loop, ev_io *io, int revents)
         next = c->next;
         if (c->pending == NULL)
             continue;
-        int rv = ep_send(ep, (struct sockaddr *)&c->pending_to, c->pending_tolen,
-                         (struct sockaddr *)&c->pending_from, c->pending, c->pending_len);
+        int rv = ep_send_batch(ep, (struct sockaddr *)&c->pending_to, c->pending_tolen,
+                               (struct sockaddr *)&c->pending_from, c->pending, c->pending_len,
+                               c->pending_gso);
         if (rv == AE_ERR_AGAIN) {
             ep_block(ep);
             return;
@@ -969,6 +1072,84 @@ void ae_quic_listener_stop(ae_worker *w, ae_wlistener *l)
     l->qep = NULL;
 }
 
+/* ---- graceful drain (worker stopping) ----
+ * Every open connection gets a GOAWAY notice at once (RFC 9114 §5.2: no new requests), the
+ * final GOAWAY one tick later (at least an RTT for requests already in flight to arrive), and
+ * is closed with H3_NO_ERROR once its last request stream is done. Handshakes in progress are
+ * closed at once. The listener keeps reading datagrams until its last connection is gone; the
+ * worker waits for ae_quic_nconns() == 0 or the drain timeout. */
+
+#define AE_QUIC_DRAIN_TICK 0.05 /* seconds between drain steps */
+
+static void drain_conn(qconn *c, ev_tstamp now)
+{
+    if (c->state != QC_OPEN)
+        return;
+    if (!c->hs_done || c->h3 == NULL) {
+        ngtcp2_ccerr_set_application_error(&c->err, NGHTTP3_H3_NO_ERROR, NULL, 0);
+        conn_close_err(c);
+        return;
+    }
+    if (c->goaway == 0) {
+        ae_h3_goaway(c, 0);
+        c->goaway = 1;
+        c->goaway_at = now;
+        return;
+    }
+    ev_tstamp rtt = (ev_tstamp)ngtcp2_conn_get_pto(c->conn) / NGTCP2_SECONDS;
+    if (c->goaway == 1 && now - c->goaway_at >= rtt) {
+        ae_h3_goaway(c, 1);
+        c->goaway = 2;
+        return; /* let the final GOAWAY leave before a close */
+    }
+    if (c->goaway == 2 && c->streams == NULL) {
+        ngtcp2_ccerr_set_application_error(&c->err, NGHTTP3_H3_NO_ERROR, NULL, 0);
+        conn_close_err(c);
+    }
+}
+
+static void drain_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    ae_worker *w = t->data;
+    ev_tstamp now = ev_now(loop);
+    for (ae_wlistener *l = w->listeners; l != NULL; l = l->next) {
+        if (l->qep == NULL)
+            continue;
+        qconn *next;
+        for (qconn *c = l->qep->conns; c != NULL; c = next) {
+            next = c->next;
+            drain_conn(c, now);
+        }
+    }
+    if (w->quic->nconns == 0)
+        ev_timer_stop(loop, t);
+}
+
+int ae_quic_listener_drain(ae_worker *w, ae_wlistener *l)
+{
+    ae_qep *ep = l->qep;
+    if (ep == NULL || ep->conns == NULL)
+        return 0;
+    ae_qworker *qw = w->quic;
+    if (!ev_is_active(&qw->drain_tick)) {
+        ev_timer_init(&qw->drain_tick, drain_tick_cb, AE_QUIC_DRAIN_TICK, AE_QUIC_DRAIN_TICK);
+        qw->drain_tick.data = w;
+        ev_timer_start(w->loop, &qw->drain_tick);
+    }
+    ev_tstamp now = ev_now(w->loop);
+    qconn *next;
+    for (qconn *c = ep->conns; c != NULL; c = next) {
+        next = c->next;
+        drain_conn(c, now);
+    }
+    return 1;
+}
+
+size_t ae_quic_nconns(ae_worker *w)
+{
+    return w->quic != NULL ? w->quic->nconns : 0;
+}
+
 void ae_quic_runtime(ae_worker *w, ae_runtime *rt)
 {
     int any = 0;
@@ -1008,6 +1189,8 @@ void ae_quic_free(ae_worker *w)
     if (w->quic == NULL)
         return;
     ae_quic_gc(w);
+    ev_timer_stop(w->loop, &w->quic->drain_tick);
+    ae_h3_upool_free(w);
     ae_quic_tls_ctx_unref(w->quic->tls);
     ae_qsecrets_unref(w->quic->sec);
     ae_cid_keys_free(w->quic->cidk);

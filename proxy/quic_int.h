@@ -19,8 +19,10 @@
 #include "state/cid.h"
 #include "tls/quic_tls.h"
 
-#define AE_QUIC_CIDLEN   17           /* server connection IDs: fixed length (QUIC-LB ready) */
-#define AE_QUIC_MAX_PKT  1472         /* largest UDP payload we build */
+#define AE_QUIC_CIDLEN   17   /* server connection IDs: fixed length (QUIC-LB ready) */
+#define AE_QUIC_MAX_PKT  1472 /* largest UDP payload we build */
+#define AE_QUIC_GSO_SEGS 40   /* packets per UDP GSO send (kernel limit 64) */
+#define AE_QUIC_TX_BUF   (AE_QUIC_GSO_SEGS * AE_QUIC_MAX_PKT) /* < 64 KiB: one GSO datagram */
 #define AE_QUIC_RX_BUF   2048         /* receive buffer per datagram (transport param too) */
 #define AE_QUIC_RX_BATCH 32           /* datagrams per recvmmsg */
 #define AE_QUIC_MAX_CIDS 10           /* CIDs a connection can have in the table (odcid + ours) */
@@ -51,6 +53,7 @@ struct ae_qep {
     qconn *conns;
     qconn *dirty; /* connections to write after the current read batch */
     int wblocked; /* socket buffer full: connections wait for EV_WRITE */
+    int no_gso;   /* the kernel refused UDP_SEGMENT: one sendmsg per packet */
     int in_batch; /* inside a read batch: writes are deferred to its end */
     ev_io wio;
 };
@@ -62,12 +65,12 @@ typedef struct ae_qworker {
     qstream *dead_streams;
     size_t nconns; /* open QUIC connections of this worker (tune.max_connections) */
     uint8_t rx[AE_QUIC_RX_BATCH][AE_QUIC_RX_BUF];
-    uint8_t tx[AE_QUIC_MAX_PKT];
-    uint8_t reset_secret[32]; /* stateless reset secret before the first secrets arrive */
-    ae_qsecrets *sec;         /* QUIC secrets of the newest ring (a reference) */
-    struct ae_cid_keys *cidk; /* this worker's CID cipher contexts for that ring */
-    struct ae_h3_upool *upool; /* idle keep-alive upstream connections (h3.c) */
-    ev_timer drain_tick;       /* while the worker drains: GOAWAY steps (quic.c) */
+    uint8_t tx[AE_QUIC_TX_BUF]; /* packets of one GSO batch, back to back */
+    uint8_t reset_secret[32];   /* stateless reset secret before the first secrets arrive */
+    ae_qsecrets *sec;           /* QUIC secrets of the newest ring (a reference) */
+    struct ae_cid_keys *cidk;   /* this worker's CID cipher contexts for that ring */
+    struct ae_h3_upool *upool;  /* idle keep-alive upstream connections (h3.c) */
+    ev_timer drain_tick;        /* while the worker drains: GOAWAY steps (quic.c) */
 } ae_qworker;
 
 typedef enum { QC_OPEN = 0, QC_CLOSING, QC_DRAINING, QC_DEAD } qc_state;
@@ -94,8 +97,8 @@ struct qconn {
     socklen_t remotelen, locallen;
     uint8_t *close_pkt; /* CONNECTION_CLOSE resent during the closing period */
     size_t close_len;
-    uint8_t *pending; /* one packet that met a full socket buffer */
-    size_t pending_len;
+    uint8_t *pending; /* one GSO batch that met a full socket buffer */
+    size_t pending_len, pending_gso;
     struct sockaddr_storage pending_to, pending_from;
     socklen_t pending_tolen, pending_fromlen;
     ngtcp2_cid cids[AE_QUIC_MAX_CIDS]; /* in the endpoint table */
@@ -152,9 +155,9 @@ int ae_h3_check_field(const uint8_t *name, size_t nlen, const uint8_t *value, si
 typedef struct {
     const char *method, *scheme, *path, *authority; /* NULL when absent (authority: or Host) */
     size_t section_size;                            /* sum of name + value + 32 per field */
-    unsigned bad_field : 1;    /* some field failed ae_h3_check_field() */
-    unsigned dup_pseudo : 1;   /* a pseudo-header appeared twice */
-    unsigned late_pseudo : 1;  /* a pseudo-header after a regular field */
+    unsigned bad_field : 1;                         /* some field failed ae_h3_check_field() */
+    unsigned dup_pseudo : 1;                        /* a pseudo-header appeared twice */
+    unsigned late_pseudo : 1;                       /* a pseudo-header after a regular field */
     unsigned has_protocol : 1; /* :protocol (extended CONNECT, not supported) */
 } ae_h3_req_info;
 /* Request-level checks (RFC 9114 §4.3.1): AE_H3_OK, AE_H3_MALFORMED, AE_H3_TOO_BIG or
