@@ -50,6 +50,7 @@ typedef enum {
     AE_BAL_AFFINITY = 2, /* resumed sessions go back to the server of the original session */
 } ae_balance;
 typedef enum { AE_HC_NONE = 0, AE_HC_TCP = 1, AE_HC_HTTP = 2 } ae_hc_kind;
+typedef enum { AE_QRETRY_OFF = 0, AE_QRETRY_ALWAYS = 1, AE_QRETRY_AUTO = 2 } ae_quic_retry;
 
 typedef struct {
     char *cert; /* path of PEM certificate chain */
@@ -134,6 +135,13 @@ typedef struct ae_conf {
         /* Response header naming the site (`<name>: <site.name>`) on every HTTP/3 response;
          * NULL = off. A lower-case field name. */
         char *site_header;
+        /* 0-RTT (tls/quic_gnutls.c, proxy/h3.c): accept early data on resumed sessions;
+         * unsafe = also forward non-safe methods received in 0-RTT (else 425). */
+        int early_data, early_data_unsafe;
+        uint32_t early_data_window_ms; /* anti-replay window (GnuTLS), see docs */
+        ae_quic_retry retry;           /* address validation with Retry */
+        uint32_t retry_threshold;      /* auto: new connections per second per worker */
+        uint32_t token_lifetime_ms;    /* NEW_TOKEN validity */
     } quic;
 
     struct {

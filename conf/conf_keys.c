@@ -21,6 +21,7 @@ _Static_assert(sizeof(ae_listener_proto) == 4, "enum width");
 _Static_assert(sizeof(ae_proxy_proto) == 4, "enum width");
 _Static_assert(sizeof(ae_balance) == 4, "enum width");
 _Static_assert(sizeof(ae_hc_kind) == 4, "enum width");
+_Static_assert(sizeof(ae_quic_retry) == 4, "enum width");
 
 #define MS(x)   ((uint64_t)(x))
 #define SEC(x)  (MS(x) * 1000)
@@ -150,11 +151,15 @@ static const char *check_field_name(const char *s)
 {
     for (; *s; s++) {
         char ch = *s;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || strchr("!#$%&'*+-.^_`|~", ch)))
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", ch)))
             return "invalid header name (lower-case letters, digits and !#$%&'*+-.^_`|~ only)";
     }
     return NULL;
 }
+
+static const ae_key_enum quic_retry_modes[] = {
+    {"off", AE_QRETRY_OFF}, {"always", AE_QRETRY_ALWAYS}, {"auto", AE_QRETRY_AUTO}, {0}};
 
 /* QUIC / HTTP/3 listener settings (all `protocol: quic` listeners). */
 static const ae_key quic_keys[] = {
@@ -166,6 +171,54 @@ static const ae_key quic_keys[] = {
      .check = check_field_name,
      .help = "When set (e.g. `x-anyedge-site`), every HTTP/3 response carries this header with "
              "`site.name` as its value, replacing one the upstream sent. Unset: off."},
+    {.name = "early_data",
+     .type = AE_KT_BOOL,
+     .off = R(quic.early_data),
+     .def = "off",
+     .help = "Accept 0-RTT (TLS early data) on resumed QUIC sessions, from tickets issued by any "
+             "site of the ring. Requests received in 0-RTT are forwarded with `Early-Data: 1` "
+             "(RFC 8470); unsafe methods get 425 unless `early_data_unsafe` is on. Replayable: "
+             "see docs/architecture.md, \"0-RTT policy, Retry and tokens\"."},
+    {.name = "early_data_unsafe",
+     .type = AE_KT_BOOL,
+     .off = R(quic.early_data_unsafe),
+     .def = "off",
+     .help = "Also forward methods other than GET, HEAD and OPTIONS received in 0-RTT (with "
+             "`Early-Data: 1`) instead of answering 425 Too Early."},
+    {.name = "early_data_window",
+     .type = AE_KT_DURATION,
+     .off = R(quic.early_data_window_ms),
+     .def = "10s",
+     .min = SEC(1),
+     .max = MIN(10),
+     .help = "0-RTT anti-replay window (RFC 8446 §8.2): a ClientHello whose ticket age is off by "
+             "more than this, or whose ticket is older than the worker's current recording "
+             "window, gets a full 1-RTT handshake; within a site every accepted 0-RTT "
+             "ClientHello is remembered this long and a replay is refused."},
+    {.name = "retry",
+     .type = AE_KT_ENUM,
+     .off = R(quic.retry),
+     .def = "auto",
+     .enums = quic_retry_modes,
+     .help = "Address validation with Retry: `off`, `always` (every new connection without a "
+             "valid token), or `auto` (when a worker sees more than `retry_threshold` new "
+             "connections per second)."},
+    {.name = "retry_threshold",
+     .type = AE_KT_UINT,
+     .off = R(quic.retry_threshold),
+     .def = "1000",
+     .min = 1,
+     .max = 10000000,
+     .help = "`retry: auto`: new QUIC connections per second per worker above which Initials "
+             "without a valid token get a Retry (until a full second stays below it)."},
+    {.name = "token_lifetime",
+     .type = AE_KT_DURATION,
+     .off = R(quic.token_lifetime_ms),
+     .def = "1h",
+     .min = SEC(10),
+     .max = DAY(1),
+     .help = "Validity of NEW_TOKEN address-validation tokens (accepted at any site of the ring, "
+             "once per site)."},
     {0},
 };
 

@@ -48,6 +48,11 @@ struct qstream {
     int64_t req_cl; /* -1: no Content-Length */
     unsigned headers_done : 1, req_fin : 1, req_chunked : 1, head_queued : 1, too_big : 1,
         is_head : 1;
+    unsigned bad_field : 1, dup_pseudo : 1, late_pseudo : 1, has_protocol : 1, seen_regular : 1,
+        host_auth : 1;
+    /* 0-RTT (RFC 8470): early = part of the header section came in 0-RTT (quic.c sets
+     * c->rx_early); early_hdr = the client itself sent Early-Data (kept, normalised to "1") */
+    unsigned early : 1, early_hdr : 1;
     uint64_t pending_consume; /* body bytes received, not yet credited to the client */
     uint64_t bytes_in;
     ae_buf *up_head, *up_tail; /* bytes to the upstream */
@@ -59,7 +64,13 @@ struct qstream {
     uint64_t tried;
     uint32_t attempts;
     unsigned counted : 1, connecting : 1, u_eof : 1, last_timeout : 1, up_done : 1;
+    /* keep-alive: reused = on a pooled connection; retried = once on a fresh one; no_reuse =
+     * never take a pooled one; u_err = a send failed; resp_close = "Connection: close" or
+     * HTTP/1.0; keep = the response completed in a way that allows reuse */
+    unsigned reused : 1, retried : 1, no_reuse : 1, u_err : 1, resp_close : 1, keep : 1;
     ev_tstamp u_last;
+    ev_tstamp u_start; /* first upstream attempt (latency histogram), 0 before */
+    uint64_t u_bytes;  /* bytes received from the current upstream connection */
     /* response */
     ae_buf *rin; /* raw bytes from the upstream */
     int status;
@@ -75,6 +86,9 @@ struct qstream {
 
 static void pump(qstream *s);
 static void consume(qstream *s, uint64_t n);
+static int retry(qstream *s);
+static void observe_latency(qstream *s);
+static int queue_head(qstream *s);
 
 /* ---- helpers ---- */
 
@@ -133,6 +147,155 @@ static void free_chain(ae_worker *w, ae_buf **head, ae_buf **tail)
         ae_worker_buf_put(w, b);
     }
     *tail = NULL;
+}
+
+/* ---- upstream keep-alive pool ----
+ * Per worker: idle HTTP/1.1 connections, newest first, each for one upstream server object
+ * (shared across reloads while the pool keeps the server). An idle connection holds a reference
+ * to the runtime it was made under, which keeps its server object alive. It is closed when the
+ * server sends anything or closes (nothing is expected while idle), after the idle timeout, or
+ * when the pool is over its bounds. Idle connections are not counted in the server's `active`. */
+
+#define AE_H3_POOL_PER_SERVER 32   /* idle connections kept per upstream server and worker */
+#define AE_H3_POOL_MAX        1024 /* and per worker in all */
+#define AE_H3_POOL_IDLE_MAX   30.0 /* seconds, at most timeouts.upstream_idle */
+
+typedef struct upidle {
+    struct upidle *prev, *next;
+    struct ae_h3_upool *pool;
+    ae_runtime *rt;
+    ae_upstream_server *srv;
+    int fd;
+    ev_io io;
+    ev_timer t;
+} upidle;
+
+struct ae_h3_upool {
+    ae_worker *w;
+    upidle *head;
+    size_t n;
+};
+
+/* Removes e from the pool; returns its fd, or -1 after closing it when !keep_fd. */
+static int upidle_remove(upidle *e, int keep_fd)
+{
+    struct ae_h3_upool *p = e->pool;
+    int fd = e->fd;
+    ev_io_stop(p->w->loop, &e->io);
+    ev_timer_stop(p->w->loop, &e->t);
+    if (!keep_fd) {
+        close(fd);
+        fd = -1;
+    }
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        p->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    p->n--;
+    ae_runtime_unref(e->rt);
+    free(e);
+    return fd;
+}
+
+static void upidle_close(upidle *e)
+{
+    upidle_remove(e, 0);
+}
+
+static void upidle_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    upidle_close(io->data); /* the server closed it, or sent bytes nobody asked for */
+}
+
+static void upidle_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    upidle_close(t->data);
+}
+
+void ae_h3_upool_free(ae_worker *w)
+{
+    if (w->quic == NULL || w->quic->upool == NULL)
+        return;
+    while (w->quic->upool->head != NULL)
+        upidle_close(w->quic->upool->head);
+    free(w->quic->upool);
+    w->quic->upool = NULL;
+}
+
+/* Hands s's upstream connection to the pool. Returns 0, or -1 (the caller closes it). */
+static int upool_put(qstream *s)
+{
+    ae_qworker *qw = s->w->quic;
+    ae_upstream_server *srv = s->c->pool->servers[s->server_idx];
+    if (qw->upool == NULL) {
+        if ((qw->upool = calloc(1, sizeof(*qw->upool))) == NULL)
+            return -1;
+        qw->upool->w = s->w;
+    }
+    struct ae_h3_upool *p = qw->upool;
+    size_t same = 0;
+    upidle *oldest = NULL;
+    for (upidle *e = p->head; e != NULL; e = e->next) {
+        if (e->srv == srv) {
+            same++;
+            oldest = e;
+        }
+    }
+    if (same >= AE_H3_POOL_PER_SERVER)
+        upidle_close(oldest);
+    else if (p->n >= AE_H3_POOL_MAX) {
+        upidle *last = p->head;
+        while (last->next != NULL)
+            last = last->next;
+        upidle_close(last);
+    }
+    upidle *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return -1;
+    ev_io_stop(s->w->loop, &s->uio);
+    ev_timer_stop(s->w->loop, &s->ut);
+    e->pool = p;
+    e->rt = ae_runtime_ref(s->c->rt);
+    e->srv = srv;
+    e->fd = s->ufd;
+    s->ufd = -1;
+    double idle = s->c->rt->conf->timeouts.upstream_idle_ms / 1000.0;
+    if (idle > AE_H3_POOL_IDLE_MAX)
+        idle = AE_H3_POOL_IDLE_MAX;
+    ev_io_init(&e->io, upidle_io_cb, e->fd, EV_READ);
+    e->io.data = e;
+    ev_timer_init(&e->t, upidle_timer_cb, idle, 0);
+    e->t.data = e;
+    ev_io_start(s->w->loop, &e->io);
+    ev_timer_start(s->w->loop, &e->t);
+    e->next = p->head;
+    if (p->head)
+        p->head->prev = e;
+    p->head = e;
+    p->n++;
+    return 0;
+}
+
+/* Takes the newest idle connection to srv that still looks open, or returns -1. */
+static int upool_take(ae_worker *w, ae_upstream_server *srv)
+{
+    struct ae_h3_upool *p = w->quic->upool;
+    if (p == NULL)
+        return -1;
+    upidle *next;
+    for (upidle *e = p->head; e != NULL; e = next) {
+        next = e->next;
+        if (e->srv != srv)
+            continue;
+        char c;
+        ssize_t n = recv(e->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return upidle_remove(e, 1);
+        upidle_close(e); /* EOF, error or stray bytes: unusable */
+    }
+    return -1;
 }
 
 /* Appends response body bytes for the client. */
@@ -314,6 +477,15 @@ static int submit(qstream *s, nghttp3_nv *nva, size_t n, int body)
     static const nghttp3_data_reader dr = {read_data};
     s->resp_started = 1;
     count_status(s);
+    const ae_conf *conf = s->c->rt->conf;
+    nghttp3_nv all[AE_H3_MAX_RESP_FIELDS + 1];
+    if (conf->quic.site_header != NULL && n < AE_ARRAY_LEN(all)) {
+        memcpy(all, nva, n * sizeof(*nva));
+        all[n++] = (nghttp3_nv){(uint8_t *)conf->quic.site_header, (uint8_t *)conf->site.name,
+                                strlen(conf->quic.site_header), strlen(conf->site.name),
+                                NGHTTP3_NV_FLAG_NO_COPY_NAME | NGHTTP3_NV_FLAG_NO_COPY_VALUE};
+        nva = all;
+    }
     int rv = nghttp3_conn_submit_response(s->c->h3, s->sid, nva, n, body ? &dr : NULL);
     if (rv != 0) {
         stream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "submit_failed");
@@ -337,11 +509,15 @@ static void respond_error(qstream *s, int status, const char *reason)
         stream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, reason);
         return;
     }
-    static const char *const texts[] = {"502 bad gateway\n", "503 no upstream available\n",
-                                        "504 gateway timeout\n"};
+    static const char *const texts[] = {
+        "502 bad gateway\n", "503 no upstream available\n", "504 gateway timeout\n",
+        "431 request header fields too large\n", "501 not implemented\n"};
     const char *body = status == 503   ? texts[1]
                        : status == 504 ? texts[2]
                        : status == 502 ? texts[0]
+                       : status == 431 ? texts[3]
+                       : status == 501 ? texts[4]
+                       : status == 425 ? "425 too early\n"
                                        : "error\n";
     char st[8], cl[24];
     snprintf(st, sizeof(st), "%d", status);
@@ -379,6 +555,7 @@ static int parse_head(qstream *s, char *buf, size_t len)
     }
     if (status < 100 || status > 599 || (eol - p > 12 && p[12] != ' '))
         return -1;
+    int http10 = p[7] == '0';
     if (status >= 100 && status < 200) {
         if (status == 101)
             return -1; /* no upgrades through HTTP/3 */
@@ -388,7 +565,8 @@ static int parse_head(qstream *s, char *buf, size_t len)
     size_t n = 0;
     char st[4] = {p[9], p[10], p[11], 0};
     nva[n++] = NV(":status", st, 3);
-    int chunked = 0;
+    const char *site_header = s->c->rt->conf->quic.site_header;
+    int chunked = 0, conn_close = http10, conn_keep = 0;
     int64_t cl = -1;
     for (p = eol + 2; p < end;) {
         eol = memmem(p, (size_t)(end - p), "\r\n", 2);
@@ -423,6 +601,25 @@ static int parse_head(qstream *s, char *buf, size_t len)
                 return -1;
             cl = x;
         }
+        if (ieq(p, nlen, "connection")) {
+            /* a comma-separated list of options: look for close / keep-alive tokens */
+            for (char *t = v; t < ve;) {
+                while (t < ve && (*t == ',' || *t == ' ' || *t == '\t'))
+                    t++;
+                char *te = t;
+                while (te < ve && *te != ',' && *te != ' ' && *te != '\t')
+                    te++;
+                if (ieq(t, (size_t)(te - t), "close"))
+                    conn_close = 1;
+                else if (ieq(t, (size_t)(te - t), "keep-alive"))
+                    conn_keep = 1;
+                t = te;
+            }
+        }
+        if (site_header != NULL && ieq(p, nlen, site_header)) {
+            p = eol + 2; /* ours replaces the upstream's */
+            continue;
+        }
         if (ieq(p, nlen, "connection") || ieq(p, nlen, "keep-alive") ||
             ieq(p, nlen, "proxy-connection") || ieq(p, nlen, "transfer-encoding") ||
             ieq(p, nlen, "upgrade") || ieq(p, nlen, "te")) {
@@ -436,6 +633,8 @@ static int parse_head(qstream *s, char *buf, size_t len)
         p = eol + 2;
     }
     s->status = status;
+    /* HTTP/1.0 keeps the connection only with "Connection: keep-alive"; we do not rely on it. */
+    s->resp_close = conn_close || (http10 && !conn_keep) || http10;
     if (s->is_head || status == 204 || status == 304)
         s->body_mode = BODY_NONE;
     else if (chunked)
@@ -458,12 +657,15 @@ static int parse_head(qstream *s, char *buf, size_t len)
     return submit(s, nva, n, s->body_mode != BODY_NONE) == 0 ? 0 : -2;
 }
 
-/* Response complete: the upstream connection is done (no reuse yet). */
+/* Response complete: the upstream connection is done. It may go back to the keep-alive pool
+ * (decided by pump() once the bytes of this read are accounted for: s->keep). */
 static void response_complete(qstream *s)
 {
     s->resp_done = 1;
     s->up_done = 1;
-    close_upstream(s);
+    s->keep = !s->resp_close && s->body_mode != BODY_CLOSE && !s->u_err && !s->u_eof;
+    if (!s->keep)
+        close_upstream(s);
     if (s->h3_blocked && s->c->h3 != NULL) {
         s->h3_blocked = 0;
         nghttp3_conn_resume_stream(s->c->h3, s->sid);
@@ -592,7 +794,8 @@ static void upstream_eof(qstream *s)
 {
     s->u_eof = 1;
     if (!s->resp_started) {
-        respond_error(s, 502, "upstream_closed");
+        if (!retry(s))
+            respond_error(s, 502, "upstream_closed");
     } else if (s->body_mode == BODY_CLOSE) {
         response_complete(s);
     } else if (!s->resp_done) {
@@ -689,6 +892,8 @@ static void try_connect(qstream *s)
 {
     ae_pool *pool = s->c->pool;
     uint64_t now = ae_now_ms();
+    if (s->u_start == 0)
+        s->u_start = ev_time();
     for (;;) {
         int idx = s->attempts < pool->nservers ? ae_pool_pick(pool, s->tried, now) : -1;
         if (idx < 0) {
@@ -704,6 +909,19 @@ static void try_connect(qstream *s)
         s->tried |= 1ull << (idx % 64);
         s->server_idx = idx;
         ae_upstream_server *srv = pool->servers[idx];
+        s->u_bytes = 0;
+        s->reused = 0;
+        if (!s->no_reuse && (s->ufd = upool_take(s->w, srv)) >= 0) {
+            ae_count(&s->w->counters, AE_M_H3_UPSTREAM_REUSED, 1);
+            atomic_fetch_add_explicit(&srv->active, 1, memory_order_relaxed);
+            s->counted = 1;
+            s->reused = 1;
+            ev_io_set(&s->uio, s->ufd, EV_READ);
+            s->u_last = ev_now(s->w->loop);
+            arm_idle(s, s->c->rt->conf->timeouts.upstream_idle_ms / 1000.0);
+            pump(s);
+            return;
+        }
         s->ufd = socket(srv->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (s->ufd < 0) {
             AE_CERROR(s->c->id, "upstream socket: %s", strerror(errno));
@@ -730,6 +948,49 @@ static void try_connect(qstream *s)
         AE_CWARN(s->c->id, "upstream %s: connect: %s", srv->addr.text, strerror(errno));
         close_upstream(s);
     }
+}
+
+static int is_idempotent(const char *m)
+{
+    return !strcmp(m, "GET") || !strcmp(m, "HEAD") || !strcmp(m, "OPTIONS") ||
+           !strcmp(m, "TRACE") || !strcmp(m, "PUT") || !strcmp(m, "DELETE");
+}
+
+/* A pooled connection failed before any response byte (the server closed it while we were
+ * sending): an idempotent request whose whole content is still at hand (no body) is sent once
+ * more on a fresh connection. Returns 1 when it was, 0 when the caller reports the error. */
+static int retry(qstream *s)
+{
+    if (!s->reused || s->retried || s->u_bytes > 0 || s->resp_started || s->dead || s->reset ||
+        !s->req_fin || s->bytes_in > 0 || s->method == NULL || !is_idempotent(s->method))
+        return 0;
+    AE_CDEBUG(s->c->id, "upstream %s: pooled connection failed, retrying on a new one",
+              s->c->pool->servers[s->server_idx]->addr.text);
+    s->retried = 1;
+    s->no_reuse = 1;
+    close_upstream(s);
+    s->up_done = s->u_eof = s->u_err = s->head_queued = s->req_chunked = 0;
+    if (s->rin != NULL)
+        s->rin->off = s->rin->len = 0;
+    if (queue_head(s) != 0)
+        return 0;
+    s->tried = 0;
+    s->attempts = 0;
+    try_connect(s);
+    return 1;
+}
+
+static void observe_latency(qstream *s)
+{
+    double d = ev_time() - s->u_start;
+    if (d < 0)
+        d = 0;
+    size_t i = 0;
+    while (i < AE_H3_UPLAT_NBUCKETS - 1 && d > ae_h3_uplat_bounds[i])
+        i++;
+    ae_count(&s->w->counters, (ae_metric)(AE_M_H3_UPLAT_B0 + i), 1);
+    ae_count(&s->w->counters, AE_M_H3_UPLAT_SUM_US, (uint64_t)(d * 1e6));
+    s->u_start = -1; /* once per request */
 }
 
 static void watch(qstream *s, int events)
@@ -764,6 +1025,7 @@ static void pump(qstream *s)
             /* The upstream may have answered and closed already: read what it said. */
             free_chain(s->w, &s->up_head, &s->up_tail);
             s->up_done = 1;
+            s->u_err = 1;
             consume(s, s->pending_consume);
             break;
         }
@@ -790,6 +1052,9 @@ static void pump(qstream *s)
             break;
         ssize_t n = recv(s->ufd, b->data + b->off + b->len, room, 0);
         if (n > 0) {
+            if (s->u_bytes == 0 && s->u_start > 0)
+                observe_latency(s);
+            s->u_bytes += (uint64_t)n;
             b->len += (uint32_t)n;
             s->u_last = now;
             if (parse(s) != 0)
@@ -804,11 +1069,21 @@ static void pump(qstream *s)
             ev |= EV_READ;
             break;
         }
-        if (!s->resp_started)
-            respond_error(s, 502, "upstream_read_error");
-        else
+        if (!s->resp_started) {
+            if (!retry(s))
+                respond_error(s, 502, "upstream_read_error");
+        } else
             stream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "upstream_read_error");
         return;
+    }
+    if (s->keep) {
+        /* Reusable only when the exchange is over on the wire: the whole request written, no
+         * byte beyond the response read. */
+        s->keep = 0;
+        if (s->ufd >= 0 && (s->rin == NULL || s->rin->len == 0) && s->req_fin && s->head_queued &&
+            s->up_head == NULL && !s->u_err && !s->reset && !s->dead)
+            upool_put(s);
+        close_upstream(s); /* closes the fd unless the pool took it */
     }
     if (s->resp_done && s->rin != NULL) {
         ae_worker_buf_put(s->w, s->rin);
@@ -862,7 +1137,9 @@ static int queue_head(qstream *s)
         rv |= up_append(s, ", ", 2);
     }
     rv |= up_append(s, ip, strlen(ip));
-    rv |= up_append(s, "\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n", 47);
+    rv |= up_append(s, "\r\nX-Forwarded-Proto: https\r\n", 28);
+    if (s->early || s->early_hdr)
+        rv |= up_append(s, "Early-Data: 1\r\n", 15);
     if (s->req_cl >= 0)
         rv |= up_printf(s, "Content-Length: %lld\r\n", (long long)s->req_cl);
     else if (!s->req_fin) {
@@ -890,6 +1167,7 @@ static qstream *stream_get(qconn *c, int64_t sid, void *sud)
     s->ufd = -1;
     s->server_idx = -1;
     s->req_cl = -1;
+    s->early = c->rx_early;
     s->started = ev_now(c->w->loop);
     ev_io_init(&s->uio, upstream_cb, -1, 0);
     s->uio.data = s;
@@ -910,10 +1188,18 @@ static int h3_begin_headers(nghttp3_conn *h3, int64_t sid, void *cud, void *sud)
 
 static int set_str(char **dst, const uint8_t *p, size_t n)
 {
-    if (*dst != NULL)
-        return -1; /* duplicate pseudo-header */
     *dst = strndup((const char *)p, n);
     return *dst ? 0 : -1;
+}
+
+/* A pseudo-header: duplicates make the request malformed (the first value stays). */
+static int set_pseudo(qstream *s, char **dst, const uint8_t *p, size_t n)
+{
+    if (*dst != NULL) {
+        s->dup_pseudo = 1;
+        return 0;
+    }
+    return set_str(dst, p, n);
 }
 
 static int h3_recv_header(nghttp3_conn *h3, int64_t sid, int32_t token, nghttp3_rcbuf *name,
@@ -928,27 +1214,44 @@ static int h3_recv_header(nghttp3_conn *h3, int64_t sid, int32_t token, nghttp3_
         s->too_big = 1;
         return 0;
     }
-    /* nghttp3 validated names and values (RFC 9114 §4.2); CR, LF and NUL never get here, but
-     * they would split the HTTP/1.1 request, so check again. */
-    if (memchr(v.base, '\r', v.len) || memchr(v.base, '\n', v.len) || memchr(v.base, 0, v.len))
-        s->too_big = 1;
+    /* nghttp3 validated names and values already (RFC 9114 §4.2); check again with our own
+     * rules: a CR, LF or NUL would split the HTTP/1.1 request. */
+    if (ae_h3_check_field(n.base, n.len, v.base, v.len) != AE_H3_OK) {
+        s->bad_field = 1;
+        return 0;
+    }
+    if (n.base[0] == ':') {
+        if (s->seen_regular)
+            s->late_pseudo = 1;
+    } else
+        s->seen_regular = 1;
     int rv = 0;
     switch (token) {
     case NGHTTP3_QPACK_TOKEN__METHOD:
-        rv = set_str(&s->method, v.base, v.len);
+        rv = set_pseudo(s, &s->method, v.base, v.len);
         break;
     case NGHTTP3_QPACK_TOKEN__PATH:
-        rv = set_str(&s->path, v.base, v.len);
+        rv = set_pseudo(s, &s->path, v.base, v.len);
         break;
     case NGHTTP3_QPACK_TOKEN__AUTHORITY:
-        rv = set_str(&s->authority, v.base, v.len);
+        if (s->authority != NULL && s->host_auth) { /* Host came first: :authority wins */
+            free(s->authority);
+            s->authority = NULL;
+            s->host_auth = 0;
+        }
+        rv = set_pseudo(s, &s->authority, v.base, v.len);
         break;
     case NGHTTP3_QPACK_TOKEN__SCHEME:
-        rv = set_str(&s->scheme, v.base, v.len);
+        rv = set_pseudo(s, &s->scheme, v.base, v.len);
+        break;
+    case NGHTTP3_QPACK_TOKEN__PROTOCOL:
+        s->has_protocol = 1;
         break;
     case NGHTTP3_QPACK_TOKEN_HOST:
-        if (s->authority == NULL)
+        if (s->authority == NULL) {
             rv = set_str(&s->authority, v.base, v.len);
+            s->host_auth = 1;
+        }
         break;
     case NGHTTP3_QPACK_TOKEN_CONTENT_LENGTH: {
         char buf[24];
@@ -975,6 +1278,10 @@ static int h3_recv_header(nghttp3_conn *h3, int64_t sid, int32_t token, nghttp3_
             break;
         if (n.len == 17 && memcmp(n.base, "x-forwarded-proto", 17) == 0)
             break;
+        if (n.len == 10 && memcmp(n.base, "early-data", 10) == 0) {
+            s->early_hdr = 1; /* re-emitted once by queue_head */
+            break;
+        }
         rv = hdr_append(s, (const char *)n.base, n.len) | hdr_append(s, ": ", 2) |
              hdr_append(s, (const char *)v.base, v.len) | hdr_append(s, "\r\n", 2);
         break;
@@ -989,20 +1296,42 @@ static int h3_end_headers(nghttp3_conn *h3, int64_t sid, int fin, void *cud, voi
         return 0;
     s->headers_done = 1;
     s->req_fin = fin != 0;
-    if (s->method == NULL || (strcmp(s->method, "CONNECT") != 0 &&
-                              (s->path == NULL || s->scheme == NULL || s->authority == NULL))) {
+    ae_h3_req_info ri = {.method = s->method,
+                         .scheme = s->scheme,
+                         .path = s->path,
+                         .authority = s->authority,
+                         .section_size = s->head_bytes,
+                         .bad_field = s->bad_field,
+                         .dup_pseudo = s->dup_pseudo,
+                         .late_pseudo = s->late_pseudo,
+                         .has_protocol = s->has_protocol};
+    switch (ae_h3_check_request(&ri)) {
+    case AE_H3_OK:
+        break;
+    case AE_H3_TOO_BIG:
+        respond_error(s, 431, "header_too_big");
+        return 0;
+    case AE_H3_CONNECT:
+        respond_error(s, 501, "connect_not_supported");
+        return 0;
+    default:
         stream_reset(s, NGHTTP3_H3_MESSAGE_ERROR, "malformed");
         return 0;
     }
-    if (s->too_big) {
-        stream_reset(s, NGHTTP3_H3_MESSAGE_ERROR, "header_too_big");
-        return 0;
-    }
-    if (strcmp(s->method, "CONNECT") == 0) {
-        respond_error(s, 501, "connect_not_supported");
-        return 0;
-    }
     s->is_head = strcmp(s->method, "HEAD") == 0;
+    s->early |= s->c->rx_early;
+    if (s->early) {
+        /* RFC 8470 §5: a request that may be replayed goes upstream only when its method is
+         * safe (or the operator said so); otherwise 425 and the client retries after the
+         * handshake. */
+        if (!s->c->rt->conf->quic.early_data_unsafe && strcmp(s->method, "GET") != 0 &&
+            !s->is_head && strcmp(s->method, "OPTIONS") != 0) {
+            ae_count(&s->w->counters, AE_M_H3_TOO_EARLY, 1);
+            respond_error(s, 425, "too_early");
+            return 0;
+        }
+        ae_count(&s->w->counters, AE_M_H3_EARLY_FORWARDED, 1);
+    }
     if ((s->req_fin || s->req_cl >= 0) && queue_head(s) != 0)
         return NGHTTP3_ERR_CALLBACK_FAILURE;
     try_connect(s);
@@ -1220,4 +1549,98 @@ int ae_h3_extend_max_stream_data(qconn *c, int64_t sid)
         return -1;
     }
     return 0;
+}
+
+/* ---- graceful drain ---- */
+
+size_t ae_h3_goaway(qconn *c, int step)
+{
+    size_t n = 0;
+    for (qstream *s = c->streams; s != NULL; s = s->next)
+        n++;
+    if (c->h3 == NULL)
+        return n;
+    int rv = step == 0 ? nghttp3_conn_submit_shutdown_notice(c->h3) : nghttp3_conn_shutdown(c->h3);
+    if (rv != 0)
+        AE_CDEBUG(c->id, "h3: GOAWAY: %s", nghttp3_strerror(rv));
+    ae_quic_conn_kick(c);
+    return n;
+}
+
+/* ---- RFC 9114 request validation ---- */
+
+static int is_tchar_lower(uint8_t ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+           (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+static int name_is(const uint8_t *name, size_t nlen, const char *lit)
+{
+    return nlen == strlen(lit) && memcmp(name, lit, nlen) == 0;
+}
+
+int ae_h3_check_field(const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen)
+{
+    if (nlen == 0)
+        return AE_H3_MALFORMED;
+    for (size_t i = 0; i < vlen; i++) /* §4.2: never NUL, CR or LF in a value */
+        if (value[i] == 0 || value[i] == '\r' || value[i] == '\n')
+            return AE_H3_MALFORMED;
+    if (name[0] == ':') /* §4.3.1: only the request pseudo-headers we know */
+        return name_is(name, nlen, ":method") || name_is(name, nlen, ":scheme") ||
+                       name_is(name, nlen, ":authority") || name_is(name, nlen, ":path") ||
+                       name_is(name, nlen, ":protocol")
+                   ? AE_H3_OK
+                   : AE_H3_MALFORMED;
+    for (size_t i = 0; i < nlen; i++) /* §4.2: lower-case tokens only */
+        if (!is_tchar_lower(name[i]))
+            return AE_H3_MALFORMED;
+    /* §4.2: connection-specific fields are malformed in HTTP/3 */
+    if (name_is(name, nlen, "connection") || name_is(name, nlen, "keep-alive") ||
+        name_is(name, nlen, "proxy-connection") || name_is(name, nlen, "transfer-encoding") ||
+        name_is(name, nlen, "upgrade"))
+        return AE_H3_MALFORMED;
+    if (name_is(name, nlen, "te") &&
+        !(vlen == 8 && strncasecmp((const char *)value, "trailers", 8) == 0))
+        return AE_H3_MALFORMED;
+    return AE_H3_OK;
+}
+
+/* Characters of a request-target or authority we put on the HTTP/1.1 request line / Host:
+ * visible ASCII only (no space, control or DEL byte). */
+static int visible(const char *p)
+{
+    for (; *p; p++)
+        if ((uint8_t)*p <= ' ' || (uint8_t)*p >= 0x7f)
+            return 0;
+    return 1;
+}
+
+int ae_h3_check_request(const ae_h3_req_info *r)
+{
+    if (r->section_size > AE_H3_HEAD_MAX)
+        return AE_H3_TOO_BIG;
+    if (r->bad_field || r->dup_pseudo || r->late_pseudo || r->method == NULL || r->method[0] == 0)
+        return AE_H3_MALFORMED;
+    for (const char *m = r->method; *m; m++)
+        if (!is_tchar_lower((uint8_t)*m) && !(*m >= 'A' && *m <= 'Z'))
+            return AE_H3_MALFORMED;
+    if (strcmp(r->method, "CONNECT") == 0) {
+        /* §4.4: :scheme and :path omitted, :authority present; extended CONNECT (:protocol)
+         * needs SETTINGS_ENABLE_CONNECT_PROTOCOL, which we do not send. */
+        if (r->scheme != NULL || r->path != NULL || r->authority == NULL || r->has_protocol)
+            return AE_H3_MALFORMED;
+        return AE_H3_CONNECT;
+    }
+    if (r->has_protocol || r->scheme == NULL || r->path == NULL || r->scheme[0] == 0 ||
+        r->path[0] == 0)
+        return AE_H3_MALFORMED;
+    /* §4.3.1: http and https URIs need an authority (:authority or Host). */
+    if (r->authority == NULL || r->authority[0] == 0 || !visible(r->authority))
+        return AE_H3_MALFORMED;
+    if (!visible(r->path) ||
+        !(r->path[0] == '/' || (strcmp(r->path, "*") == 0 && strcmp(r->method, "OPTIONS") == 0)))
+        return AE_H3_MALFORMED;
+    return AE_H3_OK;
 }

@@ -43,6 +43,20 @@ const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_H3_REQ_5XX] = "h3_responses_5xx",
     [AE_M_H3_REQ_RESET] = "h3_requests_reset",
     [AE_M_H3_UPSTREAM_REUSED] = "h3_upstream_reused",
+    [AE_M_QUIC_HS_FULL] = "quic_handshakes_full",
+    [AE_M_QUIC_HS_RESUMED] = "quic_handshakes_resumed",
+    [AE_M_QUIC_0RTT_ACCEPTED] = "quic_0rtt_accepted",
+    [AE_M_QUIC_0RTT_REJECTED] = "quic_0rtt_rejected",
+    [AE_M_QUIC_RETRY_SENT] = "quic_retry_sent",
+    [AE_M_QUIC_TOKEN_RETRY_OK] = "quic_tokens_retry_accepted",
+    [AE_M_QUIC_TOKEN_NEW_OK] = "quic_tokens_new_token_accepted",
+    [AE_M_QUIC_TOKEN_REJECTED] = "quic_tokens_rejected",
+    [AE_M_QUIC_TOKEN_REUSED] = "quic_tokens_reused",
+    [AE_M_QUIC_NEW_TOKEN_SENT] = "quic_new_tokens_sent",
+    [AE_M_QUIC_BYTES_IN] = "quic_bytes_in",
+    [AE_M_QUIC_BYTES_OUT] = "quic_bytes_out",
+    [AE_M_H3_EARLY_FORWARDED] = "h3_early_data_requests",
+    [AE_M_H3_TOO_EARLY] = "h3_too_early",
     /* AE_M_H3_UPLAT_*: no name, rendered as the histogram h3_upstream_latency_seconds */
 };
 
@@ -93,4 +107,22 @@ const char *const ae_metric_help[AE_M__COUNT] = {
                           "after the response started).",
     [AE_M_H3_UPSTREAM_REUSED] = "HTTP/3 requests sent on a pooled keep-alive upstream "
                                 "connection instead of a new one.",
+    [AE_M_QUIC_HS_FULL] = "QUIC handshakes completed without session resumption.",
+    [AE_M_QUIC_HS_RESUMED] = "QUIC handshakes completed by resuming a session ticket (any site).",
+    [AE_M_QUIC_0RTT_ACCEPTED] = "QUIC handshakes whose 0-RTT early data was accepted.",
+    [AE_M_QUIC_0RTT_REJECTED] = "QUIC handshakes whose client offered 0-RTT and was refused "
+                                "(quic.early_data off, replay, stale ticket, unknown key).",
+    [AE_M_QUIC_RETRY_SENT] = "QUIC Retry packets sent (address validation).",
+    [AE_M_QUIC_TOKEN_RETRY_OK] = "Client Initials carrying a valid Retry token.",
+    [AE_M_QUIC_TOKEN_NEW_OK] = "Client Initials carrying a valid, unused NEW_TOKEN token.",
+    [AE_M_QUIC_TOKEN_REJECTED] = "Client Initials carrying a token that failed validation "
+                                 "(unreadable, wrong address, expired, reused).",
+    [AE_M_QUIC_TOKEN_REUSED] = "NEW_TOKEN tokens presented again at this site (refused).",
+    [AE_M_QUIC_NEW_TOKEN_SENT] = "NEW_TOKEN tokens sent to clients after the handshake.",
+    [AE_M_QUIC_BYTES_IN] = "UDP payload bytes received on QUIC listeners.",
+    [AE_M_QUIC_BYTES_OUT] = "UDP payload bytes sent by QUIC listeners.",
+    [AE_M_H3_EARLY_FORWARDED] = "HTTP/3 requests received in 0-RTT and forwarded with "
+                                "Early-Data: 1.",
+    [AE_M_H3_TOO_EARLY] = "HTTP/3 requests received in 0-RTT with an unsafe method, answered "
+                          "425 Too Early.",
 };

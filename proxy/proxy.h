@@ -69,6 +69,20 @@ typedef enum {
     AE_M_H3_UPLAT_B0,        /* upstream latency histogram: AE_H3_UPLAT_NBUCKETS per-bucket */
     AE_M_H3_UPLAT_LAST = AE_M_H3_UPLAT_B0 + 12, /* (not cumulative) counts, the last is +Inf */
     AE_M_H3_UPLAT_SUM_US,                       /* sum of the observations, microseconds */
+    AE_M_QUIC_HS_FULL,         /* QUIC handshakes completed without resumption */
+    AE_M_QUIC_HS_RESUMED,      /* QUIC handshakes completed with a session ticket */
+    AE_M_QUIC_0RTT_ACCEPTED,   /* QUIC handshakes whose early data was accepted */
+    AE_M_QUIC_0RTT_REJECTED,   /* early data offered by the client, refused by us */
+    AE_M_QUIC_RETRY_SENT,      /* Retry packets sent */
+    AE_M_QUIC_TOKEN_RETRY_OK,  /* Initials with a valid Retry token */
+    AE_M_QUIC_TOKEN_NEW_OK,    /* Initials with a valid, unused NEW_TOKEN token */
+    AE_M_QUIC_TOKEN_REJECTED,  /* Initials with a token that failed (bad, expired, reused) */
+    AE_M_QUIC_TOKEN_REUSED,    /* of which: NEW_TOKEN token already used at this site */
+    AE_M_QUIC_NEW_TOKEN_SENT,  /* NEW_TOKEN frames submitted after a handshake */
+    AE_M_QUIC_BYTES_IN,        /* UDP payload bytes received on QUIC listeners */
+    AE_M_QUIC_BYTES_OUT,       /* UDP payload bytes sent */
+    AE_M_H3_EARLY_FORWARDED,   /* HTTP/3 requests received in 0-RTT, forwarded (Early-Data: 1) */
+    AE_M_H3_TOO_EARLY,         /* HTTP/3 requests received in 0-RTT answered 425 by us */
     AE_M__COUNT
 } ae_metric;
 

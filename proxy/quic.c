@@ -9,6 +9,7 @@
  * HTTP/3 and the upstream side live in h3.c.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conf/seen.h"
 #include "proxy/quic_int.h"
 
 /* ---- small utilities ---- */
@@ -44,6 +46,7 @@ static ae_qworker *qw_get(ae_worker *w)
         /* Until the first AE_MSG_SECRETS arrives (the main thread sends it before the worker
          * starts), a random reset secret keeps resets valid within this process. */
         rand_bytes(qw->reset_secret, sizeof(qw->reset_secret));
+        rand_bytes(qw->token_key, sizeof(qw->token_key));
         w->quic = qw;
     }
     return w->quic;
@@ -298,6 +301,7 @@ static int ep_send_batch(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
         ssize_t n = sendmsg(ep->fd, &mh, MSG_DONTWAIT);
         if (n >= 0) {
             ae_count(&ep->w->counters, AE_M_QUIC_PKTS_OUT, segs);
+            ae_count(&ep->w->counters, AE_M_QUIC_BYTES_OUT, len);
             return 0;
         }
         if (errno == EINTR)
@@ -609,21 +613,35 @@ static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
     return ((qconn *)ref->user_data)->conn;
 }
 
+static void send_new_token(qconn *c);
+
 static int cb_handshake_completed(ngtcp2_conn *conn, void *ud)
 {
     qconn *c = ud;
     c->hs_done = 1;
     ae_count(&c->w->counters, AE_M_QUIC_HANDSHAKES, 1);
+    ae_count(&c->w->counters, ae_quic_tls_resumed(c->tls) ? AE_M_QUIC_HS_RESUMED : AE_M_QUIC_HS_FULL,
+             1);
+    /* A refused 0-RTT needs nothing from us: GnuTLS installed no early key, so ngtcp2 dropped
+     * the 0-RTT packets and the client sends the requests again in 1-RTT. */
+    int early = ae_quic_tls_early_data(c->tls);
+    if (early != 0)
+        ae_count(&c->w->counters, early > 0 ? AE_M_QUIC_0RTT_ACCEPTED : AE_M_QUIC_0RTT_REJECTED, 1);
     ae_quic_tls_sni(c->tls, c->sni, sizeof(c->sni));
     if (ae_quic_tls_send_ticket(c->tls) != 0)
         AE_CDEBUG(c->id, "quic: cannot send a session ticket");
+    send_new_token(c);
     return 0;
 }
 
 static int cb_recv_stream_data(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t offset,
                                const uint8_t *data, size_t len, void *ud, void *sud)
 {
-    return ae_h3_recv_stream_data(ud, flags, sid, data, len) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    qconn *c = ud;
+    c->rx_early = (flags & NGTCP2_STREAM_DATA_FLAG_0RTT) != 0;
+    int rv = ae_h3_recv_stream_data(c, flags, sid, data, len);
+    c->rx_early = 0;
+    return rv == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
 }
 
 static int cb_acked(ngtcp2_conn *conn, int64_t sid, uint64_t offset, uint64_t len, void *ud,
@@ -764,9 +782,12 @@ static void conn_read(qconn *c, const uint8_t *data, size_t len, const struct so
     ae_quic_conn_kick(c);
 }
 
+/* tt: the kind of valid token hd carries (the address is validated: no amplification limit),
+ * NGTCP2_TOKEN_TYPE_UNKNOWN for none; odcid: the client's first DCID when tt is RETRY. */
 static void conn_new(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_pkt_hd *hd,
                      const struct sockaddr *remote, socklen_t remotelen,
-                     const struct sockaddr *local, socklen_t locallen)
+                     const struct sockaddr *local, socklen_t locallen, ngtcp2_token_type tt,
+                     const ngtcp2_cid *odcid)
 {
     ae_worker *w = ep->w;
     ae_qworker *qw = w->quic;
@@ -832,6 +853,16 @@ static void conn_new(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_p
     params.active_connection_id_limit = 7;
     params.original_dcid = hd->dcid;
     params.original_dcid_present = 1;
+    if (tt != NGTCP2_TOKEN_TYPE_UNKNOWN) {
+        settings.token = hd->token;
+        settings.tokenlen = hd->tokenlen;
+        settings.token_type = tt;
+    }
+    if (tt == NGTCP2_TOKEN_TYPE_RETRY) {
+        params.original_dcid = *odcid;
+        params.retry_scid = hd->dcid;
+        params.retry_scid_present = 1;
+    }
     params.stateless_reset_token_present = 1;
     ngtcp2_path path = {
         {(ngtcp2_sockaddr *)local, locallen}, {(ngtcp2_sockaddr *)remote, remotelen}, NULL};
@@ -889,6 +920,189 @@ static void send_stateless_reset(ae_qep *ep, const uint8_t *dcid, size_t dcidlen
         ae_count(&ep->w->counters, AE_M_QUIC_RESET_SENT, 1);
 }
 
+/* ---- address validation: Retry and NEW_TOKEN (RFC 9000 §8.1) ----
+ *
+ * Both token kinds are ngtcp2_crypto's AEAD tokens under the ring's token key ("quic-token" of
+ * the current ring key; every key of the snapshot verifies), so a token from any site is good
+ * at every site. Retry tokens bind the client's address and port, the original DCID and a
+ * 10-second lifetime; NEW_TOKEN tokens bind the client's IP address and quic.token_lifetime, and
+ * are single-use within a site (process-wide table of fingerprints until they expire, conf/seen.h;
+ * fail closed: a full table means a Retry, not a second use). */
+
+#define AE_QUIC_RETRY_TOKEN_TIMEOUT (10 * NGTCP2_SECONDS)
+#define AE_QUIC_TOKEN_SLOTS         (1u << 16)
+
+static pthread_mutex_t tokens_mu = PTHREAD_MUTEX_INITIALIZER;
+static ae_seen *tokens_seen;
+
+/* Key i of the token keys (0 = current), NULL past the last. */
+static const uint8_t *token_key(ae_qworker *qw, size_t i)
+{
+    if (qw->sec == NULL)
+        return i == 0 ? qw->token_key : NULL;
+    if (i >= qw->sec->ring.nkeys)
+        return NULL;
+    /* current first, then the others in ring order */
+    size_t idx = i == 0 ? qw->sec->cur : (i <= qw->sec->cur ? i - 1 : i);
+    return qw->sec->token[idx];
+}
+
+/* retry: auto: counts this new connection; is the worker above quic.retry_threshold (this
+ * second or the one before)? */
+static int retry_wanted(ae_qworker *qw, const ae_conf *conf)
+{
+    if (conf->quic.retry == AE_QRETRY_OFF)
+        return 0;
+    if (conf->quic.retry == AE_QRETRY_ALWAYS)
+        return 1;
+    uint64_t sec = ae_quic_now() / NGTCP2_SECONDS;
+    if (sec != qw->rate_sec) {
+        qw->rate_prev = sec == qw->rate_sec + 1 ? qw->rate_cur : 0;
+        qw->rate_cur = 0;
+        qw->rate_sec = sec;
+    }
+    qw->rate_cur++;
+    return qw->rate_cur > conf->quic.retry_threshold || qw->rate_prev > conf->quic.retry_threshold;
+}
+
+static void send_retry(ae_qep *ep, const ngtcp2_pkt_hd *hd, const struct sockaddr *remote,
+                       socklen_t remotelen, const struct sockaddr *local)
+{
+    ae_qworker *qw = ep->w->quic;
+    uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN2], buf[NGTCP2_MAX_UDP_PAYLOAD_SIZE];
+    ngtcp2_cid scid;
+    quic_new_cid(ep, &scid); /* the client's next DCID: ours, QUIC-LB encoded */
+    ngtcp2_ssize tlen = ngtcp2_crypto_generate_retry_token2(
+        token, token_key(qw, 0), 32, hd->version, (const ngtcp2_sockaddr *)remote,
+        (ngtcp2_socklen)remotelen, &scid, &hd->dcid, ae_quic_now());
+    if (tlen < 0)
+        return;
+    ngtcp2_ssize n = ngtcp2_crypto_write_retry(buf, sizeof(buf), hd->version, &hd->scid, &scid,
+                                               &hd->dcid, token, (size_t)tlen);
+    if (n > 0 && ep_send(ep, remote, remotelen, local, buf, (size_t)n) == 0)
+        ae_count(&ep->w->counters, AE_M_QUIC_RETRY_SENT, 1);
+}
+
+/* An Initial whose Retry token is readable but wrong (address, lifetime, CID): CONNECTION_CLOSE
+ * with INVALID_TOKEN from no state (RFC 9000 §8.1.2). Smaller than the Initial. */
+static void send_invalid_token(ae_qep *ep, const ngtcp2_pkt_hd *hd, const struct sockaddr *remote,
+                               socklen_t remotelen, const struct sockaddr *local)
+{
+    uint8_t buf[256];
+    ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(
+        buf, sizeof(buf), hd->version, &hd->scid, &hd->dcid, NGTCP2_INVALID_TOKEN, NULL, 0);
+    if (n > 0)
+        ep_send(ep, remote, remotelen, local, buf, (size_t)n);
+}
+
+/* 0 and *odcid for a valid Retry token; NGTCP2_CRYPTO_ERR_UNREADABLE_TOKEN when no key opens
+ * it; another error when a key opens it and it does not hold. */
+static int verify_retry_token(ae_qworker *qw, const ngtcp2_pkt_hd *hd,
+                              const struct sockaddr *remote, socklen_t remotelen,
+                              ngtcp2_cid *odcid)
+{
+    int rv = NGTCP2_CRYPTO_ERR_UNREADABLE_TOKEN;
+    ngtcp2_tstamp now = ae_quic_now();
+    const uint8_t *key;
+    for (size_t i = 0; (key = token_key(qw, i)) != NULL; i++) {
+        rv = ngtcp2_crypto_verify_retry_token2(odcid, hd->token, hd->tokenlen, key, 32, hd->version,
+                                               (const ngtcp2_sockaddr *)remote,
+                                               (ngtcp2_socklen)remotelen, &hd->dcid,
+                                               AE_QUIC_RETRY_TOKEN_TIMEOUT, now);
+        if (rv != NGTCP2_CRYPTO_ERR_UNREADABLE_TOKEN)
+            return rv;
+    }
+    return rv;
+}
+
+/* AE_SEEN_NEW for a valid NEW_TOKEN token seen here for the first time, AE_SEEN_DUP for a
+ * valid one already used at this site, AE_SEEN_FULL when it cannot be recorded, -1 invalid. */
+static int verify_regular_token(ae_qworker *qw, const ae_conf *conf, const ngtcp2_pkt_hd *hd,
+                                const struct sockaddr *remote, socklen_t remotelen)
+{
+    ngtcp2_tstamp now = ae_quic_now();
+    ngtcp2_duration life = (ngtcp2_duration)conf->quic.token_lifetime_ms * NGTCP2_MILLISECONDS;
+    const uint8_t *key;
+    for (size_t i = 0; (key = token_key(qw, i)) != NULL; i++) {
+        if (ngtcp2_crypto_verify_regular_token(hd->token, hd->tokenlen, key, 32,
+                                               (const ngtcp2_sockaddr *)remote,
+                                               (ngtcp2_socklen)remotelen, life, now) != 0)
+            continue;
+        int rv;
+        pthread_mutex_lock(&tokens_mu);
+        if (tokens_seen == NULL) {
+            uint8_t seed[32];
+            rand_bytes(seed, sizeof(seed));
+            tokens_seen = ae_seen_new(AE_QUIC_TOKEN_SLOTS, seed);
+        }
+        /* Kept for the whole lifetime from now: the token cannot be valid any longer. */
+        rv = tokens_seen == NULL ? AE_SEEN_FULL
+                                 : ae_seen_add(tokens_seen, hd->token, hd->tokenlen, now, now + life);
+        pthread_mutex_unlock(&tokens_mu);
+        return rv;
+    }
+    return -1;
+}
+
+/* After the handshake: a NEW_TOKEN token for the client's next connection (any site). */
+static void send_new_token(qconn *c)
+{
+    uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
+    const ngtcp2_path *path = ngtcp2_conn_get_path(c->conn);
+    ngtcp2_ssize n = ngtcp2_crypto_generate_regular_token(
+        token, token_key(c->w->quic, 0), 32, path->remote.addr, path->remote.addrlen,
+        ae_quic_now());
+    if (n > 0 && ngtcp2_conn_submit_new_token(c->conn, token, (size_t)n) == 0)
+        ae_count(&c->w->counters, AE_M_QUIC_NEW_TOKEN_SENT, 1);
+}
+
+/* A client Initial for a new connection: check its token, answer with a Retry when the policy
+ * wants a validated address and it has none, or start the connection. */
+static void admit_initial(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_pkt_hd *hd,
+                          const struct sockaddr *remote, socklen_t remotelen,
+                          const struct sockaddr *local, socklen_t locallen)
+{
+    ae_worker *w = ep->w;
+    ae_qworker *qw = w->quic;
+    const ae_conf *conf = w->rt->conf;
+    ngtcp2_token_type tt = NGTCP2_TOKEN_TYPE_UNKNOWN;
+    ngtcp2_cid odcid;
+    int want_retry = retry_wanted(qw, conf);
+
+    if (hd->tokenlen > 0) {
+        if (hd->token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2) {
+            int rv = verify_retry_token(qw, hd, remote, remotelen, &odcid);
+            if (rv != 0) {
+                ae_count(&w->counters, AE_M_QUIC_TOKEN_REJECTED, 1);
+                drop(ep);
+                if (rv != NGTCP2_CRYPTO_ERR_UNREADABLE_TOKEN)
+                    send_invalid_token(ep, hd, remote, remotelen, local);
+                return;
+            }
+            ae_count(&w->counters, AE_M_QUIC_TOKEN_RETRY_OK, 1);
+            tt = NGTCP2_TOKEN_TYPE_RETRY;
+        } else if (hd->token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR) {
+            int rv = verify_regular_token(qw, conf, hd, remote, remotelen);
+            if (rv == AE_SEEN_NEW) {
+                ae_count(&w->counters, AE_M_QUIC_TOKEN_NEW_OK, 1);
+                tt = NGTCP2_TOKEN_TYPE_NEW_TOKEN;
+            } else {
+                /* Not usable: the connection goes on as if it had no token. */
+                ae_count(&w->counters, AE_M_QUIC_TOKEN_REJECTED, 1);
+                if (rv == AE_SEEN_DUP)
+                    ae_count(&w->counters, AE_M_QUIC_TOKEN_REUSED, 1);
+            }
+        } else {
+            ae_count(&w->counters, AE_M_QUIC_TOKEN_REJECTED, 1);
+        }
+    }
+    if (tt == NGTCP2_TOKEN_TYPE_UNKNOWN && want_retry) {
+        send_retry(ep, hd, remote, remotelen, local);
+        return;
+    }
+    conn_new(ep, data, len, hd, remote, remotelen, local, locallen, tt, &odcid);
+}
+
 static void handle_datagram(ae_qep *ep, const uint8_t *data, size_t len,
                             const struct sockaddr *remote, socklen_t remotelen,
                             const struct sockaddr *local, socklen_t locallen)
@@ -923,11 +1137,15 @@ static void handle_datagram(ae_qep *ep, const uint8_t *data, size_t len,
         return;
     }
     ngtcp2_pkt_hd hd;
-    if (ngtcp2_accept(&hd, data, len) != 0) {
+    if (ngtcp2_accept(&hd, data, len) != 0 || hd.type != NGTCP2_PKT_INITIAL) {
+        drop(ep); /* includes 0-RTT ahead of its Initial: the client sends it again */
+        return;
+    }
+    if (ep->w->rt == NULL) {
         drop(ep);
         return;
     }
-    conn_new(ep, data, len, &hd, remote, remotelen, local, locallen);
+    admit_initial(ep, data, len, &hd, remote, remotelen, local, locallen);
 }
 
 static void ep_read_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -960,6 +1178,7 @@ static void ep_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             break;
         for (int i = 0; i < n; i++) {
             ae_count(&ep->w->counters, AE_M_QUIC_PKTS_IN, 1);
+            ae_count(&ep->w->counters, AE_M_QUIC_BYTES_IN, msgs[i].msg_len);
             struct msghdr *mh = &msgs[i].msg_hdr;
             if (mh->msg_flags & MSG_TRUNC) {
                 drop(ep);

@@ -67,6 +67,9 @@ typedef struct ae_qworker {
     uint8_t rx[AE_QUIC_RX_BATCH][AE_QUIC_RX_BUF];
     uint8_t tx[AE_QUIC_TX_BUF]; /* packets of one GSO batch, back to back */
     uint8_t reset_secret[32];   /* stateless reset secret before the first secrets arrive */
+    uint8_t token_key[32];      /* Retry / NEW_TOKEN key before the first secrets arrive */
+    uint64_t rate_sec;          /* retry: auto: new connections seen in second rate_sec */
+    uint32_t rate_cur, rate_prev; /* (rate_cur) and in the second before (rate_prev) */
     ae_qsecrets *sec;           /* QUIC secrets of the newest ring (a reference) */
     struct ae_cid_keys *cidk;   /* this worker's CID cipher contexts for that ring */
     struct ae_h3_upool *upool;  /* idle keep-alive upstream connections (h3.c) */
@@ -107,6 +110,7 @@ struct qconn {
     char sni[256];
     ev_tstamp started;
     unsigned hs_done : 1;
+    unsigned rx_early : 1; /* set while recv_stream_data hands h3.c data that came in 0-RTT */
     unsigned err_set : 1; /* err holds an application error chosen by h3.c */
     unsigned goaway : 2;  /* drain: 1 GOAWAY notice sent, 2 final GOAWAY sent */
     ev_tstamp goaway_at;  /* when the notice was sent */

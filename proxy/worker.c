@@ -145,7 +145,7 @@ static void apply_listeners(ae_worker *w, ae_msg *m)
 
 static void maybe_finish(ae_worker *w)
 {
-    if (w->stopping && w->nconns == 0)
+    if (w->stopping && w->nconns == 0 && ae_quic_nconns(w) == 0)
         ev_break(w->loop, EVBREAK_ALL);
 }
 
@@ -181,16 +181,21 @@ static void handle_msg(ae_worker *w, ae_msg *m)
             break;
         }
         w->stopping = 1;
-        while (w->listeners != NULL) {
-            ae_wlistener *l = w->listeners;
-            w->listeners = l->next;
+        for (ae_wlistener **pp = &w->listeners; *pp != NULL;) {
+            ae_wlistener *l = *pp;
+            /* QUIC listeners with connections keep reading until those drained (GOAWAY). */
+            if (l->proto == AE_LPROTO_QUIC && ae_quic_listener_drain(w, l)) {
+                pp = &l->next;
+                continue;
+            }
+            *pp = l->next;
             listener_close(w, l);
         }
         if (w->rt != NULL) {
             ev_timer_set(&w->drain, w->rt->conf->timeouts.drain_ms / 1000.0, 0);
             ev_timer_start(w->loop, &w->drain);
         }
-        AE_INFO("draining %zu connections", w->nconns);
+        AE_INFO("draining %zu connections, %zu QUIC", w->nconns, ae_quic_nconns(w));
         maybe_finish(w);
         break;
     case AE_MSG_SECRETS:

@@ -112,6 +112,12 @@ void ae_quic_listener_stop(ae_worker *w, ae_wlistener *l);
 void ae_quic_runtime(ae_worker *w, ae_runtime *rt);
 /* Adopts the QUIC secrets of a new ring (takes over the reference). */
 void ae_quic_secrets(ae_worker *w, ae_qsecrets *sec);
+/* Worker drain: sends HTTP/3 GOAWAY on the listener's connections and closes each once its
+ * requests are done. Returns 1 when the listener must stay open (connections to drain), 0 when
+ * it can be closed now. */
+int ae_quic_listener_drain(ae_worker *w, ae_wlistener *l);
+/* Open QUIC connections of the worker (the drain waits for them too). */
+size_t ae_quic_nconns(ae_worker *w);
 /* Frees closed QUIC connections and streams (gc), and everything at worker exit. */
 void ae_quic_gc(ae_worker *w);
 void ae_quic_free(ae_worker *w);

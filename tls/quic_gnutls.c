@@ -9,12 +9,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
+#include "conf/seen.h"
 #include "tls/quic_tls.h"
+
+/* 0-RTT anti-replay (RFC 8446 §8.2, GnuTLS's ClientHello recording): each worker's context has
+ * its own gnutls_anti_replay_t (GnuTLS updates its window start without locking, so one object
+ * must not serve two threads), and all of them record into this one process-wide table, keyed by
+ * the ClientHello's PSK binder without GnuTLS's per-object window prefix: a replayed ClientHello
+ * is refused whichever worker it reaches. Bounded: when full, early data is refused (a full
+ * handshake, never a replay). */
+#define AE_QUIC_REPLAY_SLOTS (1u << 16)
+static pthread_mutex_t replay_mu = PTHREAD_MUTEX_INITIALIZER;
+static ae_seen *replay_seen;
 
 /* TLS 1.3 only (RFC 9001 §4.2), the suites QUIC defines, no middlebox compatibility mode. */
 #define AE_QUIC_PRIORITY                                                                           \
@@ -26,11 +38,59 @@ struct ae_quic_tls_ctx {
     int refcnt;
     gnutls_certificate_credentials_t cred;
     gnutls_priority_t prio;
+    int early_data;                 /* quic.early_data */
+    gnutls_anti_replay_t replay;    /* this worker's recording window (early_data only) */
 };
 
 struct ae_quic_tls {
     gnutls_session_t session;
+    int early_offered; /* the ClientHello carried the early_data extension */
 };
+
+static int replay_add(void *ptr, time_t exp_time, const gnutls_datum_t *key,
+                      const gnutls_datum_t *data)
+{
+    (void)ptr;
+    (void)data;
+    /* key = 12 bytes of window start time (per anti-replay object), then the binder. */
+    if (key->size <= 12)
+        return GNUTLS_E_DB_ERROR;
+    uint64_t now = (uint64_t)time(NULL);
+    int rv;
+    pthread_mutex_lock(&replay_mu);
+    if (replay_seen == NULL) {
+        uint8_t seed[32];
+        if (gnutls_rnd(GNUTLS_RND_RANDOM, seed, sizeof(seed)) == 0)
+            replay_seen = ae_seen_new(AE_QUIC_REPLAY_SLOTS, seed);
+    }
+    rv = replay_seen == NULL ? AE_SEEN_FULL
+                             : ae_seen_add(replay_seen, key->data + 12, key->size - 12, now,
+                                           (uint64_t)exp_time + 1);
+    pthread_mutex_unlock(&replay_mu);
+    if (rv == AE_SEEN_NEW)
+        return 0;
+    return rv == AE_SEEN_DUP ? GNUTLS_E_DB_ENTRY_EXISTS : GNUTLS_E_DB_ERROR;
+}
+
+static int early_ext_cb(void *ctx, unsigned tls_id, const unsigned char *data, unsigned size)
+{
+    (void)data;
+    (void)size;
+    if (tls_id == 42) /* early_data (RFC 8446 §4.2.10) */
+        ((ae_quic_tls *)ctx)->early_offered = 1;
+    return 0;
+}
+
+static int client_hello_hook(gnutls_session_t session, unsigned htype, unsigned when,
+                             unsigned incoming, const gnutls_datum_t *msg)
+{
+    ae_quic_tls *s = gnutls_db_get_ptr(session);
+    (void)htype;
+    (void)when;
+    if (incoming && s != NULL)
+        gnutls_ext_raw_parse(s, early_ext_cb, msg, GNUTLS_EXT_RAW_FLAG_TLS_CLIENT_HELLO);
+    return 0;
+}
 
 static gnutls_datum_t local_ticket_key;
 static int ticket_key_ok;
@@ -79,6 +139,16 @@ int ae_quic_tls_ctx_new(const ae_conf *conf, ae_quic_tls_ctx **out, char *err, s
         snprintf(err, errlen, "cannot generate the QUIC session ticket key");
         goto fail;
     }
+    if (conf->quic.early_data) {
+        rv = gnutls_anti_replay_init(&t->replay);
+        if (rv != 0) {
+            snprintf(err, errlen, "gnutls_anti_replay_init: %s", gnutls_strerror(rv));
+            goto fail;
+        }
+        gnutls_anti_replay_set_window(t->replay, conf->quic.early_data_window_ms);
+        gnutls_anti_replay_set_add_function(t->replay, replay_add);
+        t->early_data = 1;
+    }
     *out = t;
     return 0;
 fail:
@@ -101,6 +171,8 @@ void ae_quic_tls_ctx_unref(ae_quic_tls_ctx *ctx)
         gnutls_priority_deinit(ctx->prio);
     if (ctx->cred != NULL)
         gnutls_certificate_free_credentials(ctx->cred);
+    if (ctx->replay != NULL)
+        gnutls_anti_replay_deinit(ctx->replay);
     free(ctx);
 }
 
@@ -111,8 +183,11 @@ int ae_quic_tls_new(ae_quic_tls_ctx *ctx, ngtcp2_conn *conn, ngtcp2_crypto_conn_
     ae_quic_tls *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return AE_ERR_NOMEM;
+    /* Early data: QUIC carries it in 0-RTT packets, so the TLS limit must be 0xffffffff
+     * (RFC 9001 §4.6.1) and there is no EndOfEarlyData message. */
     if (gnutls_init(&s->session, GNUTLS_SERVER | GNUTLS_NO_AUTO_SEND_TICKET |
-                                     GNUTLS_NO_END_OF_EARLY_DATA) != 0) {
+                                     GNUTLS_NO_END_OF_EARLY_DATA |
+                                     (ctx->early_data ? GNUTLS_ENABLE_EARLY_DATA : 0)) != 0) {
         free(s);
         return AE_ERR_TLS;
     }
@@ -126,6 +201,16 @@ int ae_quic_tls_new(ae_quic_tls_ctx *ctx, ngtcp2_conn *conn, ngtcp2_crypto_conn_
         ae_quic_tls_free(s);
         return AE_ERR_TLS;
     }
+    if (ctx->early_data) {
+        gnutls_anti_replay_enable(s->session, ctx->replay);
+        if (gnutls_record_set_max_early_data_size(s->session, 0xffffffffu) != 0) {
+            ae_quic_tls_free(s);
+            return AE_ERR_TLS;
+        }
+    }
+    gnutls_db_set_ptr(s->session, s);
+    gnutls_handshake_set_hook_function(s->session, GNUTLS_HANDSHAKE_CLIENT_HELLO, GNUTLS_HOOK_PRE,
+                                       client_hello_hook);
     gnutls_session_set_ptr(s->session, ref);
     ngtcp2_conn_set_tls_native_handle(conn, s->session);
     *out = s;
@@ -159,4 +244,11 @@ void ae_quic_tls_sni(ae_quic_tls *s, char *buf, size_t len)
 int ae_quic_tls_resumed(ae_quic_tls *s)
 {
     return gnutls_session_is_resumed(s->session) != 0;
+}
+
+int ae_quic_tls_early_data(ae_quic_tls *s)
+{
+    if (gnutls_session_get_flags(s->session) & GNUTLS_SFLAGS_EARLY_DATA)
+        return 1;
+    return s->early_offered ? -1 : 0;
 }

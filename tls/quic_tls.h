@@ -4,8 +4,9 @@
  * (ngtcp2_crypto_ossl) can be added behind the same functions later.
  *
  *  - ae_quic_tls_ctx: server credentials built from one config snapshot (every certificate of
- *    tls.cert/tls.key and tls.certs[], chosen by SNI; ALPN "h3" only; TLS 1.3 only). Reference
- *    counted, single thread (each worker builds its own for the runtime it serves).
+ *    tls.cert/tls.key and tls.certs[], chosen by SNI; ALPN "h3" only; TLS 1.3 only), and with
+ *    quic.early_data the worker's 0-RTT anti-replay window. Reference counted, single thread
+ *    (each worker builds its own for the runtime it serves).
  *  - ae_quic_tls: the TLS session of one QUIC connection, installed as ngtcp2's native handle.
  */
 #ifndef AE_QUIC_TLS_H
@@ -43,6 +44,10 @@ int ae_quic_tls_send_ticket(ae_quic_tls *s);
 /* Handshake facts. sni writes "" when the client sent none. */
 void ae_quic_tls_sni(ae_quic_tls *s, char *buf, size_t len);
 int ae_quic_tls_resumed(ae_quic_tls *s);
+/* After the handshake: 1 when 0-RTT early data was accepted, -1 when the client offered it and
+ * it was refused (early data off, ticket outside the anti-replay window, replayed ClientHello,
+ * table full), 0 when it was not offered. */
+int ae_quic_tls_early_data(ae_quic_tls *s);
 /* Fills n random bytes (the TLS library's RNG). Returns 0 or AE_ERR_TLS. */
 int ae_quic_rand(void *buf, size_t n);
 
