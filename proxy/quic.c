@@ -1302,6 +1302,12 @@ void ae_quic_listener_stop(ae_worker *w, ae_wlistener *l)
 
 static void drain_conn(qconn *c, ev_tstamp now)
 {
+    if (c->state == QC_CLOSING || c->state == QC_DRAINING) {
+        /* Shutting down: its CONNECTION_CLOSE went out (or the peer closed); the process does
+         * not wait out the 3xPTO closing period. */
+        conn_kill(c, "shutdown");
+        return;
+    }
     if (c->state != QC_OPEN)
         return;
     if (!c->hs_done || c->h3 == NULL) {
