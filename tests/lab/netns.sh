@@ -38,7 +38,8 @@
 #   lab_init [PREFIX] [NSITES]  set names/addresses (LAB_PREFIX, LAB_NSITES, LAB_ANYCAST, ...)
 #   lab_up                      lab_init (if needed) + build; on failure removes what it built
 #   lab_down                    idempotent teardown: ends processes still inside the lab's
-#                               namespaces (by PID), deletes the namespaces, the state file
+#                               namespaces (by PID), deletes the namespaces, the state file;
+#                               a no-op unless lab_up claimed the prefix (safe in any trap)
 #   lab_shift SITE              route the anycast /32 via SITE (site1 | 1 | site2 | 2 ...)
 #   lab_route                   prints the site the anycast /32 points at now (e.g. site1)
 #   lab_status                  human-readable summary
@@ -102,10 +103,6 @@ _lab_build() {
     printf 'LAB_PREFIX=%q\nLAB_NSITES=%q\nLAB_CREATED=%q\n' "$LAB_PREFIX" "$LAB_NSITES" \
         "$(date +%s)" >"$LAB_STATE_DIR/${LAB_PREFIX}.env"
     for node in "${LAB_NODES[@]}"; do
-        if ip netns list | awk '{print $1}' | grep -qxF "$LAB_PREFIX$node"; then
-            echo "lab: namespace $LAB_PREFIX$node already exists (another lab with this prefix?)" >&2
-            return 1
-        fi
         ip netns add "$LAB_PREFIX$node" || return 1
         # Before any interface exists, so every interface inherits rp_filter=0.
         _lab_sysctl "$node" net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 || return 1
@@ -150,6 +147,14 @@ lab_up() {
         echo "lab: 'ip netns' is unavailable" >&2
         return 1
     fi
+    local clash
+    clash=$(ip netns list | awk -v p="$LAB_PREFIX" 'index($1, p) == 1 { printf "%s ", $1 }')
+    if [ -n "$clash" ]; then
+        # Not ours: leave them alone (lab_down stays a no-op for this prefix).
+        echo "lab: namespaces with prefix $LAB_PREFIX exist already: $clash" >&2
+        return 1
+    fi
+    LAB_OWNED=1
     if ! _lab_build; then
         echo "lab: building the lab $LAB_PREFIX failed; removing it" >&2
         lab_down
@@ -158,30 +163,34 @@ lab_up() {
 }
 
 # lab_down: removes this lab (LAB_PREFIX) and only it. Safe to call any number of times, with a
-# partially built lab, or before lab_up. Processes still running inside the lab's namespaces
+# partially built lab, or before lab_up (it acts only once lab_up has claimed the prefix, i.e.
+# found no namespace with it, or when LAB_OWNED=1 is set, as `netns.sh down` does). Processes still running inside the lab's namespaces
 # (which only this lab's users can have started) get SIGTERM, then SIGKILL after 3 s, by PID;
 # otherwise a deleted namespace would live on as long as they do.
 lab_down() {
-    [ -n "${LAB_PREFIX:-}" ] || return 0
-    local node pids=() p i existing
-    existing=$(ip netns list 2>/dev/null | awk '{print $1}')
-    for node in "${LAB_NODES[@]}"; do
-        grep -qxF "$LAB_PREFIX$node" <<<"$existing" || continue
-        for p in $(ip netns pids "$LAB_PREFIX$node" 2>/dev/null); do pids+=("$p"); done
+    [ -n "${LAB_PREFIX:-}" ] && [ "${LAB_OWNED:-0}" = 1 ] || return 0
+    local nss=() ns pids=() p alive
+    # This lab's namespaces: PREFIX + a node name (also sites beyond LAB_NSITES, in case the lab
+    # was built with more sites than this caller knows of).
+    for ns in $(ip netns list 2>/dev/null | awk -v p="$LAB_PREFIX" \
+        'index($1, p) == 1 && substr($1, length(p) + 1) ~ /^(client|router|core|site[0-9])$/ { print $1 }'); do
+        nss+=("$ns")
+    done
+    for ns in "${nss[@]}"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do pids+=("$p"); done
     done
     if [ ${#pids[@]} -gt 0 ]; then
         for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-        for i in $(seq 30); do
-            local alive=0
+        for _ in $(seq 30); do
+            alive=0
             for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
             [ $alive = 0 ] && break
             sleep 0.1
         done
         for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     fi
-    for node in "${LAB_NODES[@]}"; do
-        grep -qxF "$LAB_PREFIX$node" <<<"$existing" || continue
-        ip netns del "$LAB_PREFIX$node" 2>/dev/null || true
+    for ns in "${nss[@]}"; do
+        ip netns del "$ns" 2>/dev/null || true
     done
     rm -f "$LAB_STATE_DIR/${LAB_PREFIX}.env" 2>/dev/null || true
     return 0
@@ -214,8 +223,8 @@ lab_route() {
 # lab_wait_tcp NODE ADDR PORT [SECS]: waits until ADDR:PORT accepts a TCP connection made from
 # NODE's namespace.
 lab_wait_tcp() {
-    local node=$1 addr=$2 port=$3 secs=${4:-10} i
-    for i in $(seq $((secs * 20))); do
+    local node=$1 addr=$2 port=$3 secs=${4:-10}
+    for _ in $(seq $((secs * 20))); do
         if ip netns exec "$LAB_PREFIX$node" bash -c "exec 3<>/dev/tcp/$addr/$port" 2>/dev/null; then
             return 0
         fi
@@ -250,9 +259,11 @@ lab_status() {
 # ---- command line ----
 
 _lab_pick() {
+    LAB_OWNED=1
     # The lab to act on: $AE_LAB_PREFIX, else the only state file in $LAB_STATE_DIR.
     if [ -n "${AE_LAB_PREFIX:-}" ]; then
         if [ -f "$LAB_STATE_DIR/${AE_LAB_PREFIX}.env" ]; then
+            # shellcheck disable=SC1090
             . "$LAB_STATE_DIR/${AE_LAB_PREFIX}.env"
             lab_init "$LAB_PREFIX" "$LAB_NSITES"
         else
@@ -263,13 +274,14 @@ _lab_pick() {
     local files=("$LAB_STATE_DIR"/*.env)
     if [ ! -e "${files[0]}" ]; then
         echo "lab: no lab found in $LAB_STATE_DIR (set AE_LAB_PREFIX)" >&2
-        return 1
+        return 3
     fi
     if [ ${#files[@]} -gt 1 ]; then
         echo "lab: several labs; set AE_LAB_PREFIX to one of:" >&2
         for f in "${files[@]}"; do basename "$f" .env >&2; done
         return 1
     fi
+    # shellcheck disable=SC1090
     . "${files[0]}"
     lab_init "$LAB_PREFIX" "$LAB_NSITES"
 }
@@ -285,7 +297,13 @@ _lab_main() {
         echo "export AE_LAB_PREFIX=$LAB_PREFIX"
         ;;
     down)
-        _lab_pick
+        local rc=0
+        _lab_pick || rc=$?
+        if [ $rc = 3 ]; then
+            echo "lab: nothing to remove"
+            return 0
+        fi
+        [ $rc = 0 ] || return $rc
         lab_down
         echo "lab $LAB_PREFIX removed"
         ;;
