@@ -622,11 +622,6 @@ static int cb_handshake_completed(ngtcp2_conn *conn, void *ud)
     ae_count(&c->w->counters, AE_M_QUIC_HANDSHAKES, 1);
     ae_count(&c->w->counters, ae_quic_tls_resumed(c->tls) ? AE_M_QUIC_HS_RESUMED : AE_M_QUIC_HS_FULL,
              1);
-    /* A refused 0-RTT needs nothing from us: GnuTLS installed no early key, so ngtcp2 dropped
-     * the 0-RTT packets and the client sends the requests again in 1-RTT. */
-    int early = ae_quic_tls_early_data(c->tls);
-    if (early != 0)
-        ae_count(&c->w->counters, early > 0 ? AE_M_QUIC_0RTT_ACCEPTED : AE_M_QUIC_0RTT_REJECTED, 1);
     ae_quic_tls_sni(c->tls, c->sni, sizeof(c->sni));
     if (ae_quic_tls_send_ticket(c->tls) != 0)
         AE_CDEBUG(c->id, "quic: cannot send a session ticket");
@@ -703,9 +698,17 @@ static int cb_remove_cid(ngtcp2_conn *conn, const ngtcp2_cid *cid, void *ud)
 
 static int cb_recv_tx_key(ngtcp2_conn *conn, ngtcp2_encryption_level level, void *ud)
 {
+    qconn *c = ud;
     if (level != NGTCP2_ENCRYPTION_LEVEL_1RTT)
         return 0;
-    return ae_h3_setup(ud) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    /* The ClientHello is processed (the server's 1-RTT key comes with its first flight): the
+     * 0-RTT decision is made, whether or not the handshake ever completes (a replay does not).
+     * A refused 0-RTT needs nothing from us: GnuTLS installed no early key, so ngtcp2 drops
+     * the 0-RTT packets and the client sends its requests again in 1-RTT. */
+    int early = ae_quic_tls_early_data(c->tls);
+    if (early != 0)
+        ae_count(&c->w->counters, early > 0 ? AE_M_QUIC_0RTT_ACCEPTED : AE_M_QUIC_0RTT_REJECTED, 1);
+    return ae_h3_setup(c) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
 }
 
 static const ngtcp2_callbacks callbacks = {

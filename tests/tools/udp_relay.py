@@ -5,7 +5,7 @@ Usage: udp_relay.py LISTEN_PORT TARGET_PORT DIR SECONDS [options]
   --switch-after BYTES --switch-to PORT
         once BYTES server->client bytes have been relayed, send the client's datagrams to PORT
         instead (another site) and relay only that site's answers; the time is written to
-        DIR/switched (seconds since the epoch)
+        DIR/switched (milliseconds since the epoch)
   --blackhole  never forward server->client datagrams (an address that does not exist)
   --record N   save the client's first N datagrams as DIR/c2s.<i>
 Always writes DIR/stats ("c2s_bytes c2s_dgrams s2c_bytes s2c_dgrams s2c_before_2nd") at exit,
@@ -78,7 +78,7 @@ while time.time() < end:
                 switched = True
                 target = ("127.0.0.1", a.switch_to)
                 with open(os.path.join(a.dir, "switched"), "w") as f:
-                    f.write("%.3f\n" % time.time())
+                    f.write("%d\n" % int(time.time() * 1000))
     if time.time() - last_write > 0.2:
         write_stats()
         last_write = time.time()
