@@ -24,7 +24,7 @@ BASE_PKGS=(
     build-essential cmake pkg-config libssl-dev libev-dev libhiredis-dev libyaml-dev
     libcmocka-dev libgnutls28-dev nettle-dev
     openssl curl wrk redis-server bird2 haproxy nginx libnginx-mod-stream python3 iproute2
-    procps psmisc netcat-openbsd clang-format libclang-rt-14-dev clang valgrind
+    procps psmisc netcat-openbsd clang-format libclang-rt-14-dev clang valgrind docker-compose gnuplot-nox
 )
 # QUIC stack, from bookworm-backports (bookworm itself has ngtcp2 0.12 without the GnuTLS crypto
 # helper library the QUIC milestone needs). Missing packages only warn.
