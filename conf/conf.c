@@ -8,6 +8,7 @@
  */
 #include "conf_int.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -708,13 +709,54 @@ static int check_upstreams(loader *L, ae_conf *c, const cnode *root)
     return 0;
 }
 
+/* anycast: what each mode needs, the prefix as an address and length. */
+static int check_anycast(loader *L, ae_conf *c, const cnode *root)
+{
+    const cnode *sec = ae_conf_node_get(root, "anycast");
+    ae_conf_pos pos = sec != NULL ? sec->pos : no_pos;
+
+    if (c->anycast.prefix != NULL) {
+        char addr[64];
+        unsigned char buf[16];
+        const char *slash = strchr(c->anycast.prefix, '/');
+        size_t alen = (size_t)(slash - c->anycast.prefix);
+        char *end;
+        long len;
+        int v6 = strchr(c->anycast.prefix, ':') != NULL;
+
+        if (alen >= sizeof(addr))
+            alen = sizeof(addr) - 1;
+        memcpy(addr, c->anycast.prefix, alen);
+        addr[alen] = '\0';
+        errno = 0;
+        len = strtol(slash + 1, &end, 10);
+        if (inet_pton(v6 ? AF_INET6 : AF_INET, addr, buf) != 1 || *end != '\0' || len < 0 ||
+            len > (v6 ? 128 : 32) || !(slash[1] >= '0' && slash[1] <= '9'))
+            return ae_conf_errk(&L->c, AE_ERR_PARSE, c->anycast.prefix_pos, "anycast.prefix",
+                                "'%s' is not an IPv4 or IPv6 prefix (ADDRESS/LENGTH)",
+                                c->anycast.prefix);
+    }
+    if (c->anycast.mode != AE_ANYCAST_OFF && c->anycast.prefix == NULL)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, pos, "anycast",
+                            "missing required key 'prefix' (mode is not off)");
+    if (c->anycast.mode == AE_ANYCAST_COMMAND &&
+        (c->anycast.announce == NULL || c->anycast.withdraw == NULL))
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, pos, "anycast",
+                            "missing required key '%s' (mode: command)",
+                            c->anycast.announce == NULL ? "announce" : "withdraw");
+    if (c->anycast.require_redis && c->state.redis == NULL)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, pos_of(sec, "require_redis", root),
+                            "anycast.require_redis", "needs state.redis");
+    return 0;
+}
+
 static int validate(loader *L, ae_conf_build *b, const cnode *root)
 {
     ae_conf *c = &b->pub;
     int rv;
 
     if ((rv = check_tls(L, b, root)) != 0 || (rv = check_upstreams(L, c, root)) != 0 ||
-        (rv = check_listeners(L, c, root)) != 0)
+        (rv = check_listeners(L, c, root)) != 0 || (rv = check_anycast(L, c, root)) != 0)
         return rv;
     if (c->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

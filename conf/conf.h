@@ -51,6 +51,7 @@ typedef enum {
 } ae_balance;
 typedef enum { AE_HC_NONE = 0, AE_HC_TCP = 1, AE_HC_HTTP = 2 } ae_hc_kind;
 typedef enum { AE_QRETRY_OFF = 0, AE_QRETRY_ALWAYS = 1, AE_QRETRY_AUTO = 2 } ae_quic_retry;
+typedef enum { AE_ANYCAST_OFF = 0, AE_ANYCAST_COMMAND = 1, AE_ANYCAST_EXABGP = 2 } ae_anycast_mode;
 
 typedef struct {
     char *cert; /* path of PEM certificate chain */
@@ -99,6 +100,7 @@ typedef struct ae_conf {
         uint32_t id; /* 1..4095 */
         char *name;
         ae_addr forward; /* inter-site forwarding address (published in the registry); len 0 = unset */
+        uint32_t forward_window_ms; /* tunnel frames accepted within now ± this */
     } site;
 
     uint32_t workers; /* 0 in the file means "number of CPUs"; resolved here, always >= 1 */
@@ -143,6 +145,20 @@ typedef struct ae_conf {
         uint32_t retry_threshold;      /* auto: new connections per second per worker */
         uint32_t token_lifetime_ms;    /* NEW_TOKEN validity */
     } quic;
+
+    struct {
+        /* Route control (proxy/anycast.c): announce the prefix while the site is healthy and
+         * not draining. */
+        ae_anycast_mode mode; /* default off */
+        char *prefix;         /* "192.0.2.10/32"; required unless mode is off */
+        ae_conf_pos prefix_pos;
+        char *announce, *withdraw;   /* mode command: /bin/sh -c strings; required there */
+        uint32_t command_timeout_ms; /* default 10s; then the command is killed (failed) */
+        uint32_t interval_ms;        /* health evaluation period, default 1s */
+        uint32_t rise, fall;         /* consecutive healthy / unhealthy evaluations */
+        int require_redis;           /* Redis reachable is part of "healthy" */
+        uint32_t drain_timeout_ms;   /* site drain: draining -> drained; 0 = timeouts.drain */
+    } anycast;
 
     struct {
         ae_addr addr; /* default 127.0.0.1:9901; port 0 disables */

@@ -22,6 +22,7 @@ _Static_assert(sizeof(ae_proxy_proto) == 4, "enum width");
 _Static_assert(sizeof(ae_balance) == 4, "enum width");
 _Static_assert(sizeof(ae_hc_kind) == 4, "enum width");
 _Static_assert(sizeof(ae_quic_retry) == 4, "enum width");
+_Static_assert(sizeof(ae_anycast_mode) == 4, "enum width");
 
 #define MS(x)   ((uint64_t)(x))
 #define SEC(x)  (MS(x) * 1000)
@@ -76,6 +77,14 @@ static const ae_key site_keys[] = {
      .off = R(site.forward),
      .help = "Address other sites use to reach this one for forwarded QUIC packets; published "
              "in the site registry (optional)."},
+    {.name = "forward_window",
+     .type = AE_KT_DURATION,
+     .off = R(site.forward_window_ms),
+     .def = "5s",
+     .min = MS(500),
+     .max = MIN(1),
+     .help = "Tunnel frames from other sites are accepted when their timestamp is within this "
+             "much of this site's clock (older or newer: dropped as `stale`)."},
     {0},
 };
 
@@ -219,6 +228,108 @@ static const ae_key quic_keys[] = {
      .max = DAY(1),
      .help = "Validity of NEW_TOKEN address-validation tokens (accepted at any site of the ring, "
              "once per site)."},
+    {0},
+};
+
+/* "ADDRESS/LEN", IPv4 or IPv6, checked again with inet_pton by conf.c. */
+static const char *check_cidr(const char *s)
+{
+    const char *slash = strchr(s, '/');
+    if (slash == NULL || slash == s || slash[1] == '\0')
+        return "expected ADDRESS/LENGTH, e.g. 192.0.2.10/32 or 2001:db8::10/128";
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F') ||
+              *s == '.' || *s == ':' || *s == '/'))
+            return "expected ADDRESS/LENGTH, e.g. 192.0.2.10/32 or 2001:db8::10/128";
+    return NULL;
+}
+
+static const ae_key_enum anycast_modes[] = {
+    {"off", AE_ANYCAST_OFF}, {"command", AE_ANYCAST_COMMAND}, {"exabgp", AE_ANYCAST_EXABGP}, {0}};
+
+/* Route control: see docs/operations.md, "Anycast route control". */
+static const ae_key anycast_keys[] = {
+    {.name = "mode",
+     .type = AE_KT_ENUM,
+     .off = R(anycast.mode),
+     .def = "off",
+     .enums = anycast_modes,
+     .help = "`off`: no route control. `command`: run `announce` / `withdraw` (shell commands) "
+             "when the route must change. `exabgp`: anyedge runs as an ExaBGP `process` and "
+             "writes `announce route PREFIX next-hop self` / `withdraw route PREFIX next-hop "
+             "self` lines on stdout (stdout is used for nothing else). Changing it needs a "
+             "restart."},
+    {.name = "prefix",
+     .type = AE_KT_STR,
+     .flags = AE_KF_POS,
+     .off = R(anycast.prefix),
+     .pos_off = R(anycast.prefix_pos),
+     .min = 3,
+     .max = 63,
+     .check = check_cidr,
+     .help = "The anycast prefix this site announces, `ADDRESS/LENGTH` (e.g. `192.0.2.10/32`); "
+             "required unless `mode` is off. Passed to commands as `$ANYEDGE_PREFIX`. Changing "
+             "it needs a restart."},
+    {.name = "announce",
+     .type = AE_KT_STR,
+     .off = R(anycast.announce),
+     .min = 1,
+     .max = 4095,
+     .help = "`mode: command`: shell command (`/bin/sh -c`) that announces the prefix, e.g. "
+             "`birdc -s /run/bird/bird.ctl enable anycast`. Run asynchronously; exit status 0 "
+             "is success; its output is logged line by line. Environment: `ANYEDGE_ACTION` "
+             "(`announce`), `ANYEDGE_PREFIX`, `ANYEDGE_SITE_ID`, `ANYEDGE_SITE_NAME`."},
+    {.name = "withdraw",
+     .type = AE_KT_STR,
+     .off = R(anycast.withdraw),
+     .min = 1,
+     .max = 4095,
+     .help = "`mode: command`: shell command that withdraws the prefix (same rules as "
+             "`announce`, `ANYEDGE_ACTION=withdraw`)."},
+    {.name = "command_timeout",
+     .type = AE_KT_DURATION,
+     .off = R(anycast.command_timeout_ms),
+     .def = "10s",
+     .min = MS(100),
+     .max = MIN(10),
+     .help = "Time an announce/withdraw command may run; then its process group gets SIGTERM "
+             "(SIGKILL 2 s later), the attempt counts as failed and is retried with backoff."},
+    {.name = "interval",
+     .type = AE_KT_DURATION,
+     .off = R(anycast.interval_ms),
+     .def = "1s",
+     .min = MS(100),
+     .max = MIN(1),
+     .help = "How often the site's health is evaluated for the route."},
+    {.name = "rise",
+     .type = AE_KT_UINT,
+     .off = R(anycast.rise),
+     .def = "3",
+     .min = 1,
+     .max = 1000,
+     .help = "Consecutive healthy evaluations before the prefix is announced (also at start)."},
+    {.name = "fall",
+     .type = AE_KT_UINT,
+     .off = R(anycast.fall),
+     .def = "3",
+     .min = 1,
+     .max = 1000,
+     .help = "Consecutive unhealthy evaluations before the prefix is withdrawn. Healthy = every "
+             "listener's upstream pool has a healthy server, the listeners are open, the site "
+             "is not draining and (with `require_redis`) Redis is connected. Draining withdraws "
+             "at once."},
+    {.name = "require_redis",
+     .type = AE_KT_BOOL,
+     .off = R(anycast.require_redis),
+     .def = "off",
+     .help = "Count a lost Redis connection as unhealthy (needs `state.redis`)."},
+    {.name = "drain_timeout",
+     .type = AE_KT_DURATION,
+     .off = R(anycast.drain_timeout_ms),
+     .min = MS(100),
+     .max = DAY(1),
+     .help = "Site drain (`anyedgectl drain`, SIGUSR2): time from `draining` to `drained`. "
+             "Unset: `timeouts.drain`."},
     {0},
 };
 
@@ -571,6 +682,10 @@ const ae_key ae_conf_keys[] = {
      .type = AE_KT_SECTION,
      .sub = quic_keys,
      .help = "QUIC and HTTP/3 settings shared by the `protocol: quic` listeners."},
+    {.name = "anycast",
+     .type = AE_KT_SECTION,
+     .sub = anycast_keys,
+     .help = "Anycast route control from the site's health, and site drain. Optional."},
     {.name = "admin",
      .type = AE_KT_SECTION,
      .sub = admin_keys,

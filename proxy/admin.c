@@ -9,6 +9,7 @@
 #define _GNU_SOURCE /* accept4; CMake defines it for the whole build */
 #endif
 #include "proxy.h"
+#include "proxy/forward.h"
 #include "state/state.h"
 
 #include <errno.h>
@@ -212,7 +213,8 @@ static void prom_server_labels(sb *b, const char *name, const ae_pool *pool,
 static int is_split_metric(size_t i)
 {
     return i == AE_M_HS_FULL || i == AE_M_HS_RESUMED ||
-           (i >= AE_M_HS_FAIL_PROTOCOL && i < AE_M_HS_FAIL_PROTOCOL + AE_TLS_FAIL__COUNT);
+           (i >= AE_M_HS_FAIL_PROTOCOL && i < AE_M_HS_FAIL_PROTOCOL + AE_TLS_FAIL__COUNT) ||
+           (i >= AE_M_TUN_DROP_B0 && i <= AE_M_TUN_DROP_LAST);
 }
 
 static void render_upstreams(sb *b, ae_runtime *rt)
@@ -397,6 +399,86 @@ static void status_state(sb *b, struct ae_state *st)
     sb_puts(b, "}");
 }
 
+static const char *anycast_mode_name(ae_anycast_mode m)
+{
+    return m == AE_ANYCAST_COMMAND ? "command" : m == AE_ANYCAST_EXABGP ? "exabgp" : "off";
+}
+
+/* "anycast":{...}: route state, site drain, last evaluation and command. */
+static void status_anycast(sb *b, ae_anycast *a)
+{
+    ae_anycast_info in;
+    uint64_t now = ae_wall_ms();
+
+    ae_anycast_get_info(a, &in);
+    sb_printf(b, "\"anycast\":{\"mode\":\"%s\",\"prefix\":", anycast_mode_name(in.mode));
+    sb_json_str(b, in.prefix);
+    sb_printf(b,
+              ",\"state\":\"%s\",\"route\":\"%s\",\"target\":\"%s\",\"uncertain\":%s,"
+              "\"site\":\"%s\",\"healthy\":%s,\"reason\":",
+              ae_anycast_state_names[in.state], in.fsm.have == 1 ? "announced" : "withdrawn",
+              in.fsm.want ? "announced" : "withdrawn", in.fsm.dirty ? "true" : "false",
+              in.site == AE_SITE_DRAINED    ? "drained"
+              : in.site == AE_SITE_DRAINING ? "draining"
+                                            : "active",
+              in.fsm.healthy ? "true" : "false");
+    sb_json_str(b, in.reason);
+    sb_printf(b,
+              ",\"rise\":%u,\"fall\":%u,\"healthy_streak\":%u,\"unhealthy_streak\":%u,"
+              "\"last_transition_ms\":%llu,\"last_transition_age_s\":%llu,"
+              "\"drain_started_ms\":%llu,\"drain_timeout_ms\":%u,\"running\":",
+              (unsigned)in.fsm.rise, (unsigned)in.fsm.fall, (unsigned)in.fsm.ok_streak,
+              (unsigned)in.fsm.bad_streak, (unsigned long long)in.last_transition_ms,
+              (unsigned long long)(now > in.last_transition_ms
+                                       ? (now - in.last_transition_ms) / 1000
+                                       : 0),
+              (unsigned long long)in.drain_started_ms, (unsigned)in.drain_timeout_ms);
+    if (in.running != NULL)
+        sb_printf(b, "{\"action\":\"%s\",\"pid\":%d}", in.running, in.running_pid);
+    else
+        sb_puts(b, "null");
+    sb_puts(b, ",\"last_command\":");
+    if (in.last.action != NULL)
+        sb_printf(b,
+                  "{\"action\":\"%s\",\"result\":\"%s\",\"exit_status\":%d,\"at_ms\":%llu,"
+                  "\"duration_ms\":%llu}",
+                  in.last.action, in.last.result, in.last.exit_status,
+                  (unsigned long long)in.last.at_ms, (unsigned long long)in.last.duration_ms);
+    else
+        sb_puts(b, "null");
+    sb_printf(b, ",\"commands\":%llu,\"command_failures\":%llu,\"consecutive_failures\":%u}",
+              (unsigned long long)in.commands, (unsigned long long)in.command_failures,
+              (unsigned)in.fsm.failures);
+}
+
+static void render_anycast(sb *b, ae_anycast *a)
+{
+    ae_anycast_info in;
+
+    ae_anycast_get_info(a, &in);
+    prom_head(b, "anycast_announced", "gauge",
+              "1 while the anycast prefix is announced (last route command succeeded).");
+    sb_printf(b, "anyedge_anycast_announced %d\n", in.fsm.have == 1 ? 1 : 0);
+    prom_head(b, "anycast_healthy", "gauge", "1 when the last anycast health evaluation passed.");
+    sb_printf(b, "anyedge_anycast_healthy %d\n", in.fsm.healthy ? 1 : 0);
+    prom_head(b, "anycast_draining", "gauge",
+              "Site drain: 0 active, 1 draining, 2 drained (anyedgectl drain / undrain).");
+    sb_printf(b, "anyedge_anycast_draining %d\n", (int)in.site);
+    prom_head(b, "anycast_transitions_total", "counter",
+              "Anycast state changes, by the state entered.");
+    for (int i = 0; i < AE_ANYCAST_S__COUNT; i++)
+        sb_printf(b, "anyedge_anycast_transitions_total{to=\"%s\"} %llu\n",
+                  ae_anycast_state_names[i], (unsigned long long)in.transitions[i]);
+    prom_head(b, "anycast_commands_total", "counter",
+              "Announce/withdraw commands (or ExaBGP lines) run.");
+    sb_printf(b, "anyedge_anycast_commands_total %llu\n", (unsigned long long)in.commands);
+    prom_head(b, "anycast_command_failures_total", "counter",
+              "Announce/withdraw commands that failed (exit status, timeout, spawn or write "
+              "error); each is retried with backoff.");
+    sb_printf(b, "anyedge_anycast_command_failures_total %llu\n",
+              (unsigned long long)in.command_failures);
+}
+
 int ae_admin_render_sites(ae_server_main *s, char **out, size_t *outlen)
 {
     sb b = {0};
@@ -453,6 +535,25 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
                   (double)c.v[AE_M_H3_UPLAT_SUM_US] / 1e6);
         sb_printf(&b, "anyedge_h3_upstream_latency_seconds_count %llu\n", (unsigned long long)cum);
     }
+    prom_head(&b, "tunnel_drops_total", "counter",
+              "Tunnel frames dropped at this site, by reason (short, magic, version, key, mac, "
+              "stale, site, addr, no_endpoint, initial, loop, no_keys).");
+    for (i = 0; i < AE_FWD_NDROPS; i++)
+        sb_printf(&b, "anyedge_tunnel_drops_total{reason=\"%s\"} %llu\n", ae_fwd_drop_name((int)i),
+                  (unsigned long long)c.v[AE_M_TUN_DROP_B0 + i]);
+    prom_head(&b, "forwarded_datagrams_total", "counter",
+              "QUIC datagrams forwarded to (direction=out) or received from (direction=in) "
+              "another site, by peer site id.");
+    for (i = 1; i <= AE_CID_SITE_MAX; i++) {
+        uint64_t o, in;
+        ae_fwd_site_counts(ae_server_fwd_group(s), (uint16_t)i, &o, &in);
+        if (o > 0)
+            sb_printf(&b, "anyedge_forwarded_datagrams_total{direction=\"out\",site=\"%zu\"} %llu\n",
+                      i, (unsigned long long)o);
+        if (in > 0)
+            sb_printf(&b, "anyedge_forwarded_datagrams_total{direction=\"in\",site=\"%zu\"} %llu\n",
+                      i, (unsigned long long)in);
+    }
     prom_head(&b, "connections_active", "gauge", "Open client connections.");
     sb_printf(&b, "anyedge_connections_active %lld\n", (long long)c.active);
 
@@ -471,6 +572,7 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
     prom_head(&b, "draining", "gauge", "1 while the server drains before exiting.");
     sb_printf(&b, "anyedge_draining %d\n", ae_server_draining(s) ? 1 : 0);
 
+    render_anycast(&b, ae_server_anycast(s));
     render_keys(&b, ae_server_keyring(s));
     render_state(&b, ae_server_state(s));
 
@@ -581,6 +683,8 @@ int ae_admin_render_status(ae_server_main *s, char **out, size_t *outlen)
     sb_puts(&b, ",");
     status_keys(&b, ae_server_keyring(s));
     sb_puts(&b, ",");
+    status_anycast(&b, ae_server_anycast(s));
+    sb_puts(&b, ",");
     status_state(&b, ae_server_state(s));
     sb_printf(&b, ",\"connections\":{\"active\":%lld,\"accepted\":%llu}}\n", (long long)c.active,
               (unsigned long long)c.v[AE_M_ACCEPTED]);
@@ -633,7 +737,14 @@ int ae_admin_parse_request(const char *buf, size_t len, ae_admin_request *req)
     req->path_len = (size_t)(sp - p);
     for (i = 0; i < req->path_len; i++) {
         if (p[i] == '?' || p[i] == '#') {
+            size_t tlen = req->path_len, j;
             req->path_len = i;
+            if (p[i] == '?') {
+                for (j = i + 1; j < tlen && p[j] != '#'; j++)
+                    ;
+                req->query = p + i + 1;
+                req->query_len = j - i - 1;
+            }
             break;
         }
     }
@@ -682,6 +793,9 @@ static const struct {
     {"/reload", "POST", AE_ADMIN_RELOAD},
     {"/keys/rotate", "POST", AE_ADMIN_KEYS_ROTATE},
     {"/sites", "GET", AE_ADMIN_SITES},
+    {"/whereis", "GET", AE_ADMIN_WHEREIS},
+    {"/drain", "POST", AE_ADMIN_DRAIN},
+    {"/undrain", "POST", AE_ADMIN_UNDRAIN},
 };
 
 static int span_eq(const char *s, size_t n, const char *lit)
@@ -809,6 +923,8 @@ static const char *status_text(int code)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 409:
+        return "Conflict";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -877,6 +993,38 @@ static void conn_respond_json_result(admin_conn *c, int rv, uint64_t generation,
     free(b.p);
 }
 
+/* POST /drain, /undrain: {"ok":true,"state":"draining"} or an error. */
+static void anycast_drain_request(admin_conn *c, int drain)
+{
+    ae_anycast *a = ae_server_anycast(c->a->srv);
+    ae_anycast_info in;
+    char err[256] = "";
+    int rv;
+    sb b = {0};
+
+    if (a == NULL) {
+        conn_respond_text(c, 503, NULL, "not running\n");
+        return;
+    }
+    rv = drain ? ae_anycast_drain(a, "admin: drain", err, sizeof(err))
+               : ae_anycast_undrain(a, "admin: undrain", err, sizeof(err));
+    ae_anycast_get_info(a, &in);
+    if (rv != 0) {
+        sb_puts(&b, "{\"ok\":false,\"error\":");
+        sb_json_str(&b, err[0] != '\0' ? err : ae_strerror(rv));
+    } else {
+        sb_printf(&b, "{\"ok\":true,\"state\":\"%s\"", ae_anycast_state_names[in.state]);
+    }
+    sb_puts(&b, "}\n");
+    if (b.oom) {
+        free(b.p);
+        conn_respond_text(c, 500, NULL, "out of memory\n");
+        return;
+    }
+    conn_respond(c, rv == 0 ? 200 : 409, "application/json", NULL, b.p, b.len);
+    free(b.p);
+}
+
 static void conn_dispatch(admin_conn *c, const ae_admin_request *req)
 {
     ae_server_main *s = c->a->srv;
@@ -908,6 +1056,21 @@ static void conn_dispatch(admin_conn *c, const ae_admin_request *req)
                                                : "application/json",
                      NULL, body, bodylen);
         free(body);
+        return;
+    case AE_ADMIN_WHEREIS: {
+        int code = 500;
+        if (ae_fwd_whereis(s, req->query, req->query != NULL ? req->query_len : 0, &body,
+                           &bodylen, &code) != 0) {
+            conn_respond_text(c, 500, NULL, "out of memory\n");
+            return;
+        }
+        conn_respond(c, code, "application/json", NULL, body, bodylen);
+        free(body);
+        return;
+    }
+    case AE_ADMIN_DRAIN:
+    case AE_ADMIN_UNDRAIN:
+        anycast_drain_request(c, route == AE_ADMIN_DRAIN);
         return;
     case AE_ADMIN_RELOAD:
         err[0] = '\0';

@@ -1,7 +1,8 @@
 /*
  * anyedgectl: command-line client of anyedge's admin endpoint.
  *
- *   anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] status|metrics|sites|reload|keys rotate
+ *   anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] status|metrics|sites|whereis CID|reload|keys rotate
+ *   anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] drain|undrain
  *
  * The admin address comes from -a, else from admin.address of the config given with -c, else
  * the default 127.0.0.1:9901. Exit status: 0 on a 2xx answer, 1 on any other answer (its body
@@ -27,8 +28,12 @@ static void usage(FILE *f)
                "  status        print the /status JSON document\n"
                "  metrics       print the Prometheus metrics\n"
                "  sites         list the sites registered in Redis and their liveness (JSON)\n"
+               "  whereis CID   owner site and worker of a QUIC connection ID (hex), and whether "
+               "it is alive\n"
                "  reload        reload the configuration (as SIGHUP does), print the result\n"
                "  keys rotate   rotate the session-ticket key ring now\n"
+               "  drain         withdraw the anycast route and drain the site (keeps running)\n"
+               "  undrain       end the drain: announce again once healthy\n"
                "options:\n"
                "  -a ADDR       admin endpoint, e.g. 127.0.0.1:9901 or [::1]:9901\n"
                "  -c CONFIG     take the admin endpoint from this config's admin.address\n"
@@ -155,7 +160,7 @@ static int parse_response(char *resp, size_t len, const char **body)
 int main(int argc, char **argv)
 {
     const char *addr_s = NULL, *conf_path = NULL, *method, *path, *body = "";
-    char err[512], req[256], *resp = NULL;
+    char err[512], req[512], *resp = NULL;
     double timeout_s = 10.0;
     size_t resp_len = 0;
     ae_addr addr;
@@ -197,9 +202,25 @@ int main(int argc, char **argv)
     } else if (argc == 1 && strcmp(argv[0], "sites") == 0) {
         method = "GET";
         path = "/sites";
+    } else if (argc == 2 && strcmp(argv[0], "whereis") == 0) {
+        static char whereis[128];
+        size_t n = strlen(argv[1]);
+        if (n == 0 || n > 64 || strspn(argv[1], "0123456789abcdefABCDEF") != n) {
+            fprintf(stderr, "anyedgectl: whereis: CID must be hex\n");
+            return 2;
+        }
+        snprintf(whereis, sizeof(whereis), "/whereis?cid=%s", argv[1]);
+        method = "GET";
+        path = whereis;
     } else if (argc == 1 && strcmp(argv[0], "reload") == 0) {
         method = "POST";
         path = "/reload";
+    } else if (argc == 1 && strcmp(argv[0], "drain") == 0) {
+        method = "POST";
+        path = "/drain";
+    } else if (argc == 1 && strcmp(argv[0], "undrain") == 0) {
+        method = "POST";
+        path = "/undrain";
     } else if (argc == 2 && strcmp(argv[0], "keys") == 0 && strcmp(argv[1], "rotate") == 0) {
         method = "POST";
         path = "/keys/rotate";

@@ -57,6 +57,14 @@ const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_QUIC_BYTES_OUT] = "quic_bytes_out",
     [AE_M_H3_EARLY_FORWARDED] = "h3_early_data_requests",
     [AE_M_H3_TOO_EARLY] = "h3_too_early",
+    [AE_M_FWD_OUT] = "forward_out",
+    [AE_M_FWD_IN] = "forward_in",
+    [AE_M_FWD_HANDOFF] = "forward_handoffs",
+    [AE_M_FWD_HANDOFF_FULL] = "forward_handoffs_dropped",
+    [AE_M_FWD_RESET_DEAD] = "forward_resets_owner_dead",
+    [AE_M_FWD_UNDECODABLE] = "forward_undecodable",
+    [AE_M_FWD_SEND_ERRORS] = "forward_send_errors",
+    /* AE_M_TUN_DROP_*: rendered as tunnel_drops_total{reason=...} */
     /* AE_M_H3_UPLAT_*: no name, rendered as the histogram h3_upstream_latency_seconds */
 };
 
@@ -125,4 +133,15 @@ const char *const ae_metric_help[AE_M__COUNT] = {
                                 "Early-Data: 1.",
     [AE_M_H3_TOO_EARLY] = "HTTP/3 requests received in 0-RTT with an unsafe method, answered "
                           "425 Too Early.",
+    [AE_M_FWD_OUT] = "QUIC datagrams forwarded to their owner site in tunnel frames (all sites; "
+                     "per site: forwarded_datagrams_total).",
+    [AE_M_FWD_IN] = "QUIC datagrams received from other sites in valid tunnel frames.",
+    [AE_M_FWD_HANDOFF] = "QUIC datagrams handed to the worker of this site that owns the "
+                         "connection.",
+    [AE_M_FWD_HANDOFF_FULL] = "Hand-offs dropped because the owning worker's inbox was full.",
+    [AE_M_FWD_RESET_DEAD] = "Stateless resets sent because the connection's owner site is dead, "
+                            "unknown or draining.",
+    [AE_M_FWD_UNDECODABLE] = "Short-header datagrams for an unknown connection whose CID does "
+                             "not decode under the ring (dropped).",
+    [AE_M_FWD_SEND_ERRORS] = "Tunnel frames that could not be sent (socket error or full).",
 };

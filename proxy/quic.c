@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "conf/seen.h"
+#include "proxy/forward.h"
 #include "proxy/quic_int.h"
 
 /* ---- small utilities ---- */
@@ -78,11 +79,14 @@ int ae_quic_socket_setup(int fd, int family)
     if (family == AF_INET6) {
         if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) != 0)
             return -1;
+        /* ECN: read the codepoint of received datagrams (ngtcp2 validates and reports it). */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &one, sizeof(one));
         int pmtu = IPV6_PMTUDISC_PROBE;
         setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu, sizeof(pmtu));
     } else {
         if (setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) != 0)
             return -1;
+        setsockopt(fd, IPPROTO_IP, IP_RECVTOS, &one, sizeof(one));
         /* DF set, route MTU ignored: ngtcp2's PMTUD probes decide the packet size. */
         int pmtu = IP_PMTUDISC_PROBE;
         setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof(pmtu));
@@ -239,11 +243,13 @@ static int reset_token(ae_worker *w, const ngtcp2_cid *cid, uint8_t *token)
  * only a prefix was sent: the caller keeps the whole batch; QUIC tolerates the duplicates),
  * AE_ERR_IO on other errors. */
 static int ep_send_batch(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
-                         const struct sockaddr *from, const uint8_t *data, size_t len, size_t gso)
+                         const struct sockaddr *from, const uint8_t *data, size_t len, size_t gso,
+                         uint8_t ecn)
 {
     struct iovec iov = {(void *)data, len};
     union {
-        char buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(uint16_t))];
+        char buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(uint16_t)) +
+                 CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
     } ctl;
     struct msghdr mh = {
@@ -283,6 +289,16 @@ static int ep_send_batch(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
         cm->cmsg_len = CMSG_LEN(sizeof(seg));
         memcpy(CMSG_DATA(cm), &seg, sizeof(seg));
         used += CMSG_SPACE(sizeof(seg));
+        cm = CMSG_NXTHDR(&mh, cm);
+    }
+    if (ecn != 0) {
+        /* The ECN codepoint ngtcp2 chose for these packets (ECT(0) while validating). */
+        int tos = ecn;
+        cm->cmsg_level = ep->family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP;
+        cm->cmsg_type = ep->family == AF_INET6 ? IPV6_TCLASS : IP_TOS;
+        cm->cmsg_len = CMSG_LEN(sizeof(tos));
+        memcpy(CMSG_DATA(cm), &tos, sizeof(tos));
+        used += CMSG_SPACE(sizeof(tos));
     }
     mh.msg_controllen = used;
     if (used == 0)
@@ -291,7 +307,7 @@ static int ep_send_batch(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
         /* One datagram per segment. */
         for (size_t off = 0; off < len; off += gso) {
             int rv = ep_send_batch(ep, to, tolen, from, data + off,
-                                   len - off < gso ? len - off : gso, 0);
+                                   len - off < gso ? len - off : gso, 0, ecn);
             if (rv != 0)
                 return rv;
         }
@@ -313,7 +329,7 @@ static int ep_send_batch(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
             AE_WARN("quic: UDP GSO unavailable (%s): sending one datagram per packet",
                     strerror(errno));
             ep->no_gso = 1;
-            return ep_send_batch(ep, to, tolen, from, data, len, gso);
+            return ep_send_batch(ep, to, tolen, from, data, len, gso, ecn);
         }
         ae_count(&ep->w->counters, AE_M_QUIC_SEND_ERRORS, 1);
         return AE_ERR_IO;
@@ -323,7 +339,7 @@ static int ep_send_batch(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
 static int ep_send(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
                    const struct sockaddr *from, const uint8_t *data, size_t len)
 {
-    return ep_send_batch(ep, to, tolen, from, data, len, 0);
+    return ep_send_batch(ep, to, tolen, from, data, len, 0, 0);
 }
 
 static void ep_block(ae_qep *ep)
@@ -442,6 +458,7 @@ void ae_quic_conn_kick(qconn *c)
  * (UDP GSO: every segment `gso` bytes but the last, which may be shorter). */
 typedef struct {
     size_t len, gso, nseg;
+    uint8_t ecn;
     struct sockaddr_storage to, from;
     socklen_t tolen, fromlen;
 } gso_batch;
@@ -456,13 +473,14 @@ static int batch_flush(qconn *c, gso_batch *b)
     if (b->len == 0)
         return 0;
     rv = ep_send_batch(c->ep, (struct sockaddr *)&b->to, b->tolen, (struct sockaddr *)&b->from,
-                       qw->tx, b->len, b->gso);
+                       qw->tx, b->len, b->gso, b->ecn);
     if (rv == AE_ERR_AGAIN) {
         c->pending = malloc(b->len); /* only when the socket buffer is full */
         if (c->pending != NULL) {
             memcpy(c->pending, qw->tx, b->len);
             c->pending_len = b->len;
             c->pending_gso = b->gso;
+            c->pending_ecn = b->ecn;
             c->pending_to = b->to;
             c->pending_tolen = b->tolen;
             c->pending_from = b->from;
@@ -476,10 +494,10 @@ static int batch_flush(qconn *c, gso_batch *b)
 
 /* Adds the n-byte packet just written at qw->tx + b->len for path. Returns 0 to go on, -1 to
  * stop writing (socket full). */
-static int batch_add(qconn *c, gso_batch *b, const ngtcp2_path *path, size_t n)
+static int batch_add(qconn *c, gso_batch *b, const ngtcp2_path *path, uint8_t ecn, size_t n)
 {
     ae_qworker *qw = c->w->quic;
-    int same = b->nseg > 0 && path->remote.addrlen == b->tolen &&
+    int same = b->nseg > 0 && ecn == b->ecn && path->remote.addrlen == b->tolen &&
                memcmp(path->remote.addr, &b->to, b->tolen) == 0 && n <= b->gso && !c->ep->no_gso;
 
     if (b->nseg > 0 && !same) {
@@ -493,6 +511,7 @@ static int batch_add(qconn *c, gso_batch *b, const ngtcp2_path *path, size_t n)
     }
     if (b->nseg == 0) {
         b->gso = n;
+        b->ecn = ecn;
         memcpy(&b->to, path->remote.addr, path->remote.addrlen);
         b->tolen = path->remote.addrlen;
         memcpy(&b->from, path->local.addr, path->local.addrlen);
@@ -576,7 +595,7 @@ static void conn_write(qconn *c)
         if (n == 0)
             break;
         npkt++;
-        if (batch_add(c, &b, &ps.path, (size_t)n) != 0)
+        if (batch_add(c, &b, &ps.path, pi.ecn, (size_t)n) != 0)
             break;
     }
     if (b.len > 0)
@@ -620,8 +639,8 @@ static int cb_handshake_completed(ngtcp2_conn *conn, void *ud)
     qconn *c = ud;
     c->hs_done = 1;
     ae_count(&c->w->counters, AE_M_QUIC_HANDSHAKES, 1);
-    ae_count(&c->w->counters, ae_quic_tls_resumed(c->tls) ? AE_M_QUIC_HS_RESUMED : AE_M_QUIC_HS_FULL,
-             1);
+    ae_count(&c->w->counters,
+             ae_quic_tls_resumed(c->tls) ? AE_M_QUIC_HS_RESUMED : AE_M_QUIC_HS_FULL, 1);
     ae_quic_tls_sni(c->tls, c->sni, sizeof(c->sni));
     if (ae_quic_tls_send_ticket(c->tls) != 0)
         AE_CDEBUG(c->id, "quic: cannot send a session ticket");
@@ -754,7 +773,7 @@ static void conn_read(qconn *c, const uint8_t *data, size_t len, const struct so
         return;
     ngtcp2_path path = {
         {(ngtcp2_sockaddr *)local, locallen}, {(ngtcp2_sockaddr *)remote, remotelen}, NULL};
-    ngtcp2_pkt_info pi = {0};
+    ngtcp2_pkt_info pi = {.ecn = c->ep->rx_ecn};
     int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, data, len, ae_quic_now());
     if (rv != 0) {
         switch (rv) {
@@ -992,8 +1011,8 @@ static void send_invalid_token(ae_qep *ep, const ngtcp2_pkt_hd *hd, const struct
                                socklen_t remotelen, const struct sockaddr *local)
 {
     uint8_t buf[256];
-    ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(
-        buf, sizeof(buf), hd->version, &hd->scid, &hd->dcid, NGTCP2_INVALID_TOKEN, NULL, 0);
+    ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(buf, sizeof(buf), hd->version, &hd->scid,
+                                                          &hd->dcid, NGTCP2_INVALID_TOKEN, NULL, 0);
     if (n > 0)
         ep_send(ep, remote, remotelen, local, buf, (size_t)n);
 }
@@ -1001,17 +1020,15 @@ static void send_invalid_token(ae_qep *ep, const ngtcp2_pkt_hd *hd, const struct
 /* 0 and *odcid for a valid Retry token; NGTCP2_CRYPTO_ERR_UNREADABLE_TOKEN when no key opens
  * it; another error when a key opens it and it does not hold. */
 static int verify_retry_token(ae_qworker *qw, const ngtcp2_pkt_hd *hd,
-                              const struct sockaddr *remote, socklen_t remotelen,
-                              ngtcp2_cid *odcid)
+                              const struct sockaddr *remote, socklen_t remotelen, ngtcp2_cid *odcid)
 {
     int rv = NGTCP2_CRYPTO_ERR_UNREADABLE_TOKEN;
     ngtcp2_tstamp now = ae_quic_now();
     const uint8_t *key;
     for (size_t i = 0; (key = token_key(qw, i)) != NULL; i++) {
-        rv = ngtcp2_crypto_verify_retry_token2(odcid, hd->token, hd->tokenlen, key, 32, hd->version,
-                                               (const ngtcp2_sockaddr *)remote,
-                                               (ngtcp2_socklen)remotelen, &hd->dcid,
-                                               AE_QUIC_RETRY_TOKEN_TIMEOUT, now);
+        rv = ngtcp2_crypto_verify_retry_token2(
+            odcid, hd->token, hd->tokenlen, key, 32, hd->version, (const ngtcp2_sockaddr *)remote,
+            (ngtcp2_socklen)remotelen, &hd->dcid, AE_QUIC_RETRY_TOKEN_TIMEOUT, now);
         if (rv != NGTCP2_CRYPTO_ERR_UNREADABLE_TOKEN)
             return rv;
     }
@@ -1039,8 +1056,9 @@ static int verify_regular_token(ae_qworker *qw, const ae_conf *conf, const ngtcp
             tokens_seen = ae_seen_new(AE_QUIC_TOKEN_SLOTS, seed);
         }
         /* Kept for the whole lifetime from now: the token cannot be valid any longer. */
-        rv = tokens_seen == NULL ? AE_SEEN_FULL
-                                 : ae_seen_add(tokens_seen, hd->token, hd->tokenlen, now, now + life);
+        rv = tokens_seen == NULL
+                 ? AE_SEEN_FULL
+                 : ae_seen_add(tokens_seen, hd->token, hd->tokenlen, now, now + life);
         pthread_mutex_unlock(&tokens_mu);
         return rv;
     }
@@ -1052,9 +1070,9 @@ static void send_new_token(qconn *c)
 {
     uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
     const ngtcp2_path *path = ngtcp2_conn_get_path(c->conn);
-    ngtcp2_ssize n = ngtcp2_crypto_generate_regular_token(
-        token, token_key(c->w->quic, 0), 32, path->remote.addr, path->remote.addrlen,
-        ae_quic_now());
+    ngtcp2_ssize n =
+        ngtcp2_crypto_generate_regular_token(token, token_key(c->w->quic, 0), 32, path->remote.addr,
+                                             path->remote.addrlen, ae_quic_now());
     if (n > 0 && ngtcp2_conn_submit_new_token(c->conn, token, (size_t)n) == 0)
         ae_count(&c->w->counters, AE_M_QUIC_NEW_TOKEN_SENT, 1);
 }
@@ -1127,6 +1145,9 @@ static void handle_datagram(ae_qep *ep, const uint8_t *data, size_t len,
         conn_read(s->c, data, len, remote, remotelen, local, locallen);
         return;
     }
+    /* Owned by another worker or site: handed off, forwarded or dropped (proxy/forward.c). */
+    if (ae_fwd_unknown(ep, data, len, vc.dcid, vc.dcidlen, remote, remotelen, local, locallen))
+        return;
     if (!(data[0] & 0x80)) {
         drop(ep);
         send_stateless_reset(ep, vc.dcid, vc.dcidlen, len, remote, remotelen, local);
@@ -1190,7 +1211,24 @@ static void ep_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             /* Local address: the bound one, or the destination the client used (PKTINFO). */
             struct sockaddr_storage local = ep->bound;
             socklen_t locallen = ep->boundlen;
+            ep->rx_ecn = 0;
             for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+                if ((cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_TOS &&
+                     cm->cmsg_len >= CMSG_LEN(1)) ||
+                    (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_TCLASS &&
+                     cm->cmsg_len >= CMSG_LEN(sizeof(int)))) {
+                    /* IP_TOS carries one byte, IPV6_TCLASS an int: the low two bits are ECN. */
+                    uint8_t tos;
+                    if (cm->cmsg_level == IPPROTO_IP) {
+                        tos = *(const uint8_t *)CMSG_DATA(cm);
+                    } else {
+                        int tc;
+                        memcpy(&tc, CMSG_DATA(cm), sizeof(tc));
+                        tos = (uint8_t)tc;
+                    }
+                    ep->rx_ecn = tos & 0x3;
+                    continue;
+                }
                 if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO &&
                     ep->family == AF_INET) {
                     struct in_pktinfo pi;
@@ -1205,6 +1243,7 @@ static void ep_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             }
             handle_datagram(ep, qw->rx[i], msgs[i].msg_len, (struct sockaddr *)&from[i],
                             mh->msg_namelen, (struct sockaddr *)&local, locallen);
+            ep->rx_ecn = 0; /* datagrams handed over from elsewhere carry none */
         }
         if (n < AE_QUIC_RX_BATCH)
             break;
@@ -1230,7 +1269,7 @@ static void ep_write_cb(struct ev_loop *loop, ev_io *io, int revents)
             continue;
         int rv = ep_send_batch(ep, (struct sockaddr *)&c->pending_to, c->pending_tolen,
                                (struct sockaddr *)&c->pending_from, c->pending, c->pending_len,
-                               c->pending_gso);
+                               c->pending_gso, c->pending_ecn);
         if (rv == AE_ERR_AGAIN) {
             ep_block(ep);
             return;
@@ -1305,6 +1344,10 @@ void ae_quic_listener_stop(ae_worker *w, ae_wlistener *l)
 
 static void drain_conn(qconn *c, ev_tstamp now)
 {
+    /* A site drain (anycast.c) only sends GOAWAY: closings run their course, handshakes
+     * complete and get their GOAWAY on a later tick. */
+    if (!c->w->stopping && (c->state != QC_OPEN || !c->hs_done || c->h3 == NULL))
+        return;
     if (c->state == QC_CLOSING || c->state == QC_DRAINING) {
         /* Shutting down: its CONNECTION_CLOSE went out (or the peer closed); the process does
          * not wait out the 3xPTO closing period. */
@@ -1349,7 +1392,7 @@ static void drain_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
             drain_conn(c, now);
         }
     }
-    if (w->quic->nconns == 0)
+    if (w->quic->nconns == 0 && (w->stopping || !w->site_draining))
         ev_timer_stop(loop, t);
 }
 
@@ -1424,4 +1467,41 @@ void ae_quic_free(ae_worker *w)
     ae_cid_keys_free(w->quic->cidk);
     free(w->quic);
     w->quic = NULL;
+}
+
+/* ---- entry points for proxy/forward.c (hand-off between workers, tunnel input) ---- */
+
+void ae_quic_input(ae_qep *ep, const uint8_t *data, size_t len, const struct sockaddr *remote,
+                   socklen_t remotelen, const struct sockaddr *local, socklen_t locallen)
+{
+    handle_datagram(ep, data, len, remote, remotelen, local, locallen);
+}
+
+void ae_quic_flush(ae_qep *ep)
+{
+    ep->in_batch = 0;
+    while (ep->dirty != NULL) {
+        qconn *c = ep->dirty;
+        ep->dirty = c->dirty_next;
+        c->is_dirty = 0;
+        conn_write(c);
+    }
+}
+
+/* ---- site drain (anycast.c): GOAWAY without stopping ---- */
+
+void ae_quic_site_drain(ae_worker *w, int on)
+{
+    ae_qworker *qw = w->quic;
+    if (qw == NULL)
+        return; /* no QUIC listener */
+    if (!on) {
+        ev_timer_stop(w->loop, &qw->drain_tick);
+        return;
+    }
+    if (!ev_is_active(&qw->drain_tick)) {
+        ev_timer_init(&qw->drain_tick, drain_tick_cb, AE_QUIC_DRAIN_TICK, AE_QUIC_DRAIN_TICK);
+        qw->drain_tick.data = w;
+        ev_timer_start(w->loop, &qw->drain_tick);
+    }
 }

@@ -51,10 +51,11 @@ struct ae_qep {
     size_t cap, used, n; /* used counts tombstones */
     uint64_t hkey[2];
     qconn *conns;
-    qconn *dirty; /* connections to write after the current read batch */
-    int wblocked; /* socket buffer full: connections wait for EV_WRITE */
-    int no_gso;   /* the kernel refused UDP_SEGMENT: one sendmsg per packet */
-    int in_batch; /* inside a read batch: writes are deferred to its end */
+    qconn *dirty;   /* connections to write after the current read batch */
+    int wblocked;   /* socket buffer full: connections wait for EV_WRITE */
+    int no_gso;     /* the kernel refused UDP_SEGMENT: one sendmsg per packet */
+    uint8_t rx_ecn; /* ECN codepoint of the datagram being handled (from IP_TOS/IPV6_TCLASS) */
+    int in_batch;   /* inside a read batch: writes are deferred to its end */
     ev_io wio;
 };
 
@@ -65,15 +66,15 @@ typedef struct ae_qworker {
     qstream *dead_streams;
     size_t nconns; /* open QUIC connections of this worker (tune.max_connections) */
     uint8_t rx[AE_QUIC_RX_BATCH][AE_QUIC_RX_BUF];
-    uint8_t tx[AE_QUIC_TX_BUF]; /* packets of one GSO batch, back to back */
-    uint8_t reset_secret[32];   /* stateless reset secret before the first secrets arrive */
-    uint8_t token_key[32];      /* Retry / NEW_TOKEN key before the first secrets arrive */
-    uint64_t rate_sec;          /* retry: auto: new connections seen in second rate_sec */
+    uint8_t tx[AE_QUIC_TX_BUF];   /* packets of one GSO batch, back to back */
+    uint8_t reset_secret[32];     /* stateless reset secret before the first secrets arrive */
+    uint8_t token_key[32];        /* Retry / NEW_TOKEN key before the first secrets arrive */
+    uint64_t rate_sec;            /* retry: auto: new connections seen in second rate_sec */
     uint32_t rate_cur, rate_prev; /* (rate_cur) and in the second before (rate_prev) */
-    ae_qsecrets *sec;           /* QUIC secrets of the newest ring (a reference) */
-    struct ae_cid_keys *cidk;   /* this worker's CID cipher contexts for that ring */
-    struct ae_h3_upool *upool;  /* idle keep-alive upstream connections (h3.c) */
-    ev_timer drain_tick;        /* while the worker drains: GOAWAY steps (quic.c) */
+    ae_qsecrets *sec;             /* QUIC secrets of the newest ring (a reference) */
+    struct ae_cid_keys *cidk;     /* this worker's CID cipher contexts for that ring */
+    struct ae_h3_upool *upool;    /* idle keep-alive upstream connections (h3.c) */
+    ev_timer drain_tick;          /* while the worker drains: GOAWAY steps (quic.c) */
 } ae_qworker;
 
 typedef enum { QC_OPEN = 0, QC_CLOSING, QC_DRAINING, QC_DEAD } qc_state;
@@ -102,6 +103,7 @@ struct qconn {
     size_t close_len;
     uint8_t *pending; /* one GSO batch that met a full socket buffer */
     size_t pending_len, pending_gso;
+    uint8_t pending_ecn;
     struct sockaddr_storage pending_to, pending_from;
     socklen_t pending_tolen, pending_fromlen;
     ngtcp2_cid cids[AE_QUIC_MAX_CIDS]; /* in the endpoint table */
@@ -111,9 +113,9 @@ struct qconn {
     ev_tstamp started;
     unsigned hs_done : 1;
     unsigned rx_early : 1; /* set while recv_stream_data hands h3.c data that came in 0-RTT */
-    unsigned err_set : 1; /* err holds an application error chosen by h3.c */
-    unsigned goaway : 2;  /* drain: 1 GOAWAY notice sent, 2 final GOAWAY sent */
-    ev_tstamp goaway_at;  /* when the notice was sent */
+    unsigned err_set : 1;  /* err holds an application error chosen by h3.c */
+    unsigned goaway : 2;   /* drain: 1 GOAWAY notice sent, 2 final GOAWAY sent */
+    ev_tstamp goaway_at;   /* when the notice was sent */
 };
 
 /* ---- quic.c, used by h3.c ---- */

@@ -12,6 +12,7 @@
 
 #include <openssl/crypto.h>
 
+#include "proxy/forward.h"
 #include "proxy/worker.h"
 #include "state/state.h"
 
@@ -27,7 +28,7 @@ typedef struct {
 struct ae_server_main {
     char *path;
     struct ev_loop *loop;
-    ev_signal sig_hup, sig_term, sig_int;
+    ev_signal sig_hup, sig_term, sig_int, sig_usr2;
     ev_timer rotate;
     ev_async worker_exit;
     ae_keyring *ring;
@@ -48,7 +49,30 @@ struct ae_server_main {
     ae_addr admin_addr;
     uint64_t reloads_ok, reloads_failed, started_ms;
     int draining;
+    ae_anycast *anycast; /* route control and site drain (proxy/anycast.c) */
+    /* inter-site forwarding (proxy/forward.c) */
+    ae_fwd_group *fwdg;
+    ae_addr fwd_addr; /* site.forward the fds below are bound to */
+    int *fwd_fds;     /* [nworkers] site.forward SO_REUSEPORT group (the workers own them), or NULL */
+    ae_fwd_peers *peers; /* newest peer table (whereis) */
+    ev_timer peers_tick;
+    uint64_t seen_draining[AE_CID_SITE_MAX + 1];
 };
+
+const ae_ring *ae_server_qring(ae_server_main *s)
+{
+    return &s->qring;
+}
+
+ae_fwd_peers *ae_server_peers(ae_server_main *s)
+{
+    return s->peers;
+}
+
+ae_fwd_group *ae_server_fwd_group(ae_server_main *s)
+{
+    return s->fwdg;
+}
 
 ae_runtime *ae_server_runtime(ae_server_main *s)
 {
@@ -83,6 +107,32 @@ uint64_t ae_server_started_ms(ae_server_main *s)
 int ae_server_draining(ae_server_main *s)
 {
     return s->draining;
+}
+
+/* ---- hooks for anycast.c ---- */
+
+ae_anycast *ae_server_anycast(ae_server_main *s)
+{
+    return s->anycast;
+}
+
+int ae_server_listening(ae_server_main *s)
+{
+    return s->serving && !s->draining && s->rt != NULL && s->nlsocks == s->rt->conf->nlisteners &&
+           s->nlsocks > 0;
+}
+
+void ae_server_site_drain(ae_server_main *s, int on)
+{
+    for (size_t i = 0; s->workers != NULL && i < s->nworkers; i++) {
+        ae_msg *m = calloc(1, sizeof(*m));
+        if (m == NULL) {
+            AE_ERROR("out of memory while telling worker %zu about the site drain", i);
+            continue;
+        }
+        m->type = on ? AE_MSG_SITE_DRAIN : AE_MSG_SITE_UNDRAIN;
+        ae_worker_post(s->workers[i], m);
+    }
 }
 
 void ae_server_counters(ae_server_main *s, ae_counters_snapshot *out)
@@ -235,9 +285,121 @@ static void lsocks_forget(ae_lsock *set, size_t n)
     free(set);
 }
 
+/* ---- site.forward: one SO_REUSEPORT UDP socket per worker ---- */
+
+static void fwd_close(int *fds, size_t n)
+{
+    for (size_t i = 0; fds != NULL && i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    free(fds);
+}
+
+static int fwd_open_one(const ae_addr *a, int reuseport)
+{
+    int one = 1;
+    int fd = socket(a->sa.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (ae_fwd_socket_setup(fd, a->sa.ss_family) != 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
+        (a->sa.ss_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+        bind(fd, (const struct sockaddr *)&a->sa, a->len) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* The forward socket set for conf: the current one when site.forward is unchanged (*reused
+ * = 1; a copy of the array), a new group, or NULL when site.forward is unset. */
+static int fwd_build(ae_server_main *s, const ae_conf *conf, int **out, int *reused, char *err,
+                     size_t errlen)
+{
+    const ae_addr *a = &conf->site.forward;
+    *out = NULL;
+    *reused = 0;
+    if (a->len == 0)
+        return 0;
+    int *fds = malloc(s->nworkers * sizeof(int));
+    if (fds == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return AE_ERR_NOMEM;
+    }
+    if (s->fwd_fds != NULL && ae_addr_equal(&s->fwd_addr, a)) {
+        memcpy(fds, s->fwd_fds, s->nworkers * sizeof(int));
+        *reused = 1;
+        *out = fds;
+        return 0;
+    }
+    for (size_t i = 0; i < s->nworkers; i++)
+        fds[i] = -1;
+    int probe = fwd_open_one(a, 0); /* nobody else may share the group */
+    if (probe >= 0)
+        close(probe);
+    for (size_t i = 0; probe >= 0 && i < s->nworkers; i++)
+        if ((fds[i] = fwd_open_one(a, 1)) < 0)
+            probe = -1;
+    if (probe < 0) {
+        snprintf(err, errlen, "%s: site.forward: cannot bind %s: %s", conf->path, a->text,
+                 strerror(errno));
+        fwd_close(fds, s->nworkers);
+        return AE_ERR_IO;
+    }
+    *out = fds;
+    return 0;
+}
+
+/* Adopts the forward set after post_runtime handed it over (old fds not in it are closed by
+ * the workers). */
+static void fwd_adopt(ae_server_main *s, const ae_conf *conf, int *fds)
+{
+    free(s->fwd_fds);
+    s->fwd_fds = fds;
+    s->fwd_addr = conf->site.forward;
+}
+
+/* Every second: the peer table from the site registry, to every worker. */
+static void peers_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    ae_server_main *s = t->data;
+    ae_site_info *sites;
+    size_t n;
+    if (s->state == NULL || s->workers == NULL || s->draining)
+        return;
+    ae_state_info si;
+    ae_state_get_info(s->state, &si);
+    if (!si.connected)
+        return; /* heartbeats look stale while Redis is away: keep the last table */
+    sites = malloc(256 * sizeof(*sites));
+    if (sites == NULL)
+        return;
+    n = ae_state_sites(s->state, sites, 256);
+    ae_fwd_peers *p = ae_fwd_peers_build(sites, n, (uint16_t)s->rt->conf->site.id, ae_wall_ms(),
+                                         s->rt->conf->state.heartbeat_ms,
+                                         s->rt->conf->timeouts.drain_ms, s->seen_draining);
+    free(sites);
+    if (p == NULL)
+        return;
+    ae_fwd_peers_unref(s->peers);
+    s->peers = p;
+    for (size_t i = 0; i < s->nworkers; i++) {
+        ae_msg *m = calloc(1, sizeof(*m));
+        if (m == NULL)
+            continue;
+        m->type = AE_MSG_PEERS;
+        m->peers = ae_fwd_peers_ref(p);
+        ae_worker_post(s->workers[i], m);
+    }
+}
+
 /* Hands rt and the listening set to every worker (each message carries its own reference).
  * conf->listeners[i] corresponds to set[i]. */
-static int post_runtime(ae_server_main *s, ae_runtime *rt, const ae_lsock *set, size_t n)
+static int post_runtime(ae_server_main *s, ae_runtime *rt, const ae_lsock *set, size_t n,
+                        const int *fwd_fds)
 {
     for (size_t i = 0; i < s->nworkers; i++) {
         ae_msg *m = calloc(1, sizeof(*m));
@@ -253,6 +415,7 @@ static int post_runtime(ae_server_main *s, ae_runtime *rt, const ae_lsock *set, 
             fds[k].proto = set[k].proto;
         }
         m->type = AE_MSG_RUNTIME;
+        m->fwd_fd = fwd_fds != NULL ? fwd_fds[i] : -1;
         m->rt = ae_runtime_ref(rt);
         m->fds = fds;
         m->nfds = n;
@@ -416,6 +579,7 @@ int ae_server_reload(ae_server_main *s, char *err, size_t errlen)
     ae_runtime *rt = NULL;
     ae_lsock *set = NULL;
     size_t n = 0;
+    int *fwd = NULL, fwd_reused = 0;
     int rv;
     if (s->draining) {
         snprintf(err, errlen, "draining: reload refused");
@@ -431,10 +595,18 @@ int ae_server_reload(ae_server_main *s, char *err, size_t errlen)
     rv = ae_runtime_new(conf, s->ring, s->rt, s->rt->generation + 1, &rt, err, errlen);
     if (rv != 0)
         goto fail;
-    rv = lsocks_build(s, rt->conf, &set, &n, err, errlen);
+    rv = fwd_build(s, rt->conf, &fwd, &fwd_reused, err, errlen);
     if (rv != 0)
         goto fail;
-    rv = post_runtime(s, rt, set, n);
+    rv = lsocks_build(s, rt->conf, &set, &n, err, errlen);
+    if (rv != 0) {
+        if (fwd_reused)
+            free(fwd);
+        else
+            fwd_close(fwd, s->nworkers);
+        goto fail;
+    }
+    rv = post_runtime(s, rt, set, n, fwd);
     if (rv != 0) {
         /* Some workers may have the new set already; the rest keep the old one. Both are
          * valid: keep our bookkeeping on the new set so fds are never closed twice. */
@@ -443,10 +615,12 @@ int ae_server_reload(ae_server_main *s, char *err, size_t errlen)
     lsocks_forget(s->lsocks, s->nlsocks);
     s->lsocks = set;
     s->nlsocks = n;
+    fwd_adopt(s, rt->conf, fwd);
     ae_runtime_unref(s->rt);
     s->rt = rt;
     apply_log_settings(rt->conf);
     ae_health_set_runtime(s->health, rt);
+    ae_anycast_set_conf(s->anycast, rt->conf);
     admin_apply(s, rt->conf);
     rotation_apply(s, rt->conf);
     s->reloads_ok++;
@@ -471,6 +645,7 @@ static void begin_drain(ae_server_main *s, const char *why)
         s->draining = 1;
         if (s->state != NULL)
             ae_state_set_draining(s->state);
+        ae_anycast_shutdown(s->anycast); /* withdraw the route now */
         AE_INFO("%s: stop accepting, draining connections for up to %u ms (repeat the signal "
                 "to stop at once)",
                 why, s->rt->conf->timeouts.drain_ms);
@@ -500,6 +675,12 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
         ae_server_reload(s, err, sizeof(err));
         return;
     }
+    if (w->signum == SIGUSR2) {
+        char err[256];
+        if (s->anycast != NULL)
+            ae_anycast_drain(s->anycast, "SIGUSR2", err, sizeof(err));
+        return;
+    }
     begin_drain(s, w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
@@ -518,11 +699,22 @@ static void worker_exit_cb(struct ev_loop *loop, ev_async *a, int revents)
 
 static void server_free(ae_server_main *s)
 {
+    /* Join every worker before freeing any: a running worker may still hand a datagram to
+     * another one's inbox (ev_async_send on its loop). */
+    for (size_t i = 0; s->workers != NULL && i < s->nworkers; i++)
+        if (s->workers[i] != NULL && s->workers[i]->started) {
+            pthread_join(s->workers[i]->thread, NULL);
+            s->workers[i]->started = 0;
+        }
     for (size_t i = 0; s->workers != NULL && i < s->nworkers; i++)
         ae_worker_free(s->workers[i]);
     free(s->workers);
+    ae_fwd_group_free(s->fwdg);
+    free(s->fwd_fds); /* the fds belonged to the workers */
+    ae_fwd_peers_unref(s->peers);
     lsocks_forget(s->lsocks, s->nlsocks);
     ae_health_free(s->health);
+    ae_anycast_free(s->anycast);
     ae_admin_free(s->admin);
     ae_runtime_unref(s->rt);
     ae_state_free(s->state);
@@ -533,7 +725,9 @@ static void server_free(ae_server_main *s)
         ev_signal_stop(s->loop, &s->sig_hup);
         ev_signal_stop(s->loop, &s->sig_term);
         ev_signal_stop(s->loop, &s->sig_int);
+        ev_signal_stop(s->loop, &s->sig_usr2);
         ev_timer_stop(s->loop, &s->rotate);
+        ev_timer_stop(s->loop, &s->peers_tick);
         ev_async_stop(s->loop, &s->worker_exit);
     }
     free(s->path);
@@ -565,6 +759,8 @@ int ae_server_run(const char *path)
     s->nworkers = conf->workers;
     ev_timer_init(&s->rotate, rotate_cb, 0, 0);
     s->rotate.data = s;
+    ev_timer_init(&s->peers_tick, peers_tick_cb, 0, 1.0);
+    s->peers_tick.data = s;
     if (ae_keyring_new(&s->ring) != 0) {
         ae_conf_free(conf);
         AE_ERROR("cannot create the ticket key ring");
@@ -602,12 +798,22 @@ int ae_server_run(const char *path)
         s->workers[i]->exit_loop = s->loop;
         s->workers[i]->exit_notify = &s->worker_exit;
     }
+    if (ae_fwd_group_new(s->workers, s->nworkers, &s->fwdg) != 0)
+        goto fail;
     post_secrets(s);
+    {
+        int *fwd = NULL, reused;
+        if (fwd_build(s, s->rt->conf, &fwd, &reused, err, sizeof(err)) != 0) {
+            AE_ERROR("%s", err);
+            goto fail;
+        }
+        fwd_adopt(s, s->rt->conf, fwd);
+    }
     if (lsocks_build(s, s->rt->conf, &s->lsocks, &s->nlsocks, err, sizeof(err)) != 0) {
         AE_ERROR("%s", err);
         goto fail;
     }
-    if (post_runtime(s, s->rt, s->lsocks, s->nlsocks) != 0)
+    if (post_runtime(s, s->rt, s->lsocks, s->nlsocks, s->fwd_fds) != 0)
         goto fail;
     for (size_t i = 0; i < s->nworkers; i++)
         if (ae_worker_start(s->workers[i]) != 0)
@@ -616,11 +822,20 @@ int ae_server_run(const char *path)
     if (ae_health_new(s->loop, &s->health) != 0)
         goto fail;
     ae_health_set_runtime(s->health, s->rt);
+    if (ae_anycast_new(s->loop, s, &s->anycast) != 0)
+        goto fail;
     admin_apply(s, s->rt->conf);
     rotation_apply(s, s->rt->conf);
+    if (s->state != NULL)
+        ev_timer_start(s->loop, &s->peers_tick);
+    if (s->fwd_fds != NULL)
+        AE_INFO("forward endpoint on %s (udp)", s->fwd_addr.text);
     ev_signal_init(&s->sig_hup, signal_cb, SIGHUP);
     ev_signal_init(&s->sig_term, signal_cb, SIGTERM);
     ev_signal_init(&s->sig_int, signal_cb, SIGINT);
+    ev_signal_init(&s->sig_usr2, signal_cb, SIGUSR2);
+    s->sig_usr2.data = s;
+    ev_signal_start(s->loop, &s->sig_usr2);
     s->sig_hup.data = s->sig_term.data = s->sig_int.data = s;
     ev_signal_start(s->loop, &s->sig_hup);
     ev_signal_start(s->loop, &s->sig_term);
@@ -633,6 +848,7 @@ int ae_server_run(const char *path)
 
     ev_run(s->loop, 0);
 
+    ae_anycast_finish(s->anycast); /* a withdraw still running gets its time */
     AE_INFO("drain complete, exiting");
     server_free(s);
     return 0;

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "proxy/forward.h"
 #include "proxy/worker.h"
 
 #define AE_ACCEPT_BATCH   64  /* accepts per readiness event: fairness against connections */
@@ -164,11 +165,14 @@ static void handle_msg(ae_worker *w, ae_msg *m)
         if (w->stopping) {
             for (size_t k = 0; k < m->nfds; k++)
                 close(m->fds[k].fd);
+            if (m->fwd_fd >= 0 && (w->fwd == NULL || m->fwd_fd != ae_fwd_socket(w)))
+                close(m->fwd_fd);
             ae_runtime_unref(m->rt);
             break;
         }
         ae_quic_runtime(w, m->rt);
         apply_listeners(w, m);
+        ae_fwd_set_socket(w, m->fwd_fd);
         ae_runtime_unref(w->rt);
         w->rt = m->rt;
         break;
@@ -200,6 +204,15 @@ static void handle_msg(ae_worker *w, ae_msg *m)
         break;
     case AE_MSG_SECRETS:
         ae_quic_secrets(w, m->sec);
+        break;
+    case AE_MSG_PEERS:
+        ae_fwd_set_peers(w, m->peers);
+        break;
+    case AE_MSG_SITE_DRAIN:
+    case AE_MSG_SITE_UNDRAIN:
+        w->site_draining = m->type == AE_MSG_SITE_DRAIN;
+        if (!w->stopping)
+            ae_quic_site_drain(w, w->site_draining);
         break;
     }
     free(m->fds);
@@ -318,6 +331,10 @@ void ae_worker_free(ae_worker *w)
             close(m->fds[k].fd);
         ae_runtime_unref(m->rt);
         ae_qsecrets_unref(m->sec);
+        ae_fwd_peers_unref(m->peers);
+        if (m->type == AE_MSG_RUNTIME && m->fwd_fd >= 0 &&
+            (w->fwd == NULL || m->fwd_fd != ae_fwd_socket(w)))
+            close(m->fwd_fd);
         free(m->fds);
         free(m);
         m = next;
@@ -328,6 +345,7 @@ void ae_worker_free(ae_worker *w)
         free(b);
     }
     ae_runtime_unref(w->rt);
+    ae_fwd_worker_stop(w);
     ev_async_stop(w->loop, &w->wake);
     ev_prepare_stop(w->loop, &w->gc);
     ev_timer_stop(w->loop, &w->drain);

@@ -37,12 +37,17 @@ typedef enum {
     AE_MSG_RUNTIME = 0, /* adopt rt (a reference moves with it) and exactly the listeners in fds */
     AE_MSG_STOP = 1,    /* stop accepting, drain connections up to drain_ms, then exit */
     AE_MSG_SECRETS = 2, /* adopt sec (a reference moves with it): QUIC secrets of a new ring */
+    AE_MSG_PEERS = 3,   /* adopt peers (a reference moves with it): forwarding peer table */
+    AE_MSG_SITE_DRAIN = 4,   /* site drain (anycast.c): HTTP/3 GOAWAY, keep serving/accepting */
+    AE_MSG_SITE_UNDRAIN = 5, /* end of the site drain */
 } ae_msg_type;
 
 typedef struct ae_msg {
     ae_msg_type type;
     ae_runtime *rt;
     ae_qsecrets *sec;
+    struct ae_fwd_peers *peers;
+    int fwd_fd; /* AE_MSG_RUNTIME: this worker's site.forward socket, -1 none (proxy/forward.c) */
     ae_lfd *fds;
     size_t nfds;
     struct ae_msg *next;
@@ -65,6 +70,7 @@ struct ae_worker {
     ae_tconn *dead;  /* closed, to free in gc */
     size_t nconns;
     int stopping;
+    int site_draining; /* AE_MSG_SITE_DRAIN received (not undrained): QUIC conns get GOAWAY */
 
     ae_buf *free_bufs;
     size_t nfree_bufs;
@@ -72,6 +78,7 @@ struct ae_worker {
 
     ae_counters counters;
     struct ae_qworker *quic; /* QUIC state of this worker (proxy/quic.c), NULL until needed */
+    struct ae_fwd_worker *fwd; /* forwarding state (proxy/forward.c), set before start */
 
     /* Set by the main thread before start: signalled when the worker's loop has ended. */
     struct ev_loop *exit_loop;
@@ -118,6 +125,9 @@ void ae_quic_secrets(ae_worker *w, ae_qsecrets *sec);
 int ae_quic_listener_drain(ae_worker *w, ae_wlistener *l);
 /* Open QUIC connections of the worker (the drain waits for them too). */
 size_t ae_quic_nconns(ae_worker *w);
+/* Site drain (not stopping): on = HTTP/3 GOAWAY to every connection, now and to those that
+ * complete a handshake later, each closed once its requests are done; off = stop doing so. */
+void ae_quic_site_drain(ae_worker *w, int on);
 /* Frees closed QUIC connections and streams (gc), and everything at worker exit. */
 void ae_quic_gc(ae_worker *w);
 void ae_quic_free(ae_worker *w);

@@ -86,6 +86,8 @@ void ae_state_set_rotation(ae_state *s, uint64_t rotation_ms);
 int ae_state_rotate(ae_state *s, char *err, size_t errlen);
 /* Marks this site draining in the registry. */
 void ae_state_set_draining(ae_state *s);
+/* Marks this site active again (end of a site drain). */
+void ae_state_clear_draining(ae_state *s);
 
 void ae_state_get_info(const ae_state *s, ae_state_info *out);
 /* Copies up to max known sites (as last read from Redis, sorted by id) into out. */

@@ -965,6 +965,12 @@ void ae_state_set_draining(ae_state *s)
     heartbeat(s);
 }
 
+void ae_state_clear_draining(ae_state *s)
+{
+    s->draining = 0;
+    heartbeat(s);
+}
+
 void ae_state_get_info(const ae_state *s, ae_state_info *out)
 {
     uint64_t extra_errors = s->info.redis.errors; /* script/ring failures counted here */

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Forged and malformed tunnel frames (state/tunnel.h) for the route-shift test.
+
+    tunnel_forge.py RING_FILE DEST_IP DEST_PORT
+    tunnel_forge.py RING_FILE cid SITE WORKER     prints a QUIC-LB CID (hex) of SITE/WORKER
+
+RING_FILE holds the shared ring as stored in Redis (text format, plain secrets). Sends, to the
+forward endpoint DEST, one frame of each kind and prints "<kind> <count>" per kind sent:
+  mac      authentic frame with one flipped MAC bit (and one with a flipped datagram byte)
+  stale    authentic frame (current tunnel key) stamped 60 s in the past
+  site     authentic frame with origin site id 0
+  key      frame naming a key id that is not in the ring
+  version  frame with version 2
+  short    truncated frames (header only, one byte short of the MAC)
+  magic    random bytes
+The authentic frames carry a short-header QUIC packet with a random DCID, for 192.0.2.10:443.
+"""
+import hashlib
+import hmac
+import os
+import socket
+import struct
+import sys
+import time
+
+
+def hkdf(secret, label, n=32):
+    prk = hmac.new(b"anyedge-ring", secret, hashlib.sha256).digest()
+    out, t, i = b"", b"", 1
+    while len(out) < n:
+        t = hmac.new(prk, t + label + bytes([i]), hashlib.sha256).digest()
+        out += t
+        i += 1
+    return out[:n]
+
+
+def current_key(ring_text):
+    for line in ring_text.splitlines():
+        f = line.split()
+        if not f or f[0] != "key":
+            continue
+        kv = dict(x.split("=", 1) for x in f[1:] if "=" in x)
+        if kv.get("state") == "current":
+            return int(kv["id"]), bytes.fromhex(kv["secret"])
+    raise SystemExit("no current key with a plain secret in the ring")
+
+
+def mapped(ip):
+    return b"\x00" * 10 + b"\xff\xff" + socket.inet_aton(ip)
+
+
+def frame(key, key_id, site=1, ts=None, version=1, dgram=None):
+    if ts is None:
+        ts = int(time.time() * 1000)
+    if dgram is None:
+        dgram = bytes([0x40]) + os.urandom(17 + 40)  # short header, random DCID
+    hdr = b"AEt1" + bytes([version, 0x05]) + struct.pack(">HQQ", site, key_id, ts)
+    hdr += mapped("10.77.1.2") + struct.pack(">H", 40000)
+    hdr += mapped("192.0.2.10") + struct.pack(">H", 443)
+    hdr += struct.pack(">H", len(dgram))
+    body = hdr + dgram
+    return body + hmac.new(key, body, hashlib.sha256).digest()[:16]
+
+
+def make_cid(kid, secret, site, worker):
+    """state/cid.h: epoch|16, then AES-128-ECB(key, site:12 worker:8 zero:4 nonce:104)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key = hkdf(secret, b"quic-cid", 16)
+    sid = (site << 12 | worker << 4).to_bytes(3, "big")
+    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    block = enc.update(sid + os.urandom(13)) + enc.finalize()
+    return bytes([(kid % 7) << 5 | 16]) + block
+
+
+def main():
+    ring = open(sys.argv[1]).read()
+    if sys.argv[2] == "cid":
+        kid, secret = current_key(ring)
+        print(make_cid(kid, secret, int(sys.argv[3]), int(sys.argv[4])).hex())
+        return
+    dest = (sys.argv[2], int(sys.argv[3]))
+    kid, secret = current_key(ring)
+    key = hkdf(secret, b"tunnel")
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = {}
+
+    def send(kind, data):
+        s.sendto(data, dest)
+        sent[kind] = sent.get(kind, 0) + 1
+
+    good = frame(key, kid)
+    send("mac", good[:-1] + bytes([good[-1] ^ 1]))
+    send("mac", good[:70] + bytes([good[70] ^ 0x80]) + good[71:])
+    send("stale", frame(key, kid, ts=int(time.time() * 1000) - 60000))
+    send("site", frame(key, kid, site=0))
+    send("key", frame(key, kid + 1000))
+    send("version", frame(key, kid, version=2))
+    send("short", good[:62])
+    send("short", good[:-1])
+    for _ in range(3):
+        send("magic", os.urandom(200))
+    for k, v in sorted(sent.items()):
+        print(k, v)
+
+
+if __name__ == "__main__":
+    main()
