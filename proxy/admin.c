@@ -535,6 +535,24 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
                   (double)c.v[AE_M_H3_UPLAT_SUM_US] / 1e6);
         sb_printf(&b, "anyedge_h3_upstream_latency_seconds_count %llu\n", (unsigned long long)cum);
     }
+    prom_head(&b, "forward_latency_seconds", "histogram",
+              "Accepted tunnel frames: this site's wall clock minus the frame's timestamp (the "
+              "forwarding site's wall clock; 1 ms resolution, negatives counted as 0).");
+    {
+        uint64_t cum = 0;
+        for (i = 0; i < AE_FWD_LAT_NBUCKETS; i++) {
+            cum += c.v[AE_M_FWD_LAT_B0 + i];
+            if (i + 1 < AE_FWD_LAT_NBUCKETS)
+                sb_printf(&b, "anyedge_forward_latency_seconds_bucket{le=\"%g\"} %llu\n",
+                          ae_fwd_lat_bounds[i], (unsigned long long)cum);
+            else
+                sb_printf(&b, "anyedge_forward_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
+                          (unsigned long long)cum);
+        }
+        sb_printf(&b, "anyedge_forward_latency_seconds_sum %.6f\n",
+                  (double)c.v[AE_M_FWD_LAT_SUM_US] / 1e6);
+        sb_printf(&b, "anyedge_forward_latency_seconds_count %llu\n", (unsigned long long)cum);
+    }
     prom_head(&b, "tunnel_drops_total", "counter",
               "Tunnel frames dropped at this site, by reason (short, magic, version, key, mac, "
               "stale, site, addr, no_endpoint, initial, loop, no_keys).");

@@ -17,6 +17,7 @@
  * healthy samples.
  */
 #include "proxy.h"
+#include "proxy/forward.h"
 #include "state/state.h"
 
 #include <errno.h>
@@ -54,7 +55,8 @@ void ae_anycast_fsm_init(ae_anycast_fsm *f, uint32_t rise, uint32_t fall, int re
 
 int ae_anycast_fsm_healthy(const ae_anycast_fsm *f, const ae_anycast_input *in)
 {
-    return in->pools_ok && in->listeners_ok && !in->draining && (!f->require_redis || in->redis_ok);
+    return in->pools_ok && in->listeners_ok && !in->draining && !in->registry_wait &&
+           (!f->require_redis || in->redis_ok);
 }
 
 static void inc_sat(uint32_t *v)
@@ -217,11 +219,16 @@ static void sample_input(ae_anycast *a, ae_anycast_input *in)
         ae_state_info si;
         ae_state_get_info(st, &si);
         in->redis_ok = si.connected;
+        /* Announcing before the forwarding table exists would reset the flows ECMP re-hashes
+         * to this site. Without Redis there is no table to wait for. */
+        in->registry_wait = si.connected && ae_server_peers(a->srv) == NULL;
     }
     if (!in->listeners_ok)
         snprintf(a->reason, sizeof(a->reason), "listeners closed (shutting down)");
     else if (a->fsm.require_redis && !in->redis_ok && a->reason[0] == '\0')
         snprintf(a->reason, sizeof(a->reason), "redis unreachable (anycast.require_redis)");
+    else if (in->registry_wait && a->reason[0] == '\0')
+        snprintf(a->reason, sizeof(a->reason), "waiting for the site registry (forwarding table)");
     if (in->draining)
         snprintf(a->reason, sizeof(a->reason), "%s",
                  a->shutting                  ? "shutting down"

@@ -147,6 +147,10 @@ ae_fwd_action ae_fwd_decide(ae_cid_keys *k, const ae_fwd_ctx *ctx, const uint8_t
     }
     if (ctx->from_tunnel)
         return AE_FWD_DROP; /* never a second hop */
+    if (ctx->peers == NULL)
+        /* No registry read yet: whether the owner lives is unknown, and RFC 9000 §21.11 forbids
+         * resetting a connection that may live elsewhere. Dropping lets the client retry. */
+        return AE_FWD_DROP;
     const ae_fwd_peer *p = ae_fwd_peers_find(ctx->peers, s);
     if (p != NULL && p->live && !p->draining && p->addrlen > 0)
         return AE_FWD_FORWARD;
@@ -386,6 +390,18 @@ static uint64_t fwd_window_ms(ae_worker *w)
 static void tun_drop(ae_worker *w, int reason)
 {
     ae_count(&w->counters, (ae_metric)(AE_M_TUN_DROP_B0 + reason), 1);
+}
+
+/* Forward latency of an accepted frame: now_ms (ours) - ts_ms (the origin's), clamped to 0. */
+static void fwd_observe_latency(ae_worker *w, uint64_t now_ms, uint64_t ts_ms)
+{
+    uint64_t ms = now_ms > ts_ms ? now_ms - ts_ms : 0;
+    double d = (double)ms / 1e3;
+    size_t i = 0;
+    while (i < AE_FWD_LAT_NBUCKETS - 1 && d > ae_fwd_lat_bounds[i])
+        i++;
+    ae_count(&w->counters, (ae_metric)(AE_M_FWD_LAT_B0 + i), 1);
+    ae_count(&w->counters, AE_M_FWD_LAT_SUM_US, ms * 1000);
 }
 
 /* ---- hand-off between workers ---- */
@@ -771,6 +787,7 @@ static void tunnel_read_cb(struct ev_loop *loop, ev_io *io, int revents)
                 tun_drop(w, AE_FWD_DROP_NOEP);
                 continue;
             }
+            fwd_observe_latency(w, now, hdr.timestamp_ms);
             atomic_fetch_add_explicit(&fw->site_in[hdr.site], 1, memory_order_relaxed);
             ae_count(&w->counters, AE_M_FWD_IN, 1);
             ae_count(&w->counters, AE_M_QUIC_PKTS_IN, 1);

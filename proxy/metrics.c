@@ -66,10 +66,17 @@ const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_FWD_SEND_ERRORS] = "forward_send_errors",
     /* AE_M_TUN_DROP_*: rendered as tunnel_drops_total{reason=...} */
     /* AE_M_H3_UPLAT_*: no name, rendered as the histogram h3_upstream_latency_seconds */
+    /* AE_M_FWD_LAT_*: no name, rendered as the histogram forward_latency_seconds */
 };
 
 const double ae_h3_uplat_bounds[AE_H3_UPLAT_NBUCKETS - 1] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+
+/* 0.1 ms .. 1 s. The frame timestamp has 1 ms resolution: a single observation is the true
+ * delay rounded to a neighbouring whole ms (so sub-ms delays land in 0.0001 or 0.001), but the
+ * sum / count is an unbiased mean when the send time's phase within the ms is uniform. */
+const double ae_fwd_lat_bounds[AE_FWD_LAT_NBUCKETS - 1] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
 
 const char *const ae_metric_help[AE_M__COUNT] = {
     [AE_M_ACCEPTED] = "Client TCP connections accepted.",

@@ -92,6 +92,9 @@ typedef enum {
     AE_M_FWD_SEND_ERRORS,      /* tunnel frames that could not be sent */
     AE_M_TUN_DROP_B0,          /* tunnel frames dropped, one counter per reason (forward.h: */
     AE_M_TUN_DROP_LAST = AE_M_TUN_DROP_B0 + 11, /* AE_TUN_ERR_* then AE_FWD_DROP_*) */
+    AE_M_FWD_LAT_B0, /* forward latency histogram (accepted tunnel frames): AE_FWD_LAT_NBUCKETS */
+    AE_M_FWD_LAT_LAST = AE_M_FWD_LAT_B0 + 13, /* per-bucket counts, the last is +Inf */
+    AE_M_FWD_LAT_SUM_US,                      /* sum of the observations, microseconds */
     AE_M__COUNT
 } ae_metric;
 
@@ -100,6 +103,13 @@ typedef enum {
  * then +Inf. Rendered cumulative as anyedge_h3_upstream_latency_seconds. */
 #define AE_H3_UPLAT_NBUCKETS (AE_M_H3_UPLAT_LAST - AE_M_H3_UPLAT_B0 + 1)
 extern const double ae_h3_uplat_bounds[AE_H3_UPLAT_NBUCKETS - 1];
+
+/* Upper bounds (seconds) of the forward latency histogram: receiver's wall clock minus the
+ * tunnel frame's timestamp (origin's wall clock, both in ms, negatives clamped to 0), per
+ * accepted frame. Buckets AE_M_FWD_LAT_B0 + i, then +Inf; rendered cumulative as
+ * anyedge_forward_latency_seconds. */
+#define AE_FWD_LAT_NBUCKETS (AE_M_FWD_LAT_LAST - AE_M_FWD_LAT_B0 + 1)
+extern const double ae_fwd_lat_bounds[AE_FWD_LAT_NBUCKETS - 1];
 
 /* Metric name (without the anyedge_ prefix and _total suffix) and help text, by ae_metric. */
 extern const char *const ae_metric_names[AE_M__COUNT];
@@ -334,6 +344,8 @@ typedef struct {
     int listeners_ok; /* the listeners are open */
     int draining;     /* site drain or shutdown: withdraw at once, no hysteresis */
     int redis_ok;     /* Redis connected (counts only with require_redis) */
+    int registry_wait; /* shared state: connected but the site registry not read yet, so this
+                        * site could not forward other sites' flows: not healthy */
 } ae_anycast_input;
 
 typedef struct {

@@ -378,6 +378,12 @@ static void peers_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (sites == NULL)
         return;
     n = ae_state_sites(s->state, sites, 256);
+    if (n == 0) {
+        /* The registry has not been read yet (this site lists itself once it has): an empty
+         * table would make every other site look dead and earn their clients resets. */
+        free(sites);
+        return;
+    }
     ae_fwd_peers *p = ae_fwd_peers_build(sites, n, (uint16_t)s->rt->conf->site.id, ae_wall_ms(),
                                          s->rt->conf->state.heartbeat_ms,
                                          s->rt->conf->timeouts.drain_ms, s->seen_draining);

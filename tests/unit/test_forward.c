@@ -135,7 +135,8 @@ static void test_decision_table(void **state)
             assert_int_equal(worker, cases[i].worker);
         }
     }
-    /* No peer table at all: every other site is unknown. */
+    /* No peer table yet (registry not read): another site's owner may live, so no reset
+     * (RFC 9000 §21.11): dropped. */
     {
         uint8_t cid[AE_CID_LEN], pkt[128];
         uint16_t site;
@@ -144,7 +145,7 @@ static void test_decision_table(void **state)
         assert_int_equal(ae_cid_encode(k, 2, 0, cid), 0);
         size_t n = make_pkt(PKT_SHORT, cid, pkt);
         assert_int_equal(ae_fwd_decide(k, &ctx, pkt, n, cid, sizeof(cid), &site, &worker),
-                         AE_FWD_RESET_DEAD);
+                         AE_FWD_DROP);
         /* No CID keys yet: short headers are dropped, long ones left alone. */
         assert_int_equal(ae_fwd_decide(NULL, &ctx, pkt, n, cid, sizeof(cid), &site, &worker),
                          AE_FWD_DROP);
