@@ -13,9 +13,11 @@
 #  3. Forged frames to site1's forward port during a forwarded transfer (bad MAC, stale
 #     timestamp, site 0, unknown key, version 2, truncated, random): each dropped and counted
 #     under its reason; the transfer completes.
-#  4. Owner dies: a transfer at site1, route moved to site2, site1's anyedge killed (SIGKILL):
-#     the client gets a stateless reset from site2 (time from the kill to the client's error is
-#     reported) and a new request succeeds at site2.
+#  4. Owner dies: a gtlsclient transfer at site1, route moved to site2, site1's anyedge killed
+#     (SIGKILL): the client gets a stateless reset from site2 and reconnects with the ticket
+#     site1 gave it: resumed at site2 with 0-RTT accepted; the gaps from the kill to the reset
+#     and to the successful response are reported.
+#  Also: the forward latency histogram (anyedge_forward_latency_seconds) counts the frames.
 # Needs root and `ip netns` (CI runs as root).
 . "$(dirname "$0")/lib.sh"
 . "$AE_SRCDIR/tests/lab/netns.sh"
@@ -25,6 +27,7 @@ ip netns list >/dev/null 2>&1 || fail "'ip netns' is unavailable"
 command -v redis-server >/dev/null || fail "redis-server is not installed"
 command -v redis-cli >/dev/null || fail "redis-cli is not installed"
 [ -x "$AE_BIN/ae-h3get" ] || fail "$AE_BIN/ae-h3get is missing (HTTP/3 test client)"
+command -v gtlsclient >/dev/null || fail "gtlsclient (ngtcp2-client) is not installed"
 
 lab_test_cleanup() {
     local rc=$?
@@ -75,6 +78,7 @@ upstreams:
     servers: [ "$CORE:8080" ]
 admin: { address: "127.0.0.1:9901" }
 state: { redis: "redis://$CORE:6379/0", sync_interval: 1s, heartbeat: 1s }
+quic: { early_data: on }
 EOF
     start_bg "site$n" ip netns exec "$(lab_ns site$n)" "$ANYEDGE" -c "$T/site$n.yaml"
     lab_wait_tcp "site$n" 127.0.0.1 9901 || fail "site$n: admin does not listen"
@@ -89,6 +93,22 @@ smetric() {
 fwd_out() { smetric "$1" "anyedge_forwarded_datagrams_total{direction=\"out\",site=\"$2\"}"; }
 fwd_in() { smetric "$1" "anyedge_forwarded_datagrams_total{direction=\"in\",site=\"$2\"}"; }
 tdrop() { smetric "$1" "anyedge_tunnel_drops_total{reason=\"$2\"}"; }
+# fwd_latency SITE: "count p50 p99 mean_ms" of anyedge_forward_latency_seconds (pNN: upper
+# bound of the bucket holding the quantile).
+fwd_latency() {
+    lab_exec "$1" curl -s --max-time 5 http://127.0.0.1:9901/metrics | awk 'BEGIN { n = 0 }
+        /^anyedge_forward_latency_seconds_bucket/ {
+            match($1, /le="[^"]*"/); le[n] = substr($1, RSTART + 4, RLENGTH - 5); c[n++] = $2 }
+        /^anyedge_forward_latency_seconds_sum/ { sum = $2 }
+        /^anyedge_forward_latency_seconds_count/ { cnt = $2 }
+        END {
+            p50 = p99 = "-"
+            for (i = 0; i < n; i++) {
+                if (p50 == "-" && c[i] >= 0.5 * cnt) p50 = le[i]
+                if (p99 == "-" && c[i] >= 0.99 * cnt) p99 = le[i]
+            }
+            printf "%d %s %s %.3f\n", cnt, p50, p99, (cnt > 0 ? 1000 * sum / cnt : 0) }'
+}
 peers_ready() {
     local n out
     for n in 1 2; do
@@ -155,6 +175,12 @@ assert_ge "$fo" 100 "site2 datagrams forwarded to site1"
 assert_ge "$fi" 100 "site1 datagrams received from site2"
 log "check 1: 50 MiB download shifted to site2 at $((at >> 20)) MiB, completed $((t_done - t_shift)) ms" \
     "later, sha256 ok; site2 forwarded $fo datagrams to site1, site1 accepted $fi"
+# Forward latency histogram at site1 (one observation per accepted frame; 1 ms resolution).
+lat=$(fwd_latency site1)
+read -r lcount lp50 lp99 lmean <<<"$lat"
+assert_ge "$lcount" "$fi" "site1 forward latency observations (>= frames accepted)"
+log "check 1: site1 forward latency over $lcount frames: p50 <= ${lp50}s, p99 <= ${lp99}s," \
+    "mean ${lmean} ms"
 
 # whereis: CIDs made from the ring in Redis (tests/tools/tunnel_forge.py cid SITE WORKER).
 redis-cli -h "$CORE" -p 6379 GET anyedge:ring >"$T/ring.txt" 2>/dev/null ||
@@ -203,9 +229,22 @@ assert_eq "$sha" "$sha_big" "sha256 of the download during the forgeries"
 log "check 3: forged frames dropped by reason ($(tr '\n' ' ' <"$T/forge.out")); forwarded download ok"
 lab_shift site1
 
-# ---- 4. owner dies after the shift ----
-h3get_bg dies -o "$T/dies.bin" "https://$A/bytes/$BIG"
-wait_bytes "$T/dies.bin" $((4 << 20)) 30 || fail "download for check 4 did not start"
+# ---- 4. owner dies after the shift; the client comes back with its ticket in 0-RTT ----
+# gtlsclient downloads from site1 and keeps the session ticket site1 sent it (the ring's ticket
+# key: valid at every site); the route moves to site2, which forwards; site1 is killed: site2
+# answers the client's next packets with a stateless reset (the owner is dead), and a new
+# gtlsclient run with that ticket resumes at site2 with 0-RTT accepted.
+SESS=$T/sess
+TPF=$T/tp
+rm -rf "$T/dl4" "$T/dl5"
+mkdir -p "$T/dl4" "$T/dl5"
+lab_exec client timeout 120 gtlsclient --exit-on-all-streams-close --session-file="$SESS" \
+    --tp-file="$TPF" --download="$T/dl4" "$A" 443 "https://localhost/bytes/$BIG" \
+    >"$T/dies.out" 2>&1 &
+PID_dies=$!
+AE_PIDS+=($!)
+wait_bytes "$T/dl4/$BIG" $((4 << 20)) 30 || fail "download for check 4 did not start ($(tail -3 "$T/dies.out"))"
+[ -s "$SESS" ] && [ -s "$TPF" ] || fail "gtlsclient kept no ticket / transport parameters from site1"
 o21=$(fwd_out site2 1)
 r0=$(smetric site2 anyedge_forward_resets_owner_dead_total)
 lab_shift site2
@@ -213,21 +252,32 @@ wait_metric site2 "anyedge_forward_out_total" 1 5 || true
 sleep 0.3
 kill -KILL "$PID_site1"
 t_kill=$(now_ms)
-rc=0
-wait "$PID_dies" || rc=$?
+wait "$PID_dies" || true
 t_err=$(now_ms)
 gap=$((t_err - t_kill))
-[ "$rc" != 0 ] || fail "the download survived its owner's death?"
+got=$(fsize "$T/dl4/$BIG")
+[ "$got" -lt "$BIG" ] || fail "the download survived its owner's death?"
+grep -q "SR token" "$T/dies.out" ||
+    fail "gtlsclient saw no stateless reset: $(grep -v '^ *$' "$T/dies.out" | tail -3)"
 resets=$(($(smetric site2 anyedge_forward_resets_owner_dead_total) - r0))
 assert_ge "$resets" 1 "site2 resets because the owner is dead"
 assert_le "$gap" 5000 "time from the owner's death to the client's error (ms)"
-t0=$(now_ms)
-out=$(lab_exec client timeout 20 "$AE_BIN/ae-h3get" -k "https://$A/bytes/1000" 2>&1) ||
-    fail "retry at site2 failed: $out"
-assert_match "$out" '^0 200 1000 ' "retry at site2"
-log "check 4: site1 killed after the shift: client error ${gap} ms after the kill" \
-    "(ae-h3get exit $rc: $(tr '\n' ' ' <"$T/dies.err" | head -c 160); site2 sent $resets resets" \
-    "for a dead owner), retry at site2 ok in $(($(now_ms) - t0)) ms"
+z0=$(smetric site2 anyedge_quic_0rtt_accepted_total)
+e0=$(smetric site2 anyedge_h3_early_data_requests_total)
+lab_exec client timeout 20 gtlsclient --exit-on-all-streams-close --session-file="$SESS" \
+    --tp-file="$TPF" --download="$T/dl5" "$A" 443 "https://localhost/bytes/1000" \
+    >"$T/reconnect.out" 2>&1 || fail "reconnect at site2 failed: $(tail -3 "$T/reconnect.out")"
+t_ok=$(now_ms)
+assert_eq "$(fsize "$T/dl5/1000")" 1000 "bytes of the request after the reconnect"
+grep -q "type=0RTT" "$T/reconnect.out" || fail "gtlsclient sent no 0-RTT packet to site2"
+grep -q "Early data was rejected" "$T/reconnect.out" && fail "site2 rejected the early data"
+assert_eq "$(smetric site2 anyedge_quic_0rtt_accepted_total)" $((z0 + 1)) "site2 0-RTT accepted"
+assert_eq "$(smetric site2 anyedge_h3_early_data_requests_total)" $((e0 + 1)) \
+    "site2 requests forwarded from 0-RTT"
+log "check 4: site1 killed after the shift at $((got >> 20)) MiB: stateless reset ends the client's" \
+    "connection ${gap} ms after the kill (site2 sent $resets resets for a dead owner); the client" \
+    "resumed at site2 with its ticket, 0-RTT accepted, response $((t_ok - t_kill)) ms after the kill" \
+    "($((t_ok - t_err)) ms for the new connection)"
 whereis_dead() {
     lab_exec site2 "$ANYEDGECTL" whereis "$cid11" | grep -q '"alive":false.*"action":"reset"'
 }

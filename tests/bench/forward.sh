@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Forwarded vs direct HTTP/3 throughput (issue #5 "Benchmark"), in the network-namespace lab
+# (tests/lab/netns.sh: client -> router -> site1 | site2, Redis + ae-origin in core, no link
+# caps). Two anyedge sites share the ring through Redis; each has site.forward on its core link.
+#
+#   direct     the route to the anycast /32 points at site1 for the whole run.
+#   forwarded  the route points at site1 while the client connects, then moves to site2 0.2 s
+#              into the run: every client datagram then goes router -> site2 -> tunnel frame ->
+#              site1 (replies go straight from site1 to the client: direct server return).
+#              The first 0.2 s are direct (~4 % of a 5 s run; flatters forwarded slightly).
+#
+# Loads, both over one QUIC connection:
+#   download   ae-h3load -c 1 -m 8 -d 5: 1 MiB GETs (/bytes/1048576), 8 streams in flight.
+#              Client -> server is mostly ACKs here: the forwarded path carries little data.
+#   upload     ae-h3get -n 240 -d 1MiB: 240 POSTs of 1 MiB to ae-origin's /sink, multiplexed:
+#              the forwarded path carries the data.
+# ROUNDS rounds (default 3); the order direct/forwarded alternates per round. Also reported: the
+# forward latency histogram of site1 (anyedge_forward_latency_seconds: receive wall clock minus
+# the frame's timestamp, 1 ms resolution; its mean is unbiased, its p50 is a bucket bound).
+#
+# Usage (root): AE_BIN=build tests/bench/forward.sh   [ROUNDS=3 SECS=5 WORKERS=1]
+# Results: one line per run on stdout and a summary table.
+set -euo pipefail
+AE_SRCDIR=$(cd "$(dirname "$0")/../.." && pwd)
+AE_BIN=$(cd "${AE_BIN:-$AE_SRCDIR/build}" && pwd)
+ROUNDS=${ROUNDS:-3}
+SECS=${SECS:-5}
+WORKERS=${WORKERS:-1}
+UPN=${UPN:-240}
+. "$AE_SRCDIR/tests/lab/netns.sh"
+
+die() {
+    echo "forward.sh: $*" >&2
+    exit 1
+}
+[ "$(id -u)" = 0 ] || die "needs root (ip netns)"
+for b in anyedge ae-origin ae-h3load ae-h3get; do [ -x "$AE_BIN/$b" ] || die "$AE_BIN/$b missing"; done
+command -v redis-server >/dev/null || die "redis-server is not installed"
+
+T=$(mktemp -d /tmp/ae-fwdbench.XXXXXX)
+PIDS=()
+cleanup() {
+    local rc=$? p
+    trap - EXIT
+    set +e
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null
+    done
+    lab_down
+    [ $rc = 0 ] || tail -n 20 "$T"/*.log 2>/dev/null
+    rm -rf "$T"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+log() { printf '[forward.sh] %s\n' "$*" >&2; }
+bg() {
+    local name=$1
+    shift
+    "$@" >"$T/$name.log" 2>&1 &
+    PIDS+=($!)
+}
+
+lab_init "aefb$$-" 2
+lab_up || die "could not build the lab"
+A=$LAB_ANYCAST
+CORE=$LAB_CORE_ADDR
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=localhost" -keyout "$T/edge.key" -out "$T/edge.pem" 2>/dev/null
+bg redis ip netns exec "$(lab_ns core)" redis-server --port 6379 --bind "$CORE" \
+    --protected-mode no --save '' --appendonly no
+bg origin ip netns exec "$(lab_ns core)" "$AE_BIN/ae-origin" -l "$CORE:8080" -i origin -q
+lab_wait_tcp core "$CORE" 6379 || die "redis does not listen"
+lab_wait_tcp core "$CORE" 8080 || die "origin does not listen"
+for n in 1 2; do
+    cat >"$T/site$n.yaml" <<EOF
+site: { id: $n, name: site$n, forward: "$(lab_site_fwd $n):4434" }
+workers: $WORKERS
+log: { access: off }
+tls: { cert: $T/edge.pem, key: $T/edge.key }
+listeners:
+  - { name: h3, protocol: quic, address: "$A:443", upstream: pool }
+upstreams:
+  pool:
+    servers: [ "$CORE:8080" ]
+admin: { address: "127.0.0.1:9901" }
+state: { redis: "redis://$CORE:6379/0", sync_interval: 1s, heartbeat: 1s }
+EOF
+    bg "site$n" ip netns exec "$(lab_ns site$n)" "$AE_BIN/anyedge" -c "$T/site$n.yaml"
+    lab_wait_tcp "site$n" 127.0.0.1 9901 || die "site$n: admin does not listen"
+done
+metrics() { lab_exec "$1" curl -s --max-time 5 http://127.0.0.1:9901/metrics; }
+smetric() { metrics "$1" | awk -v k="$2" '$1 == k { v = $2 } END { printf "%d", (v == "" ? 0 : v) }'; }
+peers_ready() {
+    local n
+    for n in 1 2; do
+        [ "$(lab_exec "site$n" curl -s --max-time 3 http://127.0.0.1:9901/sites |
+            grep -o '"live":true' | wc -l)" -ge 2 ] || return 1
+    done
+    [ "$(smetric site1 anyedge_ring_generation)" = "$(smetric site2 anyedge_ring_generation)" ]
+}
+for _ in $(seq 150); do peers_ready && break; sleep 0.1; done
+peers_ready || die "sites do not see each other"
+sleep 1.5
+head -c $((1 << 20)) /dev/urandom >"$T/up.bin"
+# latency histogram of site1 as "le count" lines (cumulative) plus "sum S"
+lat_snap() {
+    metrics site1 | awk '/^anyedge_forward_latency_seconds_bucket/ {
+        match($1, /le="[^"]*"/); print substr($1, RSTART + 4, RLENGTH - 5), $2 }
+        /^anyedge_forward_latency_seconds_sum/ { print "sum", $2 }'
+}
+
+# run KIND LOAD: prints "MBps fwd_datagrams"
+run() {
+    local kind=$1 load=$2 t0 t1 pid line bytes secs f0 f1
+    lab_shift site1
+    f0=$(smetric site1 'anyedge_forwarded_datagrams_total{direction="in",site="2"}')
+    t0=$(date +%s%N)
+    if [ "$load" = download ]; then
+        lab_exec client "$AE_BIN/ae-h3load" -k -c 1 -m 8 -d "$SECS" \
+            "https://$A/bytes/1048576" >"$T/load.out" 2>"$T/load.err" &
+    else
+        lab_exec client "$AE_BIN/ae-h3get" -k -n "$UPN" -d "$T/up.bin" "https://$A/sink" \
+            >"$T/load.out" 2>"$T/load.err" &
+    fi
+    pid=$!
+    if [ "$kind" = forwarded ]; then
+        sleep 0.2
+        lab_shift site2
+    fi
+    wait "$pid" || die "$load ($kind) failed: $(tail -3 "$T/load.err" "$T/load.out")"
+    t1=$(date +%s%N)
+    lab_shift site1
+    f1=$(smetric site1 'anyedge_forwarded_datagrams_total{direction="in",site="2"}')
+    if [ "$load" = download ]; then
+        line=$(cat "$T/load.out")
+        bytes=$(awk '{ for (i = 1; i < NF; i++) if ($i == "bytes") print $(i + 1) }' <<<"$line")
+        secs=$(awk '{ for (i = 1; i < NF; i++) if ($i == "seconds") print $(i + 1) }' <<<"$line")
+        [ "$(awk '{ for (i = 1; i < NF; i++) if ($i == "errors") print $(i + 1) }' <<<"$line")" = 0 ] ||
+            die "download errors: $line"
+    else
+        local ok
+        ok=$(awk -v n=$((1 << 20)) '$2 == 200 && $3 ~ /^[0-9]+$/' "$T/load.out" | wc -l)
+        [ "$ok" = "$UPN" ] || die "upload: $ok of $UPN POSTs ok: $(head -3 "$T/load.out")"
+        bytes=$((UPN << 20))
+        secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+    fi
+    awk -v b="$bytes" -v s="$secs" -v f=$((f1 - f0)) 'BEGIN { printf "%.1f %d\n", b / s / 1e6, f }'
+}
+
+declare -A sum cnt
+lat0=$(lat_snap)
+for round in $(seq 1 "$ROUNDS"); do
+    if [ $((round % 2)) = 1 ]; then order="direct forwarded"; else order="forwarded direct"; fi
+    for load in download upload; do
+        for kind in $order; do
+            read -r mbps fwd <<<"$(run "$kind" "$load")"
+            printf 'round %d %-9s %-9s %8.1f MB/s  datagrams forwarded site2->site1: %d\n' \
+                "$round" "$load" "$kind" "$mbps" "$fwd"
+            sum[$load.$kind]=$(awk -v a="${sum[$load.$kind]:-0}" -v b="$mbps" 'BEGIN { print a + b }')
+            cnt[$load.$kind]=$((${cnt[$load.$kind]:-0} + 1))
+            if [ "$kind" = forwarded ] && [ "$fwd" -lt 100 ]; then
+                die "forwarded $load run forwarded only $fwd datagrams"
+            fi
+        done
+    done
+done
+lat1=$(lat_snap)
+echo
+printf '%-9s %12s %12s %7s\n' load direct forwarded ratio
+for load in download upload; do
+    d=$(awk -v s="${sum[$load.direct]}" -v n="${cnt[$load.direct]}" 'BEGIN { printf "%.1f", s / n }')
+    f=$(awk -v s="${sum[$load.forwarded]}" -v n="${cnt[$load.forwarded]}" 'BEGIN { printf "%.1f", s / n }')
+    printf '%-9s %9s MB/s %7s MB/s %6.2fx\n' "$load" "$d" "$f" "$(awk -v a="$f" -v b="$d" 'BEGIN { print a / b }')"
+done
+# Forward latency over all forwarded runs: the histogram's delta.
+paste <(echo "$lat0") <(echo "$lat1") | awk '
+    $1 == "sum" { sum = $4 - $2; next }
+    { le[n] = $1; c[n++] = $4 - $2 }
+    END {
+        total = c[n - 1]
+        for (i = 0; i < n; i++) if (c[i] >= 0.5 * total) { p50 = le[i]; break }
+        for (i = 0; i < n; i++) if (c[i] >= 0.99 * total) { p99 = le[i]; break }
+        printf "forward latency at site1 over %d frames: mean %.3f ms, p50 <= %s s, p99 <= %s s\n",
+            total, (total > 0 ? 1000 * sum / total : 0), p50, p99 }'
