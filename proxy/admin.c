@@ -487,6 +487,26 @@ int ae_admin_render_sites(ae_server_main *s, char **out, size_t *outlen)
     return sb_finish(&b, out, outlen);
 }
 
+/* A Prometheus histogram from per-bucket counts (bucket i counts observations <= bounds[i];
+ * the last bucket, +Inf, the rest) and a sum in microseconds. */
+static void render_histogram(sb *b, const char *name, const char *help, const uint64_t *buckets,
+                             const double *bounds, size_t nbuckets, uint64_t sum_us)
+{
+    uint64_t cum = 0;
+
+    prom_head(b, name, "histogram", help);
+    for (size_t i = 0; i < nbuckets; i++) {
+        cum += buckets[i];
+        if (i + 1 < nbuckets)
+            sb_printf(b, "anyedge_%s_bucket{le=\"%g\"} %llu\n", name, bounds[i],
+                      (unsigned long long)cum);
+        else
+            sb_printf(b, "anyedge_%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+    }
+    sb_printf(b, "anyedge_%s_sum %.6f\n", name, (double)sum_us / 1e6);
+    sb_printf(b, "anyedge_%s_count %llu\n", name, (unsigned long long)cum);
+}
+
 int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
 {
     ae_counters_snapshot c;
@@ -517,42 +537,16 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
         sb_prom_esc(&b, fail_reason_name(i), 0);
         sb_printf(&b, "\"} %llu\n", (unsigned long long)c.v[AE_M_HS_FAIL_PROTOCOL + i]);
     }
-    prom_head(&b, "h3_upstream_latency_seconds", "histogram",
-              "HTTP/3 requests: time from the first upstream attempt to the first response "
-              "byte from the upstream server.");
-    {
-        uint64_t cum = 0;
-        for (i = 0; i < AE_H3_UPLAT_NBUCKETS; i++) {
-            cum += c.v[AE_M_H3_UPLAT_B0 + i];
-            if (i + 1 < AE_H3_UPLAT_NBUCKETS)
-                sb_printf(&b, "anyedge_h3_upstream_latency_seconds_bucket{le=\"%g\"} %llu\n",
-                          ae_h3_uplat_bounds[i], (unsigned long long)cum);
-            else
-                sb_printf(&b, "anyedge_h3_upstream_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
-                          (unsigned long long)cum);
-        }
-        sb_printf(&b, "anyedge_h3_upstream_latency_seconds_sum %.6f\n",
-                  (double)c.v[AE_M_H3_UPLAT_SUM_US] / 1e6);
-        sb_printf(&b, "anyedge_h3_upstream_latency_seconds_count %llu\n", (unsigned long long)cum);
-    }
-    prom_head(&b, "forward_latency_seconds", "histogram",
-              "Accepted tunnel frames: this site's wall clock minus the frame's timestamp (the "
-              "forwarding site's wall clock; 1 ms resolution, negatives counted as 0).");
-    {
-        uint64_t cum = 0;
-        for (i = 0; i < AE_FWD_LAT_NBUCKETS; i++) {
-            cum += c.v[AE_M_FWD_LAT_B0 + i];
-            if (i + 1 < AE_FWD_LAT_NBUCKETS)
-                sb_printf(&b, "anyedge_forward_latency_seconds_bucket{le=\"%g\"} %llu\n",
-                          ae_fwd_lat_bounds[i], (unsigned long long)cum);
-            else
-                sb_printf(&b, "anyedge_forward_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
-                          (unsigned long long)cum);
-        }
-        sb_printf(&b, "anyedge_forward_latency_seconds_sum %.6f\n",
-                  (double)c.v[AE_M_FWD_LAT_SUM_US] / 1e6);
-        sb_printf(&b, "anyedge_forward_latency_seconds_count %llu\n", (unsigned long long)cum);
-    }
+    render_histogram(&b, "h3_upstream_latency_seconds",
+                     "HTTP/3 requests: time from the first upstream attempt to the first response "
+                     "byte from the upstream server.",
+                     &c.v[AE_M_H3_UPLAT_B0], ae_h3_uplat_bounds, AE_H3_UPLAT_NBUCKETS,
+                     c.v[AE_M_H3_UPLAT_SUM_US]);
+    render_histogram(&b, "forward_latency_seconds",
+                     "Accepted tunnel frames: this site's wall clock minus the frame's timestamp "
+                     "(the forwarding site's wall clock; 1 ms resolution, negatives counted as 0).",
+                     &c.v[AE_M_FWD_LAT_B0], ae_fwd_lat_bounds, AE_FWD_LAT_NBUCKETS,
+                     c.v[AE_M_FWD_LAT_SUM_US]);
     prom_head(&b, "tunnel_drops_total", "counter",
               "Tunnel frames dropped at this site, by reason (short, magic, version, key, mac, "
               "stale, site, addr, no_endpoint, initial, loop, no_keys).");
