@@ -28,35 +28,18 @@ SECS=${SECS:-5}
 WORKERS=${WORKERS:-1}
 UPN=${UPN:-240}
 . "$AE_SRCDIR/tests/lab/netns.sh"
+BENCH_TAG=forward.sh
+# shellcheck source=tests/bench/common.sh
+. "$AE_SRCDIR/tests/bench/common.sh"
 
-die() {
-    echo "forward.sh: $*" >&2
-    exit 1
-}
 [ "$(id -u)" = 0 ] || die "needs root (ip netns)"
 for b in anyedge ae-origin ae-h3load ae-h3get; do [ -x "$AE_BIN/$b" ] || die "$AE_BIN/$b missing"; done
 command -v redis-server >/dev/null || die "redis-server is not installed"
 
-T=$(mktemp -d /tmp/ae-fwdbench.XXXXXX)
-PIDS=()
-cleanup() {
-    local rc=$? p
-    trap - EXIT
-    set +e
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null
-    done
-    lab_down
-    [ $rc = 0 ] || tail -n 20 "$T"/*.log 2>/dev/null
-    rm -rf "$T"
-    exit $rc
-}
-trap cleanup EXIT
+bench_tmpdir ae-fwdbench
+# shellcheck disable=SC2317 # invoked by bench_cleanup (EXIT trap), after our processes ended
+bench_cleanup_hook() { lab_down; }
 trap 'exit 143' TERM
-trap 'exit 130' INT
-log() { printf '[forward.sh] %s\n' "$*" >&2; }
 bg() {
     local name=$1
     shift
@@ -67,43 +50,18 @@ bg() {
 lab_init "aefb$$-" 2
 lab_up || die "could not build the lab"
 A=$LAB_ANYCAST
-CORE=$LAB_CORE_ADDR
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj "/CN=localhost" -keyout "$T/edge.key" -out "$T/edge.pem" 2>/dev/null
-bg redis ip netns exec "$(lab_ns core)" redis-server --port 6379 --bind "$CORE" \
-    --protected-mode no --save '' --appendonly no
-bg origin ip netns exec "$(lab_ns core)" "$AE_BIN/ae-origin" -l "$CORE:8080" -i origin -q
-lab_wait_tcp core "$CORE" 6379 || die "redis does not listen"
-lab_wait_tcp core "$CORE" 8080 || die "origin does not listen"
+lab_start_core bg "$AE_BIN/ae-origin" || die "core services do not start"
 for n in 1 2; do
-    cat >"$T/site$n.yaml" <<EOF
-site: { id: $n, name: site$n, forward: "$(lab_site_fwd $n):4434" }
-workers: $WORKERS
-log: { access: off }
-tls: { cert: $T/edge.pem, key: $T/edge.key }
-listeners:
-  - { name: h3, protocol: quic, address: "$A:443", upstream: pool }
-upstreams:
-  pool:
-    servers: [ "$CORE:8080" ]
-admin: { address: "127.0.0.1:9901" }
-state: { redis: "redis://$CORE:6379/0", sync_interval: 1s, heartbeat: 1s }
-EOF
+    lab_site_conf "$n" "$WORKERS" "$T/edge.pem" "$T/edge.key" quic >"$T/site$n.yaml"
     bg "site$n" ip netns exec "$(lab_ns site$n)" "$AE_BIN/anyedge" -c "$T/site$n.yaml"
     lab_wait_tcp "site$n" 127.0.0.1 9901 || die "site$n: admin does not listen"
 done
 metrics() { lab_exec "$1" curl -s --max-time 5 http://127.0.0.1:9901/metrics; }
-smetric() { metrics "$1" | awk -v k="$2" '$1 == k { v = $2 } END { printf "%d", (v == "" ? 0 : v) }'; }
-peers_ready() {
-    local n
-    for n in 1 2; do
-        [ "$(lab_exec "site$n" curl -s --max-time 3 http://127.0.0.1:9901/sites |
-            grep -o '"live":true' | wc -l)" -ge 2 ] || return 1
-    done
-    [ "$(smetric site1 anyedge_ring_generation)" = "$(smetric site2 anyedge_ring_generation)" ]
-}
-for _ in $(seq 150); do peers_ready && break; sleep 0.1; done
-peers_ready || die "sites do not see each other"
+smetric() { lab_smetric "$@"; }
+for _ in $(seq 150); do lab_peers_ready && break; sleep 0.1; done
+lab_peers_ready || die "sites do not see each other"
 sleep 1.5
 head -c $((1 << 20)) /dev/urandom >"$T/up.bin"
 # latency histogram of site1 as "le count" lines (cumulative) plus "sum S"

@@ -44,6 +44,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BENCH_TAG=h3bench
+# shellcheck source=tests/bench/common.sh
+. "$ROOT/tests/bench/common.sh"
 
 ROUNDS=${AE_BENCH_ROUNDS:-3}
 DURATION=${AE_BENCH_DURATION:-5}
@@ -57,51 +60,15 @@ TARGETS=${AE_BENCH_TARGETS:-"anyedge gtlsserver"}
 AE_BIN=${AE_BIN:-$ROOT/build}
 OUT=""
 
-usage() {
-    sed -n '2,45p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-}
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-    -r) ROUNDS=$2; shift 2 ;;
-    -d) DURATION=$2; shift 2 ;;
-    -w) WARMUP=$2; shift 2 ;;
-    -b) AE_BIN=$2; shift 2 ;;
-    -s) SCENARIOS=$2; shift 2 ;;
-    -t) TARGETS=$2; shift 2 ;;
-    -o) OUT=$2; shift 2 ;;
-    --no-pin) PIN=off; shift ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
-    esac
-done
-
-log() { printf '[h3bench] %s\n' "$*" >&2; }
-die() {
-    printf '[h3bench] ERROR: %s\n' "$*" >&2
-    exit 1
-}
-
-if ! [[ "$ROUNDS" =~ ^[0-9]+$ ]] || [ "$ROUNDS" -lt 1 ] || [ "$ROUNDS" -gt 20 ]; then
-    die "rounds must be 1..20"
-fi
-if ! [[ "$DURATION" =~ ^[0-9]+$ ]] || [ "$DURATION" -lt 1 ] || [ "$DURATION" -gt 60 ]; then
-    die "duration must be 1..60 seconds"
-fi
-if ! [[ "$WARMUP" =~ ^[0-9]+$ ]] || [ "$WARMUP" -gt 30 ]; then
-    die "warmup must be 0..30 seconds"
-fi
+bench_parse_args "$@"
+bench_check_times
 for v in STREAMS CONN_PAR BULK_STREAMS; do
     if ! [[ "${!v}" =~ ^[0-9]+$ ]] || [ "${!v}" -lt 1 ] || [ "${!v}" -gt 100 ]; then
         die "$v must be 1..100"
     fi
 done
-for s in $SCENARIOS; do
-    case "$s" in h3_rps | h3_conn | h3_bulk) ;; *) die "unknown scenario $s" ;; esac
-done
-for t in $TARGETS; do
-    case "$t" in anyedge | gtlsserver) ;; *) die "unknown target $t" ;; esac
-done
+bench_check_words scenario "$SCENARIOS" h3_rps h3_conn h3_bulk
+bench_check_words target "$TARGETS" anyedge gtlsserver
 
 ANYEDGE=$AE_BIN/anyedge
 ORIGIN=$AE_BIN/ae-origin
@@ -120,76 +87,15 @@ done
 "$H3LOAD" -k -d 1 -n 1 -t 1 https://127.0.0.1:9/ >/dev/null 2>&1 && true
 [ $? -ne 77 ] || die "libcurl has no HTTP/3 (ae-h3load exit 77)"
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/ae-h3bench.XXXXXX")
-PIDS=() # every long-running process we started, ended by PID on exit
+bench_tmpdir ae-h3bench
 declare -A SRV_PORT=() SRV_PID=()
 FAILED=0
 
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-    local rc=$? p
-    for p in "${PIDS[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    if [ "$rc" -ne 0 ]; then
-        for f in "$T"/*.log; do
-            [ -s "$f" ] || continue
-            printf -- '--- %s (last 20 lines)\n' "$f" >&2
-            tail -n 20 "$f" >&2
-        done
-    fi
-    rm -rf "$T"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # ---- CPU placement ----
-SRV_CPU=()
-LOAD_CPU=()
-if [ "$PIN" != off ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ] &&
-    taskset -c 0 true 2>/dev/null && taskset -c 1 true 2>/dev/null; then
-    SRV_CPU=(taskset -c 0)
-    LOAD_CPU=(taskset -c 1)
-    PIN_DESC="server (anyedge + ae-origin, or gtlsserver) on CPU 0; ae-h3load on CPU 1 (taskset)"
-else
-    PIN_DESC="not pinned"
-fi
+bench_pin "server (anyedge + ae-origin, or gtlsserver) on CPU 0; ae-h3load on CPU 1 (taskset)"
+SRV_CPU=("${SUT_CPU[@]}")
 
 # ---- helpers ----
-
-# free_ports TCP_N UDP_N: TCP_N TCP ports then UDP_N UDP ports on 127.0.0.1, free right now.
-free_ports() {
-    python3 - "$1" "$2" <<'EOF'
-import socket, sys
-socks = []
-for kind, n in ((socket.SOCK_STREAM, int(sys.argv[1])), (socket.SOCK_DGRAM, int(sys.argv[2]))):
-    for _ in range(n):
-        s = socket.socket(socket.AF_INET, kind)
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-
-# wait_port PORT [SECONDS]: a TCP port accepts connections.
-wait_port() {
-    local port=$1 secs=${2:-10}
-    for _ in $(seq $((secs * 20))); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
-}
 
 # wait_h3 URL [SECONDS]: an HTTP/3 GET of URL completes.
 wait_h3() {
@@ -203,30 +109,8 @@ wait_h3() {
     return 1
 }
 
-CLK_TCK=$(getconf CLK_TCK)
-
-# cpu_ticks PID...: sum of utime+stime (clock ticks) of the given processes, all threads.
-cpu_ticks() {
-    local p total=0 v
-    for p in "$@"; do
-        v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
-        total=$((total + ${v:-0}))
-    done
-    printf '%s' "$total"
-}
-
-# busy_ticks: clock ticks all CPUs spent outside idle/iowait since boot (/proc/stat).
-busy_ticks() {
-    awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
-}
-
 # ae_metrics NAME...: anyedge /metrics samples, space-separated (0 when absent).
-ae_metrics() {
-    curl -s --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null |
-        awk -v keys="$*" 'BEGIN { n = split(keys, k, " ") }
-            { v[$1] = $2 }
-            END { for (i = 1; i <= n; i++) printf "%s%d", (i > 1 ? " " : ""), (k[i] in v ? v[k[i]] : 0) }'
-}
+ae_metrics() { bench_metrics "$ADMIN_PORT" "$@"; }
 
 # url TARGET SCENARIO
 url() {
@@ -244,18 +128,13 @@ log "temp dir $T; $PIN_DESC"
 read -r ORIGIN_PORT ADMIN_PORT AE_PORT GT_PORT <<<"$(free_ports 2 2)"
 SRV_PORT=([anyedge]=$AE_PORT [gtlsserver]=$GT_PORT)
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$T/key.pem" -out "$T/cert.pem" 2>/dev/null || die "openssl req failed"
+bench_cert
 mkdir -p "$T/htdocs"
 head -c 1024 /dev/urandom >"$T/htdocs/1k"
 head -c 1048576 /dev/urandom >"$T/htdocs/1m"
 
 # Origin: with the server under test (its hop is part of anyedge's setup).
-"${SRV_CPU[@]}" "$ORIGIN" -l "127.0.0.1:$ORIGIN_PORT" -i bench -q >"$T/origin.log" 2>&1 &
-PIDS+=($!)
-ORIGIN_PID=$!
-wait_port "$ORIGIN_PORT" || die "ae-origin did not start"
+bench_start_origin "${SRV_CPU[@]}"
 
 cat >"$T/anyedge.yaml" <<EOF
 workers: 1
@@ -395,22 +274,7 @@ one_run() {
     [ "$req" -gt 0 ] || return 1
 }
 
-START=$(date +%s)
-nt=$(wc -w <<<"$TARGETS")
-log "$ROUNDS round(s) x $(wc -w <<<"$SCENARIOS") scenario(s) x $nt target(s), ${DURATION}s each (+${WARMUP}s warm-up)"
-read -r -a targets_arr <<<"$TARGETS"
-for round in $(seq "$ROUNDS"); do
-    order=()
-    for i in $(seq 0 $((nt - 1))); do
-        order+=("${targets_arr[$(((i + round - 1) % nt))]}")
-    done
-    for s in $SCENARIOS; do
-        for t in "${order[@]}"; do
-            one_run "$round" "$s" "$t" || FAILED=1
-        done
-    done
-done
-ELAPSED=$(($(date +%s) - START))
+bench_rounds
 for t in $TARGETS; do
     kill -0 "${SRV_PID[$t]}" 2>/dev/null || {
         log "$t died during the runs"
@@ -419,14 +283,7 @@ for t in $TARGETS; do
 done
 
 # ---- report ----
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-if [ -z "$OUT" ]; then
-    mkdir -p "$ROOT/tests/bench/results"
-    OUT=$ROOT/tests/bench/results/h3-$STAMP.md
-fi
-CPU_MODEL=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-AE_VER=$("$ANYEDGE" --version 2>/dev/null | head -n1 || true)
-AE_GIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+bench_report_init h3-
 GT_VER=$(dpkg-query -W -f '${Version}' ngtcp2-server 2>/dev/null || echo unknown)
 CURL_VER=$(curl-config --version 2>/dev/null || echo "libcurl ?")
 NG_VER=$(dpkg-query -W -f '${Version}' libngtcp2-16 2>/dev/null || pkg-config --modversion libngtcp2 2>/dev/null || echo '?')
@@ -576,10 +433,4 @@ EOF
     printf '\n'
     cat "$T/report.md"
 } >"$OUT"
-cat "$OUT"
-log "report saved to $OUT"
-if [ "$FAILED" -ne 0 ]; then
-    log "some runs failed (see above)"
-    exit 1
-fi
-exit 0
+bench_finish

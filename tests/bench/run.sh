@@ -45,6 +45,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BENCH_TAG=bench
+# shellcheck source=tests/bench/common.sh
+. "$ROOT/tests/bench/common.sh"
 
 ROUNDS=${AE_BENCH_ROUNDS:-3}
 DURATION=${AE_BENCH_DURATION:-5}
@@ -57,46 +60,10 @@ TARGETS=${AE_BENCH_TARGETS:-"anyedge haproxy nginx"}
 AE_BIN=${AE_BIN:-$ROOT/build}
 OUT=""
 
-usage() {
-    sed -n '2,44p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-}
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-    -r) ROUNDS=$2; shift 2 ;;
-    -d) DURATION=$2; shift 2 ;;
-    -w) WARMUP=$2; shift 2 ;;
-    -b) AE_BIN=$2; shift 2 ;;
-    -s) SCENARIOS=$2; shift 2 ;;
-    -t) TARGETS=$2; shift 2 ;;
-    -o) OUT=$2; shift 2 ;;
-    --no-pin) PIN=off; shift ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
-    esac
-done
-
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() {
-    printf '[bench] ERROR: %s\n' "$*" >&2
-    exit 1
-}
-
-if ! [[ "$ROUNDS" =~ ^[0-9]+$ ]] || [ "$ROUNDS" -lt 1 ] || [ "$ROUNDS" -gt 20 ]; then
-    die "rounds must be 1..20"
-fi
-if ! [[ "$DURATION" =~ ^[0-9]+$ ]] || [ "$DURATION" -lt 1 ] || [ "$DURATION" -gt 60 ]; then
-    die "duration must be 1..60 seconds"
-fi
-if ! [[ "$WARMUP" =~ ^[0-9]+$ ]] || [ "$WARMUP" -gt 30 ]; then
-    die "warmup must be 0..30 seconds"
-fi
-for s in $SCENARIOS; do
-    case "$s" in keepalive | hs_full | hs_resumed | bulk) ;; *) die "unknown scenario $s" ;; esac
-done
-for t in $TARGETS; do
-    case "$t" in anyedge | anyedge_redis | haproxy | nginx) ;; *) die "unknown target $t" ;; esac
-done
+bench_parse_args "$@"
+bench_check_times
+bench_check_words scenario "$SCENARIOS" keepalive hs_full hs_resumed bulk
+bench_check_words target "$TARGETS" anyedge anyedge_redis haproxy nginx
 
 ANYEDGE=$AE_BIN/anyedge
 ORIGIN=$AE_BIN/ae-origin
@@ -114,102 +81,15 @@ for t in $TARGETS; do
     esac
 done
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/ae-bench.XXXXXX")
-PIDS=()       # every long-running process we started, ended by PID on exit
+bench_tmpdir ae-bench
 declare -A PROXY_PORT=() PROXY_PIDS=() ADMIN=() # ADMIN: admin port of each anyedge target
 FAILED=0
 
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-    local rc=$? p
-    for p in "${PIDS[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    if [ "$rc" -ne 0 ]; then
-        for f in "$T"/*.log; do
-            [ -s "$f" ] || continue
-            printf -- '--- %s (last 20 lines)\n' "$f" >&2
-            tail -n 20 "$f" >&2
-        done
-    fi
-    rm -rf "$T"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # ---- CPU placement ----
-PROXY_CPU=()
-LOAD_CPU=()
-if [ "$PIN" != off ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ] &&
-    taskset -c 0 true 2>/dev/null && taskset -c 1 true 2>/dev/null; then
-    PROXY_CPU=(taskset -c 0)
-    LOAD_CPU=(taskset -c 1)
-    PIN_DESC="proxy on CPU 0; wrk and ae-origin on CPU 1 (taskset)"
-else
-    PIN_DESC="not pinned"
-fi
+bench_pin "proxy on CPU 0; wrk and ae-origin on CPU 1 (taskset)"
+PROXY_CPU=("${SUT_CPU[@]}")
 
 # ---- helpers ----
-
-# Prints N distinct TCP ports on 127.0.0.1 that are free right now.
-free_ports() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-
-# wait_port PORT [SECONDS]
-wait_port() {
-    local port=$1 secs=${2:-10}
-    for _ in $(seq $((secs * 20))); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
-}
-
-CLK_TCK=$(getconf CLK_TCK)
-
-# cpu_ticks PID...: sum of utime+stime (clock ticks) of the given processes, all threads.
-cpu_ticks() {
-    local p total=0 v
-    for p in "$@"; do
-        # Fields after "pid (comm) ": state is $1, utime $12, stime $13.
-        v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
-        total=$((total + ${v:-0}))
-    done
-    printf '%s' "$total"
-}
-
-# busy_ticks: clock ticks all CPUs spent outside idle/iowait since boot (/proc/stat).
-busy_ticks() {
-    awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
-}
-
-# children PID: PIDs whose parent is PID.
-children() {
-    local f
-    for f in /proc/[0-9]*/stat; do
-        awk -v pp="$1" '{ sub(/^.*\) /, ""); if ($2 == pp) { split(FILENAME, a, "/"); print a[3] } }' \
-            "$f" 2>/dev/null || true
-    done
-}
 
 # is_anyedge TARGET: true for the targets that are an anyedge instance (with an admin port).
 is_anyedge() {
@@ -221,10 +101,7 @@ is_anyedge() {
 ae_metrics() {
     local port=${ADMIN[$1]}
     shift
-    curl -s --max-time 5 "http://127.0.0.1:$port/metrics" 2>/dev/null |
-        awk -v keys="$*" 'BEGIN { n = split(keys, k, " ") }
-            { v[$1] = $2 }
-            END { for (i = 1; i <= n; i++) printf "%s%d", (i > 1 ? " " : ""), (k[i] in v ? v[k[i]] : 0) }'
+    bench_metrics "$port" "$@"
 }
 
 # ---- setup ----
@@ -234,9 +111,7 @@ read -r ORIGIN_PORT AE_PORT HA_PORT NGX_PORT ADMIN_PORT AER_PORT AER_ADMIN_PORT 
 PROXY_PORT=([anyedge]=$AE_PORT [anyedge_redis]=$AER_PORT [haproxy]=$HA_PORT [nginx]=$NGX_PORT)
 ADMIN=([anyedge]=$ADMIN_PORT [anyedge_redis]=$AER_ADMIN_PORT)
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$T/key.pem" -out "$T/cert.pem" 2>/dev/null || die "openssl req failed"
+bench_cert
 cat "$T/cert.pem" "$T/key.pem" >"$T/combined.pem"
 
 # wrk helpers: a done() hook printing exact totals, and a preload that makes wrk forget the
@@ -282,10 +157,7 @@ else
 fi
 
 # Origin.
-"${LOAD_CPU[@]}" "$ORIGIN" -l "127.0.0.1:$ORIGIN_PORT" -i bench -q >"$T/origin.log" 2>&1 &
-PIDS+=($!)
-ORIGIN_PID=$!
-wait_port "$ORIGIN_PORT" || die "ae-origin did not start"
+bench_start_origin "${LOAD_CPU[@]}"
 
 # Redis for anyedge_redis only: no persistence, loopback only, its CPU placed with the load side.
 if [[ " $TARGETS " == *" anyedge_redis "* ]]; then
@@ -545,23 +417,8 @@ one_run() {
     [ "$req" -gt 0 ] || return 1
 }
 
-START=$(date +%s)
-nt=$(wc -w <<<"$TARGETS")
-log "$ROUNDS round(s) x $(wc -w <<<"$SCENARIOS") scenario(s) x $nt target(s), ${DURATION}s each (+${WARMUP}s warm-up)"
-read -r -a targets_arr <<<"$TARGETS"
-for round in $(seq "$ROUNDS"); do
-    # Rotate the order each round: anyedge haproxy nginx, haproxy nginx anyedge, ...
-    order=()
-    for i in $(seq 0 $((nt - 1))); do
-        order+=("${targets_arr[$(((i + round - 1) % nt))]}")
-    done
-    for scen in $SCENARIOS; do
-        for t in "${order[@]}"; do
-            one_run "$round" "$scen" "$t" || FAILED=1
-        done
-    done
-done
-ELAPSED=$(($(date +%s) - START))
+# The order rotates each round: anyedge haproxy nginx, haproxy nginx anyedge, ...
+bench_rounds
 REDIS_END=""
 if [[ " $TARGETS " == *" anyedge_redis "* ]]; then
     read -r r_conn r_cmds r_err r_to r_cx <<<"$(ae_metrics anyedge_redis anyedge_redis_connected \
@@ -571,14 +428,7 @@ if [[ " $TARGETS " == *" anyedge_redis "* ]]; then
 fi
 
 # ---- report ----
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-if [ -z "$OUT" ]; then
-    mkdir -p "$ROOT/tests/bench/results"
-    OUT=$ROOT/tests/bench/results/$STAMP.md
-fi
-CPU_MODEL=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-AE_VER=$("$ANYEDGE" --version 2>/dev/null | head -n1 || true)
-AE_GIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+bench_report_init ""
 HA_VER=$(haproxy -v 2>/dev/null | head -n1 | awk '{print $3}' || true)
 NGX_VER=$(nginx -v 2>&1 | sed 's/.*nginx\///' || true)
 WRK_VER=$(wrk -v 2>&1 | head -n1 | awk '{print $2}' || true)
@@ -791,10 +641,4 @@ EOF
     printf '\n'
     cat "$T/report.md"
 } >"$OUT"
-cat "$OUT"
-log "report saved to $OUT"
-if [ "$FAILED" -ne 0 ]; then
-    log "some runs failed (see above)"
-    exit 1
-fi
-exit 0
+bench_finish

@@ -556,3 +556,74 @@ rcli() { rcli_at "${REDIS_PORT:?REDIS_PORT must be set}" "$@"; }
 
 # metric_at ADMIN_PORT NAME_WITH_LABELS: like metric, for the given admin port.
 metric_at() { ADMIN_PORT=$1 metric "$2"; }
+
+# ---- multi-site tests on 127.0.0.1 (shared state through Redis) ----
+
+# write_site_conf FILE ID PROTO PORT ADMIN_PORT UPSTREAMS STATE [EXTRA]: writes the config of
+# site ID (name siteID, 2 workers, cert $T/edge.{pem,key}) with one listener, PROTO tcp (named
+# main) or quic (named h3), on 127.0.0.1:PORT to the pool of UPSTREAMS (space-separated ports on
+# 127.0.0.1; POOL_EXTRA: more YAML lines inside the pool, indented by 4, optional), admin on
+# 127.0.0.1:ADMIN_PORT, `state: { STATE }`, then EXTRA (YAML at top level, optional).
+write_site_conf() {
+    local f=$1 id=$2 proto=$3 port=$4 admin=$5 ups=$6 state=$7 extra=${8:-} name servers="" p
+    case "$proto" in
+    tcp) name=main ;;
+    quic) name=h3 ;;
+    *) fail "write_site_conf: unknown protocol '$proto'" ;;
+    esac
+    for p in $ups; do
+        servers="$servers${servers:+, }\"127.0.0.1:$p\""
+    done
+    cat >"$f" <<EOF2
+site: { id: $id, name: site$id }
+workers: 2
+tls: { cert: $T/edge.pem, key: $T/edge.key }
+listeners:
+  - { name: $name, protocol: $proto, address: "127.0.0.1:$port", upstream: pool }
+upstreams:
+  pool:
+    servers: [ $servers ]
+    ${POOL_EXTRA:-}
+admin: { address: "127.0.0.1:$admin" }
+state: { $state }
+$extra
+EOF2
+}
+
+# ---- network-namespace lab tests (source tests/lab/netns.sh after this file) ----
+
+# lab_test_require: fails unless running as root with `ip netns` and redis-server available.
+lab_test_require() {
+    [ "$(id -u)" = 0 ] || fail "needs root for network namespaces (ip netns); run as root (CI does)"
+    ip netns list >/dev/null 2>&1 || fail "'ip netns' is unavailable (iproute2 without netns support?)"
+    command -v redis-server >/dev/null || fail "redis-server is not installed"
+}
+
+# lab_test_cleanup: the EXIT trap of lab tests. lab_down first (ends every process still inside
+# the lab's namespaces, by PID — they are all ours — and deletes the namespaces), then
+# ae_cleanup with the original exit status (it ends the recorded PIDs, prints the logs on
+# failure, removes $T and exits); namespaces left behind make the test fail.
+lab_test_cleanup() {
+    local rc=$?
+    trap - EXIT
+    set +e
+    lab_down
+    local left
+    left=$(ip netns list | awk -v p="$LAB_PREFIX" 'index($1, p) == 1 { printf "%s ", $1 }')
+    if [ -n "$left" ]; then
+        printf '[%s] namespaces left behind: %s\n' "$AE_TEST_NAME" "$left" >&2
+        [ $rc -ne 0 ] || rc=1
+    fi
+    (exit $rc)
+    ae_cleanup
+}
+
+# lab_test_up NSITES: installs lab_test_cleanup as the EXIT trap (and TERM/INT traps), then
+# builds a lab of NSITES sites with the prefix "ae<pid>-"; fails if it cannot.
+lab_test_up() {
+    trap lab_test_cleanup EXIT
+    trap 'exit 143' TERM
+    trap 'exit 130' INT
+    lab_init "ae$$-" "$1"
+    lab_up || fail "could not build the namespace lab"
+}

@@ -11,22 +11,12 @@ start_origin ob "$O2"
 start_origin oc "$O3"
 start_redis "$REDIS_PORT"
 
+# site_conf FILE ID EDGE_PORT ADMIN_PORT: a site balancing by affinity over the three origins.
 site_conf() {
-    cat >"$1" <<EOF2
-site: { id: $2, name: site$2 }
-workers: 2
-log: { access: off }
-tls: { cert: $T/edge.pem, key: $T/edge.key }
-listeners:
-  - { name: main, protocol: tcp, address: "127.0.0.1:$3", upstream: pool }
-upstreams:
-  pool:
-    balance: affinity
-    servers: [ "127.0.0.1:$O1", "127.0.0.1:$O2", "127.0.0.1:$O3" ]
-    health: { http: /healthz, interval: 200ms, timeout: 150ms, rise: 1, fall: 1 }
-admin: { address: "127.0.0.1:$4" }
-state: { redis: "redis://127.0.0.1:$REDIS_PORT/0", sync_interval: 1s }
-EOF2
+    POOL_EXTRA="balance: affinity
+    health: { http: /healthz, interval: 200ms, timeout: 150ms, rise: 1, fall: 1 }" \
+        write_site_conf "$1" "$2" tcp "$3" "$4" "$O1 $O2 $O3" \
+        "redis: \"redis://127.0.0.1:$REDIS_PORT/0\", sync_interval: 1s" "log: { access: off }"
 }
 E1=$(free_port); A1=$(free_port); E2=$(free_port); A2=$(free_port)
 site_conf "$T/s1.yaml" 1 "$E1" "$A1"

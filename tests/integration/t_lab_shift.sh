@@ -12,34 +12,11 @@
 . "$(dirname "$0")/lib.sh"
 . "$AE_SRCDIR/tests/lab/netns.sh"
 
-[ "$(id -u)" = 0 ] || fail "needs root for network namespaces (ip netns); run as root (CI does)"
-ip netns list >/dev/null 2>&1 || fail "'ip netns' is unavailable (iproute2 without netns support?)"
-command -v redis-server >/dev/null || fail "redis-server is not installed"
+lab_test_require
 [ -x "$AE_BIN/ae-h3get" ] || fail "$AE_BIN/ae-h3get is missing (HTTP/3 test client)"
 
-# Cleanup order: lab_down first (ends every process still inside the lab's namespaces, by PID —
-# they are all ours — and deletes the namespaces), then lib.sh's ae_cleanup with the original
-# exit status (it ends the recorded PIDs, prints the logs on failure, removes $T and exits).
-lab_test_cleanup() {
-    local rc=$?
-    trap - EXIT
-    set +e
-    lab_down
-    local left
-    left=$(ip netns list | awk -v p="$LAB_PREFIX" 'index($1, p) == 1 { printf "%s ", $1 }')
-    if [ -n "$left" ]; then
-        printf '[%s] namespaces left behind: %s\n' "$AE_TEST_NAME" "$left" >&2
-        [ $rc -ne 0 ] || rc=1
-    fi
-    (exit $rc)
-    ae_cleanup
-}
-trap lab_test_cleanup EXIT
-trap 'exit 143' TERM
-trap 'exit 130' INT
-
-lab_init "ae$$-" 2
-lab_up || fail "could not build the namespace lab"
+# Cleanup (lib.sh's lab_test_cleanup): lab_down first, then ae_cleanup with the exit status.
+lab_test_up 2
 log "lab $LAB_PREFIX up: anycast $LAB_ANYCAST -> $(lab_route)"
 
 A=$LAB_ANYCAST
@@ -47,31 +24,14 @@ CORE=$LAB_CORE_ADDR
 gen_cert edge
 
 # ---- core: Redis and the origin ----
-start_bg redis ip netns exec "$(lab_ns core)" redis-server --port 6379 --bind "$CORE" \
-    --protected-mode no --save '' --appendonly no
-start_bg origin ip netns exec "$(lab_ns core)" "$ORIGIN" -l "$CORE:8080" -i origin -q
-lab_wait_tcp core "$CORE" 6379 || fail "redis does not listen on $CORE:6379"
-lab_wait_tcp core "$CORE" 8080 || fail "origin does not listen on $CORE:8080"
+lab_start_core start_bg "$ORIGIN" || fail "core services do not start"
 lab_wait_tcp site1 "$CORE" 6379 || fail "site1 cannot reach redis on $CORE:6379"
 lab_wait_tcp site2 "$CORE" 8080 || fail "site2 cannot reach the origin on $CORE:8080"
 
 # ---- the two sites ----
 for n in 1 2; do
-    cat >"$T/site$n.yaml" <<EOF
-site: { id: $n, name: site$n, forward: "$(lab_site_fwd $n):4434" }
-workers: 2
-log: { access: off }
-tls: { cert: $T/edge.pem, key: $T/edge.key }
-quic: { site_header: x-anyedge-site }
-listeners:
-  - { name: tcp, protocol: tcp, address: "$A:443", upstream: pool }
-  - { name: h3, protocol: quic, address: "$A:443", upstream: pool }
-upstreams:
-  pool:
-    servers: [ "$CORE:8080" ]
-admin: { address: "127.0.0.1:9901" }
-state: { redis: "redis://$CORE:6379/0", sync_interval: 1s, heartbeat: 1s }
-EOF
+    lab_site_conf "$n" 2 "$T/edge.pem" "$T/edge.key" "tcp quic" \
+        "quic: { site_header: x-anyedge-site }" >"$T/site$n.yaml"
     "$ANYEDGE" -t -c "$T/site$n.yaml" >/dev/null || fail "anyedge -t rejects $T/site$n.yaml"
     start_bg "site$n" ip netns exec "$(lab_ns site$n)" "$ANYEDGE" -c "$T/site$n.yaml"
 done
@@ -80,11 +40,7 @@ for n in 1 2; do
     lab_wait_tcp "site$n" "$A" 443 || fail "site$n: TCP listener on $A:443 does not listen"
 done
 
-# smetric SITE NAME: a sample of SITE's /metrics (0 when absent).
-smetric() {
-    lab_exec "$1" curl -s --max-time 5 http://127.0.0.1:9901/metrics |
-        awk -v k="$2" '$1 == k { v = $2 } END { printf "%d", (v == "" ? 0 : v) }'
-}
+smetric() { lab_smetric "$@"; }
 # site_of BODY: the site whose core-facing address opened the upstream connection that
 # answered /client ("SRC_IP SRC_PORT DST_IP DST_PORT"), or "?".
 site_of() {

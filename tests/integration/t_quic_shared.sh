@@ -22,20 +22,10 @@ start_redis "$REDIS_PORT"
 
 # site_conf FILE ID QPORT ADMIN_PORT QUIC_EXTRA
 site_conf() {
-    cat >"$1" <<EOF
-site: { id: $2, name: site$2 }
-workers: 2
-tls: { cert: $T/edge.pem, key: $T/edge.key }
-listeners:
-  - { name: h3, protocol: quic, address: "127.0.0.1:$3", upstream: pool }
-upstreams:
-  pool:
-    servers: [ "127.0.0.1:$OP" ]
-admin: { address: "127.0.0.1:$4" }
-state: { redis: "redis://127.0.0.1:$REDIS_PORT/0", sync_interval: 1s, heartbeat: 1s }
-timeouts: { drain: 2s }
-quic: { early_data: on $5 }
-EOF
+    write_site_conf "$1" "$2" quic "$3" "$4" "$OP" \
+        "redis: \"redis://127.0.0.1:$REDIS_PORT/0\", sync_interval: 1s, heartbeat: 1s" \
+        "timeouts: { drain: 2s }
+quic: { early_data: on $5 }"
 }
 site_conf "$T/s1.yaml" 1 "$Q1" "$A1" ""
 site_conf "$T/s2.yaml" 2 "$Q2" "$A2" ""

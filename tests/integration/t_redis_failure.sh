@@ -21,18 +21,8 @@ start_origin o1 "$O"
 
 # site_conf FILE ID EDGE_PORT ADMIN_PORT REDIS_URL
 site_conf() {
-    cat >"$1" <<EOF
-site: { id: $2, name: site$2 }
-workers: 2
-tls: { cert: $T/edge.pem, key: $T/edge.key }
-listeners:
-  - { name: main, protocol: tcp, address: "127.0.0.1:$3", upstream: pool }
-upstreams:
-  pool:
-    servers: [ "127.0.0.1:$O" ]
-admin: { address: "127.0.0.1:$4" }
-state: { redis: "$5", sync_interval: 1s, connect_timeout: 300ms, command_timeout: 300ms }
-EOF
+    write_site_conf "$1" "$2" tcp "$3" "$4" "$O" \
+        "redis: \"$5\", sync_interval: 1s, connect_timeout: 300ms, command_timeout: 300ms"
 }
 
 # new_session EDGE_PORT FILE WHAT: a full handshake through the edge, ticket stored in FILE.

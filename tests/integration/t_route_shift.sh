@@ -22,33 +22,12 @@
 . "$(dirname "$0")/lib.sh"
 . "$AE_SRCDIR/tests/lab/netns.sh"
 
-[ "$(id -u)" = 0 ] || fail "needs root for network namespaces (ip netns); run as root (CI does)"
-ip netns list >/dev/null 2>&1 || fail "'ip netns' is unavailable"
-command -v redis-server >/dev/null || fail "redis-server is not installed"
+lab_test_require
 command -v redis-cli >/dev/null || fail "redis-cli is not installed"
 [ -x "$AE_BIN/ae-h3get" ] || fail "$AE_BIN/ae-h3get is missing (HTTP/3 test client)"
 command -v gtlsclient >/dev/null || fail "gtlsclient (ngtcp2-client) is not installed"
 
-lab_test_cleanup() {
-    local rc=$?
-    trap - EXIT
-    set +e
-    lab_down
-    local left
-    left=$(ip netns list | awk -v p="$LAB_PREFIX" 'index($1, p) == 1 { printf "%s ", $1 }')
-    if [ -n "$left" ]; then
-        printf '[%s] namespaces left behind: %s\n' "$AE_TEST_NAME" "$left" >&2
-        [ $rc -ne 0 ] || rc=1
-    fi
-    (exit $rc)
-    ae_cleanup
-}
-trap lab_test_cleanup EXIT
-trap 'exit 143' TERM
-trap 'exit 130' INT
-
-lab_init "ae$$-" 2
-lab_up || fail "could not build the namespace lab"
+lab_test_up 2
 A=$LAB_ANYCAST
 CORE=$LAB_CORE_ADDR
 RATE=${AE_SHIFT_RATE:-150mbit}
@@ -57,39 +36,19 @@ lab_exec router tc qdisc add dev to-client root tbf rate "$RATE" burst 256kb lat
 log "lab $LAB_PREFIX up: anycast $A -> $(lab_route), client link shaped to $RATE"
 gen_cert edge
 
-start_bg redis ip netns exec "$(lab_ns core)" redis-server --port 6379 --bind "$CORE" \
-    --protected-mode no --save '' --appendonly no
-start_bg origin ip netns exec "$(lab_ns core)" "$ORIGIN" -l "$CORE:8080" -i origin -q
-lab_wait_tcp core "$CORE" 6379 || fail "redis does not listen"
-lab_wait_tcp core "$CORE" 8080 || fail "origin does not listen"
+lab_start_core start_bg "$ORIGIN" || fail "core services do not start"
 
 start_site() {
     local n=$1
-    cat >"$T/site$n.yaml" <<EOF
-site: { id: $n, name: site$n, forward: "$(lab_site_fwd $n):4434" }
-workers: 2
-log: { access: off }
-tls: { cert: $T/edge.pem, key: $T/edge.key }
-listeners:
-  - { name: tcp, protocol: tcp, address: "$A:443", upstream: pool }
-  - { name: h3, protocol: quic, address: "$A:443", upstream: pool }
-upstreams:
-  pool:
-    servers: [ "$CORE:8080" ]
-admin: { address: "127.0.0.1:9901" }
-state: { redis: "redis://$CORE:6379/0", sync_interval: 1s, heartbeat: 1s }
-quic: { early_data: on }
-EOF
+    lab_site_conf "$n" 2 "$T/edge.pem" "$T/edge.key" "tcp quic" "quic: { early_data: on }" \
+        >"$T/site$n.yaml"
     start_bg "site$n" ip netns exec "$(lab_ns site$n)" "$ANYEDGE" -c "$T/site$n.yaml"
     lab_wait_tcp "site$n" 127.0.0.1 9901 || fail "site$n: admin does not listen"
 }
 start_site 1
 start_site 2
 
-smetric() {
-    lab_exec "$1" curl -s --max-time 5 http://127.0.0.1:9901/metrics |
-        awk -v k="$2" '$1 == k { v = $2 } END { printf "%d", (v == "" ? 0 : v) }'
-}
+smetric() { lab_smetric "$@"; }
 fwd_out() { smetric "$1" "anyedge_forwarded_datagrams_total{direction=\"out\",site=\"$2\"}"; }
 fwd_in() { smetric "$1" "anyedge_forwarded_datagrams_total{direction=\"in\",site=\"$2\"}"; }
 tdrop() { smetric "$1" "anyedge_tunnel_drops_total{reason=\"$2\"}"; }
@@ -109,15 +68,7 @@ fwd_latency() {
             }
             printf "%d %s %s %.3f\n", cnt, p50, p99, (cnt > 0 ? 1000 * sum / cnt : 0) }'
 }
-peers_ready() {
-    local n out
-    for n in 1 2; do
-        out=$(lab_exec "site$n" curl -s --max-time 3 http://127.0.0.1:9901/sites) || return 1
-        [ "$(grep -o '"live":true' <<<"$out" | wc -l)" -ge 2 ] || return 1
-    done
-    [ "$(smetric site1 anyedge_ring_generation)" = "$(smetric site2 anyedge_ring_generation)" ]
-}
-wait_until 15 peers_ready || fail "sites do not see each other live in the registry"
+wait_until 15 lab_peers_ready || fail "sites do not see each other live in the registry"
 sleep 1.5 # one peer-table refresh (every second) after both records are live
 log "both sites live in the registry, ring generation $(smetric site1 anyedge_ring_generation)"
 

@@ -14,19 +14,9 @@ start_redis "$REDIS_PORT"
 # site_conf FILE ID EDGE_PORT ADMIN_PORT [STATE_EXTRA]: a site with its own ports, sharing the
 # origin and Redis. STATE_EXTRA is appended inside the state: { } map.
 site_conf() {
-    cat >"$1" <<EOF
-site: { id: $2, name: site$2 }
-workers: 2
-log: { access: off }
-tls: { cert: $T/edge.pem, key: $T/edge.key }
-listeners:
-  - { name: main, protocol: tcp, address: "127.0.0.1:$3", upstream: pool }
-upstreams:
-  pool:
-    servers: [ "127.0.0.1:$O1" ]
-admin: { address: "127.0.0.1:$4" }
-state: { redis: "redis://127.0.0.1:$REDIS_PORT/0", sync_interval: 1s, heartbeat: 1s ${5:-} }
-EOF
+    write_site_conf "$1" "$2" tcp "$3" "$4" "$O1" \
+        "redis: \"redis://127.0.0.1:$REDIS_PORT/0\", sync_interval: 1s, heartbeat: 1s ${5:-}" \
+        "log: { access: off }"
 }
 
 # sg PORT [s_client args]: s_get against the edge listening on PORT.

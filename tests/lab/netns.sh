@@ -48,6 +48,10 @@
 #   lab_site_addr N             siteN's router-facing address   (10.77.1N.2)
 #   lab_site_fwd N              siteN's forward (core-facing) address (10.77.2N.2)
 #   lab_wait_tcp NODE ADDR PORT [SECS]   wait until ADDR:PORT accepts TCP from NODE
+#   lab_start_core START ORIGIN          Redis and ae-origin in core (see below)
+#   lab_site_conf N WORKERS CERT KEY PROTOS [EXTRA]   anyedge config of siteN
+#   lab_smetric SITE NAME       a sample of SITE's anyedge /metrics
+#   lab_peers_ready             all sites see each other live and share the ring generation
 # Variables: LAB_ANYCAST LAB_CLIENT_ADDR LAB_CORE_ADDR LAB_NODES LAB_SITES.
 
 LAB_STATE_DIR=${LAB_STATE_DIR:-/run/ae-lab}
@@ -253,6 +257,77 @@ lab_status() {
     printf '  core services on %s (Redis :6379, origin :8080 by convention)\n' "$LAB_CORE_ADDR"
     for n in $(seq 1 "$LAB_NSITES"); do
         printf '  site%d: router-facing %s, forward %s\n' "$n" "$(lab_site_addr "$n")" "$(lab_site_fwd "$n")"
+    done
+}
+
+# ---- anyedge in the lab (conventions shared by the lab tests and benchmarks) ----
+# Redis on $LAB_CORE_ADDR:6379 and ae-origin on $LAB_CORE_ADDR:8080 in core; each site's anyedge
+# has its admin endpoint on 127.0.0.1:9901 inside the site's namespace.
+
+# lab_start_core START ORIGIN: starts Redis (no persistence) and the ae-origin binary ORIGIN (id
+# "origin") in core through the caller's launcher `START NAME CMD...` (which backgrounds CMD and
+# records its PID), then waits until both listen; returns 1 (message on stderr) if one does not.
+lab_start_core() {
+    local start=$1 origin_bin=$2
+    "$start" redis ip netns exec "$LAB_PREFIX"core redis-server --port 6379 --bind "$LAB_CORE_ADDR" \
+        --protected-mode no --save '' --appendonly no
+    "$start" origin ip netns exec "$LAB_PREFIX"core "$origin_bin" -l "$LAB_CORE_ADDR:8080" -i origin -q
+    if ! lab_wait_tcp core "$LAB_CORE_ADDR" 6379; then
+        echo "lab: redis does not listen on $LAB_CORE_ADDR:6379" >&2
+        return 1
+    fi
+    if ! lab_wait_tcp core "$LAB_CORE_ADDR" 8080; then
+        echo "lab: origin does not listen on $LAB_CORE_ADDR:8080" >&2
+        return 1
+    fi
+}
+
+# lab_site_conf N WORKERS CERT KEY PROTOS [EXTRA]: prints the anyedge configuration of siteN:
+# site id N (name siteN, site.forward on $(lab_site_fwd N):4434), WORKERS workers, access log
+# off, certificate CERT and key KEY, one listener on the anycast address port 443 per protocol
+# of PROTOS ("tcp", "quic": named tcp and h3) to the pool of the origin in core, admin on
+# 127.0.0.1:9901, shared state in core's Redis (sync_interval and heartbeat 1s), then the YAML
+# lines EXTRA at top level.
+lab_site_conf() {
+    local n=$1 workers=$2 cert=$3 key=$4 protos=$5 extra=${6:-} p
+    printf 'site: { id: %s, name: site%s, forward: "%s:4434" }\n' "$n" "$n" "$(lab_site_fwd "$n")"
+    printf 'workers: %s\nlog: { access: off }\ntls: { cert: %s, key: %s }\nlisteners:\n' \
+        "$workers" "$cert" "$key"
+    for p in $protos; do
+        case "$p" in
+        tcp) printf '  - { name: tcp, protocol: tcp, address: "%s:443", upstream: pool }\n' "$LAB_ANYCAST" ;;
+        quic) printf '  - { name: h3, protocol: quic, address: "%s:443", upstream: pool }\n' "$LAB_ANYCAST" ;;
+        *) echo "lab: unknown listener protocol '$p'" >&2; return 1 ;;
+        esac
+    done
+    cat <<EOF
+upstreams:
+  pool:
+    servers: [ "$LAB_CORE_ADDR:8080" ]
+admin: { address: "127.0.0.1:9901" }
+state: { redis: "redis://$LAB_CORE_ADDR:6379/0", sync_interval: 1s, heartbeat: 1s }
+EOF
+    [ -z "$extra" ] || printf '%s\n' "$extra"
+}
+
+# lab_smetric SITE NAME: a sample of SITE's anyedge /metrics (0 when absent).
+lab_smetric() {
+    lab_exec "$1" curl -s --max-time 5 http://127.0.0.1:9901/metrics |
+        awk -v k="$2" '$1 == k { v = $2 } END { printf "%d", (v == "" ? 0 : v) }'
+}
+
+# lab_peers_ready: every site's registry lists all sites live, and all sites have the same ring
+# generation.
+lab_peers_ready() {
+    local n out g g1=""
+    for n in $(seq 1 "$LAB_NSITES"); do
+        out=$(lab_exec "site$n" curl -s --max-time 3 http://127.0.0.1:9901/sites) || return 1
+        [ "$(grep -o '"live":true' <<<"$out" | wc -l)" -ge "$LAB_NSITES" ] || return 1
+    done
+    for n in $(seq 1 "$LAB_NSITES"); do
+        g=$(lab_smetric "site$n" anyedge_ring_generation)
+        [ -n "$g1" ] || g1=$g
+        [ "$g" = "$g1" ] || return 1
     done
 }
 
