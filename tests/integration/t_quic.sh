@@ -255,3 +255,27 @@ grep -q 'path=/sleep/1500 status=200' "$T/edge.log" || fail "no access log line 
 assert_ge $((t1 - t0)) 700 "exit waited for the request in flight"
 log "drain: request in flight completed with 200, exit 0 after $((t1 - t0)) ms"
 
+
+# IPv6: a QUIC listener on [::1] serves the same bytes.
+if [ -x "$H3GET" ] && python3 -c 'import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(("::1", 0))' 2>/dev/null; then
+    Q6=$(python3 -c 'import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(("::1", 0)); print(s.getsockname()[1])')
+    A6=$(free_port)
+    cat >"$T/v6.yaml" <<EOF6
+site: { id: 1, name: v6 }
+workers: 1
+tls: { cert: $T/edge.pem, key: $T/edge.key }
+listeners:
+  - { name: h3v6, protocol: quic, address: "[::1]:$Q6", upstream: pool }
+upstreams:
+  pool: { servers: [ "127.0.0.1:$O1" ] }
+admin: { address: "127.0.0.1:$A6" }
+EOF6
+    start_edge v6 "$T/v6.yaml" "$A6"
+    out=$("$H3GET" -k -n 3 "https://[::1]:$Q6/bytes/200000") || fail "ae-h3get over IPv6: $out"
+    want=$(curl -s "http://127.0.0.1:$O1/bytes/200000" | sha256sum | cut -d' ' -f1)
+    assert_eq "$(awk -v w="$want" '$2 == 200 && $3 == 200000 && $4 == w' <<<"$out" | wc -l)" 3 \
+        "IPv6 QUIC transfers with the origin's bytes"
+    log "IPv6: 3/3 transfers over [::1] match the origin"
+else
+    log "IPv6 loopback unavailable here: IPv6 check skipped"
+fi
