@@ -51,6 +51,8 @@ typedef enum {
 } ae_balance;
 typedef enum { AE_HC_NONE = 0, AE_HC_TCP = 1, AE_HC_HTTP = 2 } ae_hc_kind;
 typedef enum { AE_QRETRY_OFF = 0, AE_QRETRY_ALWAYS = 1, AE_QRETRY_AUTO = 2 } ae_quic_retry;
+/* site.return: how the owner of a forwarded connection sends its replies. */
+typedef enum { AE_RETURN_DIRECT = 0, AE_RETURN_TUNNEL = 1 } ae_site_return;
 typedef enum { AE_ANYCAST_OFF = 0, AE_ANYCAST_COMMAND = 1, AE_ANYCAST_EXABGP = 2 } ae_anycast_mode;
 
 typedef struct {
@@ -101,6 +103,7 @@ typedef struct ae_conf {
         char *name;
         ae_addr forward; /* inter-site forwarding address (published in the registry); len 0 = unset */
         uint32_t forward_window_ms; /* tunnel frames accepted within now ± this */
+        ae_site_return ret;         /* replies of forwarded connections: direct or tunnel */
     } site;
 
     uint32_t workers; /* 0 in the file means "number of CPUs"; resolved here, always >= 1 */

@@ -23,6 +23,7 @@ _Static_assert(sizeof(ae_balance) == 4, "enum width");
 _Static_assert(sizeof(ae_hc_kind) == 4, "enum width");
 _Static_assert(sizeof(ae_quic_retry) == 4, "enum width");
 _Static_assert(sizeof(ae_anycast_mode) == 4, "enum width");
+_Static_assert(sizeof(ae_site_return) == 4, "enum width");
 
 #define MS(x)   ((uint64_t)(x))
 #define SEC(x)  (MS(x) * 1000)
@@ -55,6 +56,9 @@ static const char *check_http_path(const char *s)
     return NULL;
 }
 
+static const ae_key_enum site_return_modes[] = {
+    {"direct", AE_RETURN_DIRECT}, {"tunnel", AE_RETURN_TUNNEL}, {0}};
+
 static const ae_key site_keys[] = {
     {.name = "id",
      .type = AE_KT_UINT,
@@ -85,6 +89,17 @@ static const ae_key site_keys[] = {
      .max = MIN(1),
      .help = "Tunnel frames from other sites are accepted when their timestamp is within this "
              "much of this site's clock (older or newer: dropped as `stale`)."},
+    {.name = "return",
+     .type = AE_KT_ENUM,
+     .off = R(site.ret),
+     .def = "direct",
+     .enums = site_return_modes,
+     .help = "How this site answers the clients of connections whose packets reach it through "
+             "another site (route shift): `direct` sends the replies straight to the client from "
+             "the anycast address (direct server return); `tunnel` sends them back in reply "
+             "frames to the site that received the client's packets, which sends them from the "
+             "anycast address, for networks that drop packets with the anycast source from this "
+             "site. Every site must run a version that knows reply frames."},
     {0},
 };
 

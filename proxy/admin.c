@@ -336,9 +336,9 @@ static void render_state(sb *b, struct ae_state *st)
     prom_head(b, "ring_last_sync_age_seconds", "gauge",
               "Time since the ring was last read from Redis (-1: never).");
     sb_printf(b, "anyedge_ring_last_sync_age_seconds %.3f\n",
-              in.last_sync_ms == 0 ? -1.0
-                                   : (double)(now > in.last_sync_ms ? now - in.last_sync_ms : 0) /
-                                         1000.0);
+              in.last_sync_ms == 0
+                  ? -1.0
+                  : (double)(now > in.last_sync_ms ? now - in.last_sync_ms : 0) / 1000.0);
     prom_head(b, "ring_errors_total", "counter", "Invalid rings read from Redis.");
     sb_printf(b, "anyedge_ring_errors_total %llu\n", (unsigned long long)in.ring_errors);
     prom_head(b, "ring_rotations_total", "counter", "Ring rotations by result at this site.");
@@ -542,6 +542,17 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
                      "byte from the upstream server.",
                      &c.v[AE_M_H3_UPLAT_B0], ae_h3_uplat_bounds, AE_H3_UPLAT_NBUCKETS,
                      c.v[AE_M_H3_UPLAT_SUM_US]);
+    prom_head(&b, "quic_connections_active", "gauge", "Open QUIC connections.");
+    sb_printf(&b, "anyedge_quic_connections_active %llu\n",
+              (unsigned long long)(c.v[AE_M_QUIC_CONN_OPENED] >= c.v[AE_M_QUIC_CONN_CLOSED]
+                                       ? c.v[AE_M_QUIC_CONN_OPENED] - c.v[AE_M_QUIC_CONN_CLOSED]
+                                       : 0));
+    prom_head(&b, "quic_connections_closed_by_reason_total", "counter",
+              "QUIC connections ended, by cause: idle timeout, closed by the peer, closed by "
+              "us (error or GOAWAY end), shutdown, other errors.");
+    for (i = 0; i <= AE_M_QUIC_CLOSE_LAST - AE_M_QUIC_CLOSE_B0; i++)
+        sb_printf(&b, "anyedge_quic_connections_closed_by_reason_total{reason=\"%s\"} %llu\n",
+                  ae_quic_close_cause_names[i], (unsigned long long)c.v[AE_M_QUIC_CLOSE_B0 + i]);
     render_histogram(&b, "forward_latency_seconds",
                      "Accepted tunnel frames: this site's wall clock minus the frame's timestamp "
                      "(the forwarding site's wall clock; 1 ms resolution, negatives counted as 0).",
@@ -549,19 +560,33 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
                      c.v[AE_M_FWD_LAT_SUM_US]);
     prom_head(&b, "tunnel_drops_total", "counter",
               "Tunnel frames dropped at this site, by reason (short, magic, version, key, mac, "
-              "stale, site, addr, no_endpoint, initial, loop, no_keys).");
+              "stale, site, addr, flags, no_endpoint, initial, loop, no_keys, reply_peer).");
     for (i = 0; i < AE_FWD_NDROPS; i++)
         sb_printf(&b, "anyedge_tunnel_drops_total{reason=\"%s\"} %llu\n", ae_fwd_drop_name((int)i),
                   (unsigned long long)c.v[AE_M_TUN_DROP_B0 + i]);
     prom_head(&b, "forwarded_datagrams_total", "counter",
               "QUIC datagrams forwarded to (direction=out) or received from (direction=in) "
-              "another site, by peer site id.");
+              "another site, and reply frames (site.return: tunnel) sent to the site that "
+              "received the client's packets (direction=reply_out) or received from the "
+              "connection's owner (direction=reply_in), by peer site id.");
     for (i = 1; i <= AE_CID_SITE_MAX; i++) {
-        uint64_t o, in;
+        uint64_t o, in, ro, ri;
         ae_fwd_site_counts(ae_server_fwd_group(s), (uint16_t)i, &o, &in);
+        ae_fwd_site_reply_counts(ae_server_fwd_group(s), (uint16_t)i, &ro, &ri);
+        if (ro > 0)
+            sb_printf(&b,
+                      "anyedge_forwarded_datagrams_total{direction=\"reply_out\",site=\"%zu\"} "
+                      "%llu\n",
+                      i, (unsigned long long)ro);
+        if (ri > 0)
+            sb_printf(&b,
+                      "anyedge_forwarded_datagrams_total{direction=\"reply_in\",site=\"%zu\"} "
+                      "%llu\n",
+                      i, (unsigned long long)ri);
         if (o > 0)
-            sb_printf(&b, "anyedge_forwarded_datagrams_total{direction=\"out\",site=\"%zu\"} %llu\n",
-                      i, (unsigned long long)o);
+            sb_printf(&b,
+                      "anyedge_forwarded_datagrams_total{direction=\"out\",site=\"%zu\"} %llu\n", i,
+                      (unsigned long long)o);
         if (in > 0)
             sb_printf(&b, "anyedge_forwarded_datagrams_total{direction=\"in\",site=\"%zu\"} %llu\n",
                       i, (unsigned long long)in);
@@ -800,14 +825,10 @@ static const struct {
     const char *method;
     ae_admin_route_id id;
 } routes[] = {
-    {"/metrics", "GET", AE_ADMIN_METRICS},
-    {"/status", "GET", AE_ADMIN_STATUS},
-    {"/reload", "POST", AE_ADMIN_RELOAD},
-    {"/keys/rotate", "POST", AE_ADMIN_KEYS_ROTATE},
-    {"/sites", "GET", AE_ADMIN_SITES},
-    {"/whereis", "GET", AE_ADMIN_WHEREIS},
-    {"/drain", "POST", AE_ADMIN_DRAIN},
-    {"/undrain", "POST", AE_ADMIN_UNDRAIN},
+    {"/metrics", "GET", AE_ADMIN_METRICS}, {"/status", "GET", AE_ADMIN_STATUS},
+    {"/reload", "POST", AE_ADMIN_RELOAD},  {"/keys/rotate", "POST", AE_ADMIN_KEYS_ROTATE},
+    {"/sites", "GET", AE_ADMIN_SITES},     {"/whereis", "GET", AE_ADMIN_WHEREIS},
+    {"/drain", "POST", AE_ADMIN_DRAIN},    {"/undrain", "POST", AE_ADMIN_UNDRAIN},
 };
 
 static int span_eq(const char *s, size_t n, const char *lit)
@@ -1071,8 +1092,8 @@ static void conn_dispatch(admin_conn *c, const ae_admin_request *req)
         return;
     case AE_ADMIN_WHEREIS: {
         int code = 500;
-        if (ae_fwd_whereis(s, req->query, req->query != NULL ? req->query_len : 0, &body,
-                           &bodylen, &code) != 0) {
+        if (ae_fwd_whereis(s, req->query, req->query != NULL ? req->query_len : 0, &body, &bodylen,
+                           &code) != 0) {
             conn_respond_text(c, 500, NULL, "out of memory\n");
             return;
         }

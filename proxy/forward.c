@@ -20,6 +20,9 @@
 #define FWD_FRAME_MAX   (AE_QUIC_RX_BUF + AE_TUNNEL_OVERHEAD)
 #define FWD_UNREACH_MS  3000 /* a peer whose forward port bounced an ICMP error: dead this long */
 
+_Static_assert(AE_M_TUN_DROP_LAST - AE_M_TUN_DROP_B0 + 1 == AE_FWD_NDROPS,
+               "one counter per tunnel drop reason");
+
 /* ---- peer table ---- */
 
 ae_fwd_peers *ae_fwd_peers_new(size_t n)
@@ -175,6 +178,8 @@ const char *ae_fwd_drop_name(int i)
         return "loop";
     case AE_FWD_DROP_NOKEYS:
         return "no_keys";
+    case AE_FWD_DROP_REPLY_PEER:
+        return "reply_peer";
     default:
         return i >= 0 && i < AE_TUN_NREASONS ? ae_tunnel_reason_name(-i - 1) : "?";
     }
@@ -186,6 +191,7 @@ typedef struct {
     _Atomic size_t seq;
     uint16_t lindex;     /* listener index the datagram arrived on */
     uint8_t from_tunnel; /* never forward it again */
+    uint16_t from_site;  /* the site whose tunnel frame carried it (0: arrived directly) */
     uint16_t len;
     socklen_t remotelen, locallen;
     struct sockaddr_storage remote, local;
@@ -207,10 +213,12 @@ struct ae_fwd_worker {
     ae_fwd_peers *peers;
     ae_qsecrets *tk_sec; /* the secrets tk was built from (a reference) */
     ae_tunnel_keys *tk;
-    int from_tunnel; /* inside ae_quic_input for a datagram that came through the tunnel */
-    /* out batch */
+    int from_tunnel;    /* inside ae_quic_input for a datagram that came through the tunnel */
+    uint16_t from_site; /* ... from this site (0 when from_tunnel is 0) */
+    /* out batch: forward frames and reply frames (site.return: tunnel) */
     size_t on;
     uint16_t osite[FWD_BATCH];
+    uint8_t oreply[FWD_BATCH];
     size_t olen[FWD_BATCH];
     ae_tunnel_addr odst[FWD_BATCH];
     socklen_t odstlen[FWD_BATCH];
@@ -218,6 +226,7 @@ struct ae_fwd_worker {
     uint8_t rbuf[FWD_BATCH][FWD_FRAME_MAX];
     /* counters read by the admin thread */
     _Atomic uint64_t site_out[AE_CID_SITE_MAX + 1], site_in[AE_CID_SITE_MAX + 1];
+    _Atomic uint64_t site_rout[AE_CID_SITE_MAX + 1], site_rin[AE_CID_SITE_MAX + 1]; /* replies */
 };
 
 struct ae_fwd_group {
@@ -351,6 +360,32 @@ void ae_fwd_site_counts(const ae_fwd_group *g, uint16_t site, uint64_t *out, uin
     }
 }
 
+void ae_fwd_site_reply_counts(const ae_fwd_group *g, uint16_t site, uint64_t *out, uint64_t *in)
+{
+    *out = *in = 0;
+    if (g == NULL || site > AE_CID_SITE_MAX)
+        return;
+    for (size_t i = 0; i < g->n; i++) {
+        *out += atomic_load_explicit(&g->fw[i]->site_rout[site], memory_order_relaxed);
+        *in += atomic_load_explicit(&g->fw[i]->site_rin[site], memory_order_relaxed);
+    }
+}
+
+uint16_t ae_fwd_input_site(ae_worker *w)
+{
+    return w->fwd != NULL && w->fwd->from_tunnel ? w->fwd->from_site : 0;
+}
+
+int ae_fwd_peer_addr(ae_worker *w, uint16_t site, struct sockaddr_storage *addr, socklen_t *len)
+{
+    const ae_fwd_peer *p = w->fwd != NULL ? ae_fwd_peers_find(w->fwd->peers, site) : NULL;
+    if (p == NULL || p->addrlen == 0 || p->addrlen > sizeof(*addr))
+        return -1;
+    memcpy(addr, &p->addr, p->addrlen);
+    *len = p->addrlen;
+    return 0;
+}
+
 int ae_fwd_socket_setup(int fd, int family)
 {
     int one = 1, buf = 4 * 1024 * 1024;
@@ -407,9 +442,9 @@ static void fwd_observe_latency(ae_worker *w, uint64_t now_ms, uint64_t ts_ms)
 /* ---- hand-off between workers ---- */
 
 /* Pushes the datagram into worker `to`'s inbox. 0, or -1 when the inbox is full. */
-static int inbox_push(ae_fwd_worker *to, size_t lindex, int from_tunnel, const uint8_t *data,
-                      size_t len, const struct sockaddr *remote, socklen_t remotelen,
-                      const struct sockaddr *local, socklen_t locallen)
+static int inbox_push(ae_fwd_worker *to, size_t lindex, int from_tunnel, uint16_t from_site,
+                      const uint8_t *data, size_t len, const struct sockaddr *remote,
+                      socklen_t remotelen, const struct sockaddr *local, socklen_t locallen)
 {
     const size_t mask = FWD_INBOX_SLOTS - 1;
     size_t pos = atomic_load_explicit(&to->enq, memory_order_relaxed);
@@ -433,6 +468,7 @@ static int inbox_push(ae_fwd_worker *to, size_t lindex, int from_tunnel, const u
     }
     s->lindex = (uint16_t)lindex;
     s->from_tunnel = (uint8_t)from_tunnel;
+    s->from_site = from_site;
     s->len = (uint16_t)len;
     memcpy(s->data, data, len);
     memcpy(&s->remote, remote, remotelen);
@@ -492,9 +528,11 @@ static void inbox_cb(struct ev_loop *loop, ev_async *a, int revents)
         if (ep != NULL) {
             ep_set_add(&eps, ep);
             fw->from_tunnel = s->from_tunnel;
+            fw->from_site = s->from_site;
             ae_quic_input(ep, s->data, s->len, (struct sockaddr *)&s->remote, s->remotelen,
                           (struct sockaddr *)&s->local, s->locallen);
             fw->from_tunnel = 0;
+            fw->from_site = 0;
         } else {
             ae_count(&fw->w->counters, AE_M_QUIC_PKTS_DROPPED, 1);
         }
@@ -562,10 +600,13 @@ static void out_flush(ae_fwd_worker *fw)
                 }
                 break;
             }
-            for (int k = 0; k < r; k++)
-                atomic_fetch_add_explicit(&fw->site_out[fw->osite[i + sent + (size_t)k]], 1,
-                                          memory_order_relaxed);
-            ae_count(&fw->w->counters, AE_M_FWD_OUT, (uint64_t)r);
+            for (int k = 0; k < r; k++) {
+                size_t j = i + sent + (size_t)k;
+                atomic_fetch_add_explicit(fw->oreply[j] ? &fw->site_rout[fw->osite[j]]
+                                                        : &fw->site_out[fw->osite[j]],
+                                          1, memory_order_relaxed);
+                ae_count(&fw->w->counters, fw->oreply[j] ? AE_M_FWD_REPLY_OUT : AE_M_FWD_OUT, 1);
+            }
             sent += (size_t)r;
         }
         if (sent < n) /* socket buffer full: QUIC recovers the loss */
@@ -597,8 +638,36 @@ static int forward_out(ae_fwd_worker *fw, const ae_fwd_peer *peer, const uint8_t
         return -1;
     fw->olen[i] = (size_t)n;
     fw->osite[i] = peer->site;
+    fw->oreply[i] = 0;
     memcpy(&fw->odst[i], &peer->addr, peer->addrlen);
     fw->odstlen[i] = peer->addrlen;
+    fw->on++;
+    return 0;
+}
+
+int ae_fwd_reply(ae_worker *w, uint16_t site, const struct sockaddr *fwd, socklen_t fwdlen,
+                 const struct sockaddr *client, const struct sockaddr *local, uint8_t ecn,
+                 const uint8_t *data, size_t len)
+{
+    ae_fwd_worker *fw = w->fwd;
+    if (fw == NULL || w->rt == NULL || site > AE_CID_SITE_MAX || fwdlen == 0 ||
+        fwdlen > sizeof(fw->odst[0]))
+        return -1;
+    ae_tunnel_keys *tk = tunnel_keys(fw);
+    if (tk == NULL)
+        return -1;
+    if (fw->on == FWD_BATCH)
+        out_flush(fw);
+    size_t i = fw->on;
+    int n = ae_tunnel_encode_reply(tk, (uint16_t)w->rt->conf->site.id, ae_wall_ms(), client, local,
+                                   ecn, data, len, fw->obuf[i], sizeof(fw->obuf[i]));
+    if (n < 0)
+        return -1;
+    fw->olen[i] = (size_t)n;
+    fw->osite[i] = site;
+    fw->oreply[i] = 1;
+    memcpy(&fw->odst[i], fwd, fwdlen);
+    fw->odstlen[i] = fwdlen;
     fw->on++;
     return 0;
 }
@@ -633,8 +702,8 @@ int ae_fwd_unknown(ae_qep *ep, const uint8_t *data, size_t len, const uint8_t *d
         ae_count(&w->counters, AE_M_FWD_RESET_DEAD, 1);
         return 0; /* quic.c sends the stateless reset */
     case AE_FWD_HANDOFF:
-        if (inbox_push(fw->g->fw[worker], ep->l->index, fw->from_tunnel, data, len, remote,
-                       remotelen, local, locallen) != 0) {
+        if (inbox_push(fw->g->fw[worker], ep->l->index, fw->from_tunnel, fw->from_site, data, len,
+                       remote, remotelen, local, locallen) != 0) {
             ae_count(&w->counters, AE_M_FWD_HANDOFF_FULL, 1);
             ae_count(&w->counters, AE_M_QUIC_PKTS_DROPPED, 1);
         } else {
@@ -733,6 +802,32 @@ static void read_errqueue(ae_fwd_worker *fw, int fd)
     }
 }
 
+/* A verified reply frame (site.return: tunnel at its owner): the owner of a connection whose
+ * client reaches it through this site sends its datagram back to us; it leaves this worker's
+ * QUIC socket for the frame's local (anycast) address, from that address, to the client. Only
+ * from a live peer: a frame from a site our registry does not list as alive is dropped. */
+static void tunnel_reply_in(ae_fwd_worker *fw, const ae_tunnel_hdr *hdr, const uint8_t *dg,
+                            size_t dglen)
+{
+    ae_worker *w = fw->w;
+    const ae_fwd_peer *p = ae_fwd_peers_find(fw->peers, hdr->site);
+    if (p == NULL || !p->live || hdr->site == w->rt->conf->site.id) {
+        tun_drop(w, AE_FWD_DROP_REPLY_PEER);
+        return;
+    }
+    ae_qep *ep = ep_by_local(w, &hdr->local);
+    if (ep == NULL) {
+        tun_drop(w, AE_FWD_DROP_NOEP);
+        return;
+    }
+    atomic_fetch_add_explicit(&fw->site_rin[hdr->site], 1, memory_order_relaxed);
+    ae_count(&w->counters, AE_M_FWD_REPLY_IN, 1);
+    uint8_t ecn = (uint8_t)((hdr->flags & AE_TUNNEL_ECN_MASK) >> AE_TUNNEL_ECN_SHIFT);
+    if (ae_quic_send_reply(ep, &hdr->client.sa, hdr->client_len, &hdr->local.sa, ecn, dg, dglen) !=
+        0)
+        ae_count(&w->counters, AE_M_QUIC_PKTS_DROPPED, 1); /* socket full: QUIC recovers */
+}
+
 static void tunnel_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     ae_fwd_worker *fw = io->data;
@@ -778,6 +873,10 @@ static void tunnel_read_cb(struct ev_loop *loop, ev_io *io, int revents)
                 tun_drop(w, -rc - 1);
                 continue;
             }
+            if (hdr.flags & AE_TUNNEL_FLAG_REPLY) {
+                tunnel_reply_in(fw, &hdr, dg, dglen);
+                continue;
+            }
             if ((dg[0] & 0x80) && long_kind(dg, dglen) != 2) {
                 tun_drop(w, AE_FWD_DROP_INITIAL);
                 continue;
@@ -794,9 +893,11 @@ static void tunnel_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             ae_count(&w->counters, AE_M_QUIC_BYTES_IN, dglen);
             ep_set_add(&eps, ep);
             fw->from_tunnel = 1;
+            fw->from_site = hdr.site;
             ae_quic_input(ep, dg, dglen, &hdr.client.sa, hdr.client_len, &hdr.local.sa,
                           hdr.local_len);
             fw->from_tunnel = 0;
+            fw->from_site = 0;
         }
         if (n < FWD_BATCH)
             break;

@@ -10,7 +10,9 @@
  * (stateless reset: the reset secret is shared, so the token is valid). Initials are never
  * forwarded. The owner verifies the frame and feeds the datagram to the connection as if it had
  * arrived directly, with the client's address as the remote path; replies leave the owner's QUIC
- * socket from the anycast address straight to the client (direct server return).
+ * socket from the anycast address straight to the client (direct server return), or, with
+ * `site.return: tunnel`, go back in reply frames to the site that received the client's packets,
+ * which sends them to the client from the anycast address.
  *
  * Threads: the peer table (ae_fwd_peers) is an immutable, reference-counted snapshot the main
  * thread builds from the site registry every second and posts to every worker (AE_MSG_PEERS).
@@ -110,6 +112,23 @@ int ae_fwd_unknown(struct ae_qep *ep, const uint8_t *data, size_t len, const uin
 
 /* Datagrams forwarded to (out) and received from (in) site, summed over the workers. */
 void ae_fwd_site_counts(const ae_fwd_group *g, uint16_t site, uint64_t *out, uint64_t *in);
+/* Reply frames (site.return: tunnel) sent to (out) and received from (in) site. */
+void ae_fwd_site_reply_counts(const ae_fwd_group *g, uint16_t site, uint64_t *out, uint64_t *in);
+
+/* ---- site.return: tunnel ---- */
+/* Worker thread, inside ae_quic_input: the site whose tunnel frame carried the datagram being
+ * processed (also after a hand-off between workers), 0 when it arrived directly. */
+uint16_t ae_fwd_input_site(ae_worker *w);
+/* Worker thread: site's forward endpoint from the worker's peer table; 0, or -1 (unknown site,
+ * no endpoint published). */
+int ae_fwd_peer_addr(ae_worker *w, uint16_t site, struct sockaddr_storage *addr, socklen_t *len);
+/* Worker thread, the owner: queues a reply frame (datagram[0, len) to go to client from local
+ * with ECN codepoint ecn) for site's forward endpoint fwd into the worker's out batch (the
+ * forward frames' sendmmsg batch, sent from the forward socket). No allocation. 0, or -1 (no
+ * tunnel keys, bad address or size). */
+int ae_fwd_reply(ae_worker *w, uint16_t site, const struct sockaddr *fwd, socklen_t fwdlen,
+                 const struct sockaddr *client, const struct sockaddr *local, uint8_t ecn,
+                 const uint8_t *data, size_t len);
 
 /* Main thread: the socket options of a forward socket (0, or -1 with errno). */
 int ae_fwd_socket_setup(int fd, int family);
@@ -128,6 +147,7 @@ enum {
     AE_FWD_DROP_INITIAL,                /* an Initial in a frame (never forwarded) */
     AE_FWD_DROP_LOOP,                   /* forwarded datagram names another site */
     AE_FWD_DROP_NOKEYS,                 /* no tunnel keys yet */
+    AE_FWD_DROP_REPLY_PEER,             /* reply frame from a site that is not a live peer */
     AE_FWD_NDROPS
 };
 /* Metric label of tunnel drop reason i (0 .. AE_FWD_NDROPS - 1). */
@@ -153,5 +173,9 @@ void ae_quic_input(struct ae_qep *ep, const uint8_t *data, size_t len,
                    socklen_t locallen);
 /* Ends a batch on ep: writes the connections it touched. */
 void ae_quic_flush(struct ae_qep *ep);
+/* Sends one datagram of a reply frame from ep's socket to `to`, from `from` (PKTINFO when ep is
+ * a wildcard), with ECN codepoint ecn. 0, or an AE_ERR_* (socket full: dropped). */
+int ae_quic_send_reply(struct ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
+                       const struct sockaddr *from, uint8_t ecn, const uint8_t *data, size_t len);
 
 #endif

@@ -64,6 +64,8 @@ const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_FWD_RESET_DEAD] = "forward_resets_owner_dead",
     [AE_M_FWD_UNDECODABLE] = "forward_undecodable",
     [AE_M_FWD_SEND_ERRORS] = "forward_send_errors",
+    [AE_M_FWD_REPLY_OUT] = "forward_reply_out",
+    [AE_M_FWD_REPLY_IN] = "forward_reply_in",
     /* AE_M_TUN_DROP_*: rendered as tunnel_drops_total{reason=...} */
     /* AE_M_H3_UPLAT_*: no name, rendered as the histogram h3_upstream_latency_seconds */
     /* AE_M_FWD_LAT_*: no name, rendered as the histogram forward_latency_seconds */
@@ -151,4 +153,8 @@ const char *const ae_metric_help[AE_M__COUNT] = {
     [AE_M_FWD_UNDECODABLE] = "Short-header datagrams for an unknown connection whose CID does "
                              "not decode under the ring (dropped).",
     [AE_M_FWD_SEND_ERRORS] = "Tunnel frames that could not be sent (socket error or full).",
+    [AE_M_FWD_REPLY_OUT] = "Reply frames sent back to the site that received the client's "
+                           "packets (site.return: tunnel; per site: forwarded_datagrams_total).",
+    [AE_M_FWD_REPLY_IN] = "Reply frames from the owner of a connection, sent on to its client "
+                          "from the anycast address.",
 };

@@ -90,11 +90,15 @@ typedef enum {
     AE_M_FWD_RESET_DEAD,       /* stateless resets: owner site dead, unknown or draining */
     AE_M_FWD_UNDECODABLE,      /* short-header datagrams with an undecodable unknown DCID */
     AE_M_FWD_SEND_ERRORS,      /* tunnel frames that could not be sent */
+    AE_M_FWD_REPLY_OUT,        /* reply frames sent to the receiving site (site.return: tunnel) */
+    AE_M_FWD_REPLY_IN,         /* reply frames accepted and sent on to the client */
     AE_M_TUN_DROP_B0,          /* tunnel frames dropped, one counter per reason (forward.h: */
-    AE_M_TUN_DROP_LAST = AE_M_TUN_DROP_B0 + 11, /* AE_TUN_ERR_* then AE_FWD_DROP_*) */
+    AE_M_TUN_DROP_LAST = AE_M_TUN_DROP_B0 + 13, /* AE_TUN_ERR_* then AE_FWD_DROP_*) */
     AE_M_FWD_LAT_B0, /* forward latency histogram (accepted tunnel frames): AE_FWD_LAT_NBUCKETS */
     AE_M_FWD_LAT_LAST = AE_M_FWD_LAT_B0 + 13, /* per-bucket counts, the last is +Inf */
     AE_M_FWD_LAT_SUM_US,                      /* sum of the observations, microseconds */
+    AE_M_QUIC_CLOSE_B0, /* QUIC connections ended, by cause (ae_quic_close_cause_names order) */
+    AE_M_QUIC_CLOSE_LAST = AE_M_QUIC_CLOSE_B0 + 4,
     AE_M__COUNT
 } ae_metric;
 
@@ -113,6 +117,8 @@ extern const double ae_fwd_lat_bounds[AE_FWD_LAT_NBUCKETS - 1];
 
 /* Metric name (without the anyedge_ prefix and _total suffix) and help text, by ae_metric. */
 extern const char *const ae_metric_names[AE_M__COUNT];
+/* Label values of the QUIC close causes (AE_M_QUIC_CLOSE_B0 + i), defined in quic.c. */
+extern const char *const ae_quic_close_cause_names[5];
 extern const char *const ae_metric_help[AE_M__COUNT];
 
 typedef struct {

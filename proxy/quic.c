@@ -342,6 +342,57 @@ static int ep_send(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
     return ep_send_batch(ep, to, tolen, from, data, len, 0, 0);
 }
 
+int ae_quic_send_reply(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
+                       const struct sockaddr *from, uint8_t ecn, const uint8_t *data, size_t len)
+{
+    return ep_send_batch(ep, to, tolen, from, data, len, 0, ecn);
+}
+
+/* ---- site.return: tunnel ---- */
+
+/* Whether c's datagrams go back through the site its client's packets now reach (the last one
+ * came in that site's tunnel frame, and this site's `site.return` is tunnel: read at each send,
+ * so a reload applies to open connections). */
+static int conn_tunnel(const qconn *c)
+{
+    return c->ret_site != 0 && c->w->rt != NULL && c->w->rt->conf->site.ret == AE_RETURN_TUNNEL;
+}
+
+/* After a packet of c was accepted: remember through which site it came (the one being read). */
+static void conn_note_entry(qconn *c)
+{
+    uint16_t site = ae_fwd_input_site(c->w);
+    uint16_t was = c->ret_site;
+    if (site == 0 || ae_fwd_peer_addr(c->w, site, &c->ret_addr, &c->ret_addrlen) != 0) {
+        c->ret_site = 0;
+        c->ret_addrlen = 0;
+    } else {
+        c->ret_site = site;
+    }
+    if (c->ret_site != was)
+        AE_CDEBUG(c->id, "quic: client now reaches us %s%u",
+                  c->ret_site ? "through site " : "directly", c->ret_site);
+}
+
+/* One datagram of c in a reply frame to the site its client's packets come through. */
+static void conn_send_tunnel(qconn *c, const struct sockaddr *to, const struct sockaddr *from,
+                             uint8_t ecn, const uint8_t *data, size_t len)
+{
+    if (ae_fwd_reply(c->w, c->ret_site, (const struct sockaddr *)&c->ret_addr, c->ret_addrlen, to,
+                     from, ecn, data, len) != 0)
+        ae_count(&c->w->counters, AE_M_FWD_SEND_ERRORS, 1); /* QUIC recovers the loss */
+}
+
+/* A single datagram of c outside conn_write (CONNECTION_CLOSE): the tunnel or the socket. */
+static void conn_send(qconn *c, const struct sockaddr *to, socklen_t tolen,
+                      const struct sockaddr *from, const uint8_t *data, size_t len)
+{
+    if (conn_tunnel(c))
+        conn_send_tunnel(c, to, from, 0, data, len);
+    else
+        ep_send(c->ep, to, tolen, from, data, len);
+}
+
 static void ep_block(ae_qep *ep)
 {
     if (!ep->wblocked) {
@@ -364,10 +415,29 @@ static void arm_timer(qconn *c)
 }
 
 /* Detaches c from everything (CIDs, streams, lists, timer) and queues it for gc. */
+const char *const ae_quic_close_cause_names[5] = {"idle_timeout", "peer_closed", "local_close",
+                                                  "shutdown", "error"};
+
+/* Why a connection ended, for anyedge_quic_connections_closed_by_reason_total: the period it
+ * was in (draining: the peer closed; closing: we did) or the reason given to conn_kill. */
+static int close_cause(qc_state was, const char *reason)
+{
+    if (strcmp(reason, "idle_timeout") == 0)
+        return 0;
+    if (strcmp(reason, "shutdown") == 0)
+        return 3;
+    if (was == QC_DRAINING)
+        return 1;
+    if (was == QC_CLOSING)
+        return 2;
+    return 4;
+}
+
 static void conn_kill(qconn *c, const char *reason)
 {
     if (c->state == QC_DEAD)
         return;
+    qc_state was = c->state;
     ae_worker *w = c->w;
     ae_qep *ep = c->ep;
     AE_CDEBUG(c->id, "quic connection closed: %s", reason);
@@ -388,6 +458,7 @@ static void conn_kill(qconn *c, const char *reason)
     w->quic->dead = c;
     w->quic->nconns--;
     ae_count(&w->counters, AE_M_QUIC_CONN_CLOSED, 1);
+    ae_count(&w->counters, (ae_metric)(AE_M_QUIC_CLOSE_B0 + close_cause(was, reason)), 1);
 }
 
 static void conn_free(qconn *c)
@@ -429,8 +500,8 @@ static void conn_close_err(qconn *c)
     }
     memcpy(c->close_pkt, qw->tx, (size_t)n);
     c->close_len = (size_t)n;
-    ep_send(c->ep, (struct sockaddr *)&c->remote, c->remotelen, (struct sockaddr *)&c->local,
-            c->close_pkt, c->close_len);
+    conn_send(c, (struct sockaddr *)&c->remote, c->remotelen, (struct sockaddr *)&c->local,
+              c->close_pkt, c->close_len);
     start_period(c, QC_CLOSING);
 }
 
@@ -497,6 +568,13 @@ static int batch_flush(qconn *c, gso_batch *b)
 static int batch_add(qconn *c, gso_batch *b, const ngtcp2_path *path, uint8_t ecn, size_t n)
 {
     ae_qworker *qw = c->w->quic;
+    if (conn_tunnel(c)) {
+        /* site.return: tunnel: one reply frame per packet (no GSO), batched with the forward
+         * frames; the packet is copied into the frame at once, so b stays empty. */
+        conn_send_tunnel(c, (const struct sockaddr *)path->remote.addr,
+                         (const struct sockaddr *)path->local.addr, ecn, qw->tx + b->len, n);
+        return 0;
+    }
     int same = b->nseg > 0 && ecn == b->ecn && path->remote.addrlen == b->tolen &&
                memcmp(path->remote.addr, &b->to, b->tolen) == 0 && n <= b->gso && !c->ep->no_gso;
 
@@ -766,7 +844,7 @@ static void conn_read(qconn *c, const uint8_t *data, size_t len, const struct so
                       socklen_t remotelen, const struct sockaddr *local, socklen_t locallen)
 {
     if (c->state == QC_CLOSING) {
-        ep_send(c->ep, remote, remotelen, local, c->close_pkt, c->close_len);
+        conn_send(c, remote, remotelen, local, c->close_pkt, c->close_len);
         return;
     }
     if (c->state != QC_OPEN)
@@ -800,7 +878,9 @@ static void conn_read(qconn *c, const uint8_t *data, size_t len, const struct so
         return;
     }
     /* The current path: replies go where the last packet came from (ngtcp2 validates new
-     * paths itself and reports the one to use in each written packet). */
+     * paths itself and reports the one to use in each written packet), through the site that
+     * packet came from when this site's site.return is tunnel. */
+    conn_note_entry(c);
     ae_quic_conn_kick(c);
 }
 

@@ -106,6 +106,12 @@ struct qconn {
     uint8_t pending_ecn;
     struct sockaddr_storage pending_to, pending_from;
     socklen_t pending_tolen, pending_fromlen;
+    /* site.return: tunnel. The site whose tunnel frames brought this connection's last packet
+     * (0: it came directly to our QUIC socket) and that site's forward endpoint: with
+     * `site.return: tunnel` every datagram goes back there in a reply frame. */
+    uint16_t ret_site;
+    socklen_t ret_addrlen;
+    struct sockaddr_storage ret_addr;
     ngtcp2_cid cids[AE_QUIC_MAX_CIDS]; /* in the endpoint table */
     size_t ncids;
     qstream *streams;

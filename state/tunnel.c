@@ -197,9 +197,9 @@ static int get_addr(const uint8_t *p, int family, ae_tunnel_addr *a, socklen_t *
 
 /* ---- frames ---- */
 
-int ae_tunnel_encode(const ae_tunnel_keys *k, uint16_t site_id, uint64_t now_ms,
-                     const struct sockaddr *client, const struct sockaddr *local,
-                     const uint8_t *datagram, size_t len, uint8_t *out, size_t cap)
+static int encode(const ae_tunnel_keys *k, uint16_t site_id, uint64_t now_ms, uint8_t flags,
+                  const struct sockaddr *client, const struct sockaddr *local,
+                  const uint8_t *datagram, size_t len, uint8_t *out, size_t cap)
 {
     const tun_key *key = &k->keys[k->enc];
     int cfam, lfam;
@@ -214,7 +214,7 @@ int ae_tunnel_encode(const ae_tunnel_keys *k, uint16_t site_id, uint64_t now_ms,
         return AE_ERR_INVAL;
     memcpy(out + OFF_MAGIC, AE_TUNNEL_MAGIC, 4);
     out[OFF_VERSION] = AE_TUNNEL_VERSION;
-    out[OFF_FLAGS] = (uint8_t)(cfam << FLAG_CLIENT_SHIFT | lfam << FLAG_LOCAL_SHIFT);
+    out[OFF_FLAGS] = (uint8_t)(flags | cfam << FLAG_CLIENT_SHIFT | lfam << FLAG_LOCAL_SHIFT);
     put16(out + OFF_SITE, site_id);
     put64(out + OFF_KEY, key->id);
     put64(out + OFF_TS, now_ms);
@@ -223,6 +223,21 @@ int ae_tunnel_encode(const ae_tunnel_keys *k, uint16_t site_id, uint64_t now_ms,
     memmove(out + AE_TUNNEL_HDR_LEN, datagram, len);
     frame_mac(key, out, AE_TUNNEL_HDR_LEN + len, out + AE_TUNNEL_HDR_LEN + len);
     return (int)(AE_TUNNEL_OVERHEAD + len);
+}
+
+int ae_tunnel_encode(const ae_tunnel_keys *k, uint16_t site_id, uint64_t now_ms,
+                     const struct sockaddr *client, const struct sockaddr *local,
+                     const uint8_t *datagram, size_t len, uint8_t *out, size_t cap)
+{
+    return encode(k, site_id, now_ms, 0, client, local, datagram, len, out, cap);
+}
+
+int ae_tunnel_encode_reply(const ae_tunnel_keys *k, uint16_t site_id, uint64_t now_ms,
+                           const struct sockaddr *client, const struct sockaddr *local, uint8_t ecn,
+                           const uint8_t *datagram, size_t len, uint8_t *out, size_t cap)
+{
+    uint8_t flags = (uint8_t)(AE_TUNNEL_FLAG_REPLY | (ecn & 3) << AE_TUNNEL_ECN_SHIFT);
+    return encode(k, site_id, now_ms, flags, client, local, datagram, len, out, cap);
 }
 
 int ae_tunnel_decode(const ae_tunnel_keys *k, const uint8_t *frame, size_t len, uint64_t now_ms,
@@ -260,6 +275,9 @@ int ae_tunnel_decode(const ae_tunnel_keys *k, const uint8_t *frame, size_t len, 
         return AE_TUN_ERR_STALE;
     hdr->version = frame[OFF_VERSION];
     hdr->flags = frame[OFF_FLAGS];
+    if ((hdr->flags & ~AE_TUNNEL_FLAGS_KNOWN) != 0 ||
+        ((hdr->flags & AE_TUNNEL_ECN_MASK) != 0 && !(hdr->flags & AE_TUNNEL_FLAG_REPLY)))
+        return AE_TUN_ERR_FLAGS;
     hdr->site = get16(frame + OFF_SITE);
     if (hdr->site == 0 || hdr->site > AE_TUNNEL_SITE_MAX)
         return AE_TUN_ERR_SITE;
@@ -278,7 +296,7 @@ int ae_tunnel_decode(const ae_tunnel_keys *k, const uint8_t *frame, size_t len, 
 const char *ae_tunnel_reason_name(int rc)
 {
     static const char *const names[AE_TUN_NREASONS + 1] = {
-        "ok", "short", "magic", "version", "key", "mac", "stale", "site", "addr",
+        "ok", "short", "magic", "version", "key", "mac", "stale", "site", "addr", "flags",
     };
     return rc <= 0 && rc >= -AE_TUN_NREASONS ? names[-rc] : "?";
 }

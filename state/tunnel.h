@@ -8,9 +8,12 @@
  *        0    4  magic "AEt1"
  *        4    1  version (1)
  *        5    1  flags: bits 1-0 client address family, bits 3-2 local address family
- *                (1 = IPv4, 2 = IPv6; 0 and 3 are refused); bits 7-4 reserved: sent as 0,
- *                ignored on receipt (covered by the MAC; a layout change bumps the version)
- *        6    2  origin site id (1..4095; the site that received the datagram)
+ *                (1 = IPv4, 2 = IPv6; 0 and 3 are refused); bit 4 REPLY (see below);
+ *                bits 6-5 the ECN codepoint of a reply (0 unless REPLY); bit 7 reserved,
+ *                sent as 0. A frame with bit 7 set, or ECN bits without REPLY, is refused
+ *                (FLAGS): a receiver never guesses at a meaning it does not know
+ *        6    2  origin site id (1..4095): the site that sent the frame (forward frame: the
+ *                site that received the datagram; reply frame: the owner)
  *        8    8  key id: the id of the ring key whose tunnel key made the MAC
  *       16    8  timestamp: wall clock of the origin, ms since the Unix epoch
  *       24   18  client address (16) + port (2): the datagram's source as the origin saw it
@@ -18,6 +21,13 @@
  *       60    2  datagram length n (1..65535)
  *       62    n  the datagram, unchanged
  *     62+n   16  MAC: HMAC-SHA256 over octets [0, 62+n), truncated to its first 16 octets
+ *
+ * Two kinds of frame share the layout. A forward frame (REPLY clear) carries a client's datagram
+ * from the site that received it to the owner of its connection: client = the datagram's source,
+ * local = the (anycast) address it was sent to. A reply frame (REPLY set, `site.return: tunnel`)
+ * carries a datagram the owner sends on that connection back to the site that received the
+ * client's packets, which sends it to the client: client = its destination, local = its source
+ * (the anycast address), ECN bits = the codepoint to send it with.
  *
  * An IPv4 address is stored as an IPv4-mapped IPv6 address (::ffff:a.b.c.d); a frame whose IPv4
  * field lacks the ::ffff: prefix, or with port 0, is refused. The frame length must be exactly
@@ -35,9 +45,9 @@
  *
  * Decode checks, in order: magic (MAGIC) and version (VERSION) as far as the frame has them,
  * length (SHORT), key id (KEY), MAC (MAC), then, on authenticated content only, timestamp (STALE),
- * site id (SITE) and address families / ports (ADDR). So a forged or corrupted frame always counts
- * as MAC (or an earlier reason), and STALE / SITE / ADDR are frames some holder of the ring really
- * sent: clock skew or a replay for STALE, a bug for SITE and ADDR.
+ * flags (FLAGS), site id (SITE) and address families / ports (ADDR). So a forged or corrupted frame
+ * always counts as MAC (or an earlier reason), and STALE / FLAGS / SITE / ADDR are frames some
+ * holder of the ring really sent: clock skew or a replay for STALE, a bug for SITE and ADDR.
  *
  * Replay: there is no per-frame state. A frame replayed within the timestamp window delivers the
  * same datagram again; QUIC drops it as a duplicate packet number (RFC 9000 §12.3, and the
@@ -74,6 +84,10 @@
 #define AE_TUNNEL_KEY_LEN     32
 #define AE_TUNNEL_FAMILY_IPV4 1 /* flags values */
 #define AE_TUNNEL_FAMILY_IPV6 2
+#define AE_TUNNEL_FLAG_REPLY  0x10 /* a reply frame (owner -> receiving site) */
+#define AE_TUNNEL_ECN_SHIFT   5    /* reply frames: ECN codepoint in bits 6-5 */
+#define AE_TUNNEL_ECN_MASK    0x60
+#define AE_TUNNEL_FLAGS_KNOWN 0x7f /* bit 7 is reserved: refused when set */
 
 /* Decode results: 0, or one of these. A separate code space from AE_ERR_*: they are contiguous
  * from -1 so that -rc indexes an array of AE_TUN_NREASONS + 1 counters. */
@@ -86,8 +100,9 @@ enum {
     AE_TUN_ERR_STALE = -6,   /* authentic, but timestamp outside now ± window */
     AE_TUN_ERR_SITE = -7,    /* authentic, but origin site id 0 or > 4095 */
     AE_TUN_ERR_ADDR = -8,    /* authentic, but bad address family, IPv4 encoding or port 0 */
+    AE_TUN_ERR_FLAGS = -9,   /* authentic, but a reserved flag bit, or ECN bits without REPLY */
 };
-#define AE_TUN_NREASONS 8
+#define AE_TUN_NREASONS 9
 
 typedef union {
     struct sockaddr sa;
@@ -120,13 +135,18 @@ uint64_t ae_tunnel_keys_id(const ae_tunnel_keys *k);
 /* Whether frames made with ring key key_id are accepted. */
 int ae_tunnel_keys_has(const ae_tunnel_keys *k, uint64_t key_id);
 
-/* Writes the frame carrying datagram[0, len) into out[0, cap). client and local must be
- * AF_INET or AF_INET6 with a non-zero port. Returns the frame length (AE_TUNNEL_OVERHEAD + len),
- * AE_ERR_INVAL (site not 1..4095, bad address, len 0 or > 65535) or AE_ERR_TOOBIG (cap too
- * small). No allocation. */
+/* Writes the forward frame carrying datagram[0, len) into out[0, cap). client and local must
+ * be AF_INET or AF_INET6 with a non-zero port. Returns the frame length (AE_TUNNEL_OVERHEAD +
+ * len), AE_ERR_INVAL (site not 1..4095, bad address, len 0 or > 65535) or AE_ERR_TOOBIG (cap
+ * too small). datagram may already be at out + AE_TUNNEL_HDR_LEN. No allocation. */
 int ae_tunnel_encode(const ae_tunnel_keys *k, uint16_t site_id, uint64_t now_ms,
                      const struct sockaddr *client, const struct sockaddr *local,
                      const uint8_t *datagram, size_t len, uint8_t *out, size_t cap);
+/* The same for a reply frame: datagram[0, len) is to be sent to client from local with ECN
+ * codepoint ecn (0..3; other bits ignored). site_id is the sender's (the owner's). */
+int ae_tunnel_encode_reply(const ae_tunnel_keys *k, uint16_t site_id, uint64_t now_ms,
+                           const struct sockaddr *client, const struct sockaddr *local, uint8_t ecn,
+                           const uint8_t *datagram, size_t len, uint8_t *out, size_t cap);
 
 /* Verifies frame[0, len) made at most window_ms before or after now_ms. Returns 0 with *hdr
  * filled and *datagram / *datagram_len pointing into frame, or an AE_TUN_ERR_* reason (then the
@@ -136,7 +156,7 @@ int ae_tunnel_decode(const ae_tunnel_keys *k, const uint8_t *frame, size_t len, 
                      size_t *datagram_len);
 
 /* "ok" for 0, a short metric label ("short", "magic", "version", "key", "mac", "stale", "site",
- * "addr") for an AE_TUN_ERR_* code, "?" otherwise. */
+ * "addr", "flags") for an AE_TUN_ERR_* code, "?" otherwise. */
 const char *ae_tunnel_reason_name(int rc);
 
 #endif

@@ -239,6 +239,14 @@ count=$(metric anyedge_h3_upstream_latency_seconds_count)
 assert_ge "$count" 100 "latency observations"
 assert_eq "$(metric 'anyedge_h3_upstream_latency_seconds_bucket{le="+Inf"}')" "$count" "+Inf bucket = count"
 log "upstream latency histogram: $count observations"
+# Connections that ended are counted by cause; the clients above closed theirs.
+# One scrape: connections may close between two.
+m=$(curl -s --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics")
+closed=$(awk '/^anyedge_quic_connections_closed_by_reason_total\{/ { s += $2 } END { print s + 0 }' <<<"$m")
+assert_eq "$closed" "$(awk '$1 == "anyedge_quic_connections_closed_total" { print $2 }' <<<"$m")" \
+    "close causes add up"
+assert_ge "$(metric 'anyedge_quic_connections_closed_by_reason_total{reason="peer_closed"}')" 1 \
+    "connections closed by the peer"
 
 # GOAWAY on drain: a slow request in flight when SIGTERM arrives still completes with 200,
 # no new connection is accepted, and the process exits 0 once it is done.

@@ -193,6 +193,42 @@ static void test_roundtrip_ipv6(void **state)
     check_roundtrip(&r, (struct sockaddr *)&c, sizeof(c), (struct sockaddr *)&c4, sizeof(c4), 40);
 }
 
+/* Reply frames (site.return: tunnel): the reply bit and the ECN codepoint survive, the addresses
+ * are the reply's destination (client) and source (local); forward frames carry neither. */
+static void test_reply(void **state)
+{
+    struct sockaddr_in c = v4("192.0.2.10", 50000), l = v4("203.0.113.1", 443);
+    uint8_t frame[BUFCAP], dg[1400];
+    const uint8_t *out;
+    ae_tunnel_hdr h;
+    size_t dlen;
+    ae_ring r;
+    (void)state;
+
+    assert_int_equal(ae_ring_init(&r, NOW), 0);
+    ae_tunnel_keys *k = keys_of(&r);
+    fill(dg, sizeof(dg), 9);
+    for (unsigned ecn = 0; ecn < 4; ecn++) {
+        int n = ae_tunnel_encode_reply(k, 4095, NOW, (struct sockaddr *)&c, (struct sockaddr *)&l,
+                                       (uint8_t)(ecn | 0xfc), dg, sizeof(dg), frame, sizeof(frame));
+        assert_int_equal(n, (int)(AE_TUNNEL_OVERHEAD + sizeof(dg)));
+        assert_int_equal(frame[5], AE_TUNNEL_FLAG_REPLY | ecn << AE_TUNNEL_ECN_SHIFT | 0x05);
+        assert_int_equal(ae_tunnel_decode(k, frame, (size_t)n, NOW, WINDOW, &h, &out, &dlen), 0);
+        assert_true(h.flags & AE_TUNNEL_FLAG_REPLY);
+        assert_int_equal((h.flags & AE_TUNNEL_ECN_MASK) >> AE_TUNNEL_ECN_SHIFT, ecn);
+        assert_int_equal(h.site, 4095);
+        assert_memory_equal(&h.client.in, &c, sizeof(c));
+        assert_memory_equal(&h.local.in, &l, sizeof(l));
+        assert_int_equal(dlen, sizeof(dg));
+        assert_memory_equal(out, dg, sizeof(dg));
+    }
+    int n = ae_tunnel_encode(k, 1, NOW, (struct sockaddr *)&c, (struct sockaddr *)&l, dg, 10, frame,
+                             sizeof(frame));
+    assert_int_equal(ae_tunnel_decode(k, frame, (size_t)n, NOW, WINDOW, &h, &out, &dlen), 0);
+    assert_int_equal(h.flags & (AE_TUNNEL_FLAG_REPLY | AE_TUNNEL_ECN_MASK), 0);
+    ae_tunnel_keys_free(k);
+}
+
 static void test_encode_in_place(void **state)
 {
     struct sockaddr_in c = v4("192.0.2.10", 50000), l = v4("203.0.113.1", 443);
@@ -441,12 +477,23 @@ static void test_site_addr(void **state)
         resign(rk, frame, n);
         assert_int_equal(decode(k, frame, n, NOW), AE_TUN_ERR_ADDR);
     }
-    /* Reserved flag bits are ignored. */
+    /* Flags: bit 4 (reply) with any ECN codepoint is accepted; bit 7 (reserved) and ECN bits
+     * without the reply bit are refused. */
+    for (unsigned hi = 0; hi < 16; hi++) {
+        memcpy(frame, orig, n);
+        frame[5] = (uint8_t)(hi << 4 | 0x05);
+        resign(rk, frame, n);
+        int ok = (hi & 0x8) == 0 && ((hi & 0x6) == 0 || (hi & 0x1) != 0);
+        assert_int_equal(decode(k, frame, n, NOW), ok ? 0 : AE_TUN_ERR_FLAGS);
+        if (ok) {
+            assert_int_equal(ae_tunnel_decode(k, frame, n, NOW, WINDOW, &h, &dg, &dlen), 0);
+            assert_int_equal(h.flags, frame[5]);
+        }
+    }
+    /* ... but only on authenticated content: unsigned, a flag change is a MAC failure. */
     memcpy(frame, orig, n);
-    frame[5] |= 0xf0;
-    resign(rk, frame, n);
-    assert_int_equal(ae_tunnel_decode(k, frame, n, NOW, WINDOW, &h, &dg, &dlen), 0);
-    assert_int_equal(h.flags, 0xf5);
+    frame[5] |= 0x80;
+    assert_int_equal(decode(k, frame, n, NOW), AE_TUN_ERR_MAC);
     /* IPv4 without the ::ffff: prefix. */
     memcpy(frame, orig, n);
     frame[24 + 10] = 0;
@@ -620,6 +667,7 @@ static void test_reason_names(void **state)
         {AE_TUN_ERR_STALE, "stale"},
         {AE_TUN_ERR_SITE, "site"},
         {AE_TUN_ERR_ADDR, "addr"},
+        {AE_TUN_ERR_FLAGS, "flags"},
     };
     (void)state;
 
@@ -670,21 +718,14 @@ static void test_no_allocation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip_ipv4),
-        cmocka_unit_test(test_roundtrip_ipv6),
-        cmocka_unit_test(test_encode_in_place),
-        cmocka_unit_test(test_encode_errors),
-        cmocka_unit_test(test_bit_flips),
-        cmocka_unit_test(test_magic_version),
-        cmocka_unit_test(test_unknown_key),
-        cmocka_unit_test(test_window),
-        cmocka_unit_test(test_site_addr),
-        cmocka_unit_test(test_truncation),
-        cmocka_unit_test(test_random),
-        cmocka_unit_test(test_rotation),
-        cmocka_unit_test(test_keys),
-        cmocka_unit_test(test_reason_names),
-        cmocka_unit_test(test_no_allocation),
+        cmocka_unit_test(test_roundtrip_ipv4), cmocka_unit_test(test_roundtrip_ipv6),
+        cmocka_unit_test(test_reply),          cmocka_unit_test(test_encode_in_place),
+        cmocka_unit_test(test_encode_errors),  cmocka_unit_test(test_bit_flips),
+        cmocka_unit_test(test_magic_version),  cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_window),         cmocka_unit_test(test_site_addr),
+        cmocka_unit_test(test_truncation),     cmocka_unit_test(test_random),
+        cmocka_unit_test(test_rotation),       cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_reason_names),   cmocka_unit_test(test_no_allocation),
     };
 
     if (CRYPTO_set_mem_functions(count_malloc, count_realloc, count_free) != 1)
