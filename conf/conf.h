@@ -101,7 +101,8 @@ typedef struct ae_conf {
     struct {
         uint32_t id; /* 1..4095 */
         char *name;
-        ae_addr forward; /* inter-site forwarding address (published in the registry); len 0 = unset */
+        ae_addr
+            forward; /* inter-site forwarding address (published in the registry); len 0 = unset */
         uint32_t forward_window_ms; /* tunnel frames accepted within now ± this */
         ae_site_return ret;         /* replies of forwarded connections: direct or tunnel */
     } site;

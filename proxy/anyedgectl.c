@@ -1,8 +1,8 @@
 /*
  * anyedgectl: command-line client of anyedge's admin endpoint.
  *
- *   anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] status|metrics|sites|whereis CID|reload|keys rotate
- *   anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] drain|undrain
+ *   anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] status|metrics|sites|whereis CID|reload|keys
+ * rotate anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] drain|undrain
  *
  * The admin address comes from -a, else from admin.address of the config given with -c, else
  * the default 127.0.0.1:9901. Exit status: 0 on a 2xx answer, 1 on any other answer (its body

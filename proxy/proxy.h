@@ -69,30 +69,30 @@ typedef enum {
     AE_M_H3_UPLAT_B0,        /* upstream latency histogram: AE_H3_UPLAT_NBUCKETS per-bucket */
     AE_M_H3_UPLAT_LAST = AE_M_H3_UPLAT_B0 + 12, /* (not cumulative) counts, the last is +Inf */
     AE_M_H3_UPLAT_SUM_US,                       /* sum of the observations, microseconds */
-    AE_M_QUIC_HS_FULL,         /* QUIC handshakes completed without resumption */
-    AE_M_QUIC_HS_RESUMED,      /* QUIC handshakes completed with a session ticket */
-    AE_M_QUIC_0RTT_ACCEPTED,   /* QUIC handshakes whose early data was accepted */
-    AE_M_QUIC_0RTT_REJECTED,   /* early data offered by the client, refused by us */
-    AE_M_QUIC_RETRY_SENT,      /* Retry packets sent */
-    AE_M_QUIC_TOKEN_RETRY_OK,  /* Initials with a valid Retry token */
-    AE_M_QUIC_TOKEN_NEW_OK,    /* Initials with a valid, unused NEW_TOKEN token */
-    AE_M_QUIC_TOKEN_REJECTED,  /* Initials with a token that failed (bad, expired, reused) */
-    AE_M_QUIC_TOKEN_REUSED,    /* of which: NEW_TOKEN token already used at this site */
-    AE_M_QUIC_NEW_TOKEN_SENT,  /* NEW_TOKEN frames submitted after a handshake */
-    AE_M_QUIC_BYTES_IN,        /* UDP payload bytes received on QUIC listeners */
-    AE_M_QUIC_BYTES_OUT,       /* UDP payload bytes sent */
-    AE_M_H3_EARLY_FORWARDED,   /* HTTP/3 requests received in 0-RTT, forwarded (Early-Data: 1) */
-    AE_M_H3_TOO_EARLY,         /* HTTP/3 requests received in 0-RTT answered 425 by us */
-    AE_M_FWD_OUT,              /* datagrams forwarded to another site in tunnel frames */
-    AE_M_FWD_IN,               /* datagrams accepted from tunnel frames */
-    AE_M_FWD_HANDOFF,          /* datagrams handed to another worker of this site */
-    AE_M_FWD_HANDOFF_FULL,     /* hand-offs dropped: the owning worker's inbox was full */
-    AE_M_FWD_RESET_DEAD,       /* stateless resets: owner site dead, unknown or draining */
-    AE_M_FWD_UNDECODABLE,      /* short-header datagrams with an undecodable unknown DCID */
-    AE_M_FWD_SEND_ERRORS,      /* tunnel frames that could not be sent */
-    AE_M_FWD_REPLY_OUT,        /* reply frames sent to the receiving site (site.return: tunnel) */
-    AE_M_FWD_REPLY_IN,         /* reply frames accepted and sent on to the client */
-    AE_M_TUN_DROP_B0,          /* tunnel frames dropped, one counter per reason (forward.h: */
+    AE_M_QUIC_HS_FULL,                          /* QUIC handshakes completed without resumption */
+    AE_M_QUIC_HS_RESUMED,     /* QUIC handshakes completed with a session ticket */
+    AE_M_QUIC_0RTT_ACCEPTED,  /* QUIC handshakes whose early data was accepted */
+    AE_M_QUIC_0RTT_REJECTED,  /* early data offered by the client, refused by us */
+    AE_M_QUIC_RETRY_SENT,     /* Retry packets sent */
+    AE_M_QUIC_TOKEN_RETRY_OK, /* Initials with a valid Retry token */
+    AE_M_QUIC_TOKEN_NEW_OK,   /* Initials with a valid, unused NEW_TOKEN token */
+    AE_M_QUIC_TOKEN_REJECTED, /* Initials with a token that failed (bad, expired, reused) */
+    AE_M_QUIC_TOKEN_REUSED,   /* of which: NEW_TOKEN token already used at this site */
+    AE_M_QUIC_NEW_TOKEN_SENT, /* NEW_TOKEN frames submitted after a handshake */
+    AE_M_QUIC_BYTES_IN,       /* UDP payload bytes received on QUIC listeners */
+    AE_M_QUIC_BYTES_OUT,      /* UDP payload bytes sent */
+    AE_M_H3_EARLY_FORWARDED,  /* HTTP/3 requests received in 0-RTT, forwarded (Early-Data: 1) */
+    AE_M_H3_TOO_EARLY,        /* HTTP/3 requests received in 0-RTT answered 425 by us */
+    AE_M_FWD_OUT,             /* datagrams forwarded to another site in tunnel frames */
+    AE_M_FWD_IN,              /* datagrams accepted from tunnel frames */
+    AE_M_FWD_HANDOFF,         /* datagrams handed to another worker of this site */
+    AE_M_FWD_HANDOFF_FULL,    /* hand-offs dropped: the owning worker's inbox was full */
+    AE_M_FWD_RESET_DEAD,      /* stateless resets: owner site dead, unknown or draining */
+    AE_M_FWD_UNDECODABLE,     /* short-header datagrams with an undecodable unknown DCID */
+    AE_M_FWD_SEND_ERRORS,     /* tunnel frames that could not be sent */
+    AE_M_FWD_REPLY_OUT,       /* reply frames sent to the receiving site (site.return: tunnel) */
+    AE_M_FWD_REPLY_IN,        /* reply frames accepted and sent on to the client */
+    AE_M_TUN_DROP_B0,         /* tunnel frames dropped, one counter per reason (forward.h: */
     AE_M_TUN_DROP_LAST = AE_M_TUN_DROP_B0 + 13, /* AE_TUN_ERR_* then AE_FWD_DROP_*) */
     AE_M_FWD_LAT_B0, /* forward latency histogram (accepted tunnel frames): AE_FWD_LAT_NBUCKETS */
     AE_M_FWD_LAT_LAST = AE_M_FWD_LAT_B0 + 13, /* per-bucket counts, the last is +Inf */
@@ -346,10 +346,10 @@ typedef enum {
 
 /* One evaluation of the site's health. */
 typedef struct {
-    int pools_ok;     /* every listener's upstream pool has at least one usable server */
-    int listeners_ok; /* the listeners are open */
-    int draining;     /* site drain or shutdown: withdraw at once, no hysteresis */
-    int redis_ok;     /* Redis connected (counts only with require_redis) */
+    int pools_ok;      /* every listener's upstream pool has at least one usable server */
+    int listeners_ok;  /* the listeners are open */
+    int draining;      /* site drain or shutdown: withdraw at once, no hysteresis */
+    int redis_ok;      /* Redis connected (counts only with require_redis) */
     int registry_wait; /* shared state: connected but the site registry not read yet, so this
                         * site could not forward other sites' flows: not healthy */
 } ae_anycast_input;

@@ -53,7 +53,7 @@ struct ae_server_main {
     /* inter-site forwarding (proxy/forward.c) */
     ae_fwd_group *fwdg;
     ae_addr fwd_addr; /* site.forward the fds below are bound to */
-    int *fwd_fds;     /* [nworkers] site.forward SO_REUSEPORT group (the workers own them), or NULL */
+    int *fwd_fds; /* [nworkers] site.forward SO_REUSEPORT group (the workers own them), or NULL */
     ae_fwd_peers *peers; /* newest peer table (whereis) */
     ev_timer peers_tick;
     uint64_t seen_draining[AE_CID_SITE_MAX + 1];

@@ -77,7 +77,7 @@ struct ae_worker {
     uint64_t next_conn_id;
 
     ae_counters counters;
-    struct ae_qworker *quic; /* QUIC state of this worker (proxy/quic.c), NULL until needed */
+    struct ae_qworker *quic;   /* QUIC state of this worker (proxy/quic.c), NULL until needed */
     struct ae_fwd_worker *fwd; /* forwarding state (proxy/forward.c), set before start */
 
     /* Set by the main thread before start: signalled when the worker's loop has ended. */

@@ -88,10 +88,10 @@ struct ae_state {
     ae_ring ring;
     int have_ring;
     int syncing, rotating, force_rotate;
-    char token[24]; /* fencing token of the rotation in progress */
+    char token[24];        /* fencing token of the rotation in progress */
     uint64_t rot_base_gen; /* ring generation the rotation in progress started from */
     uint64_t last_rot_warn_ms, last_ring_err_ms, last_conflict_ms;
-    char last_ring_err[128]; /* last ring error logged: only repeats of it are rate limited */
+    char last_ring_err[128];       /* last ring error logged: only repeats of it are rate limited */
     uint64_t ring_changed_mono_ms; /* monotonic time this site last saw the ring change; 0 never */
 
     ev_timer sync_timer, hb_timer;

@@ -38,8 +38,8 @@ struct ae_quic_tls_ctx {
     int refcnt;
     gnutls_certificate_credentials_t cred;
     gnutls_priority_t prio;
-    int early_data;                 /* quic.early_data */
-    gnutls_anti_replay_t replay;    /* this worker's recording window (early_data only) */
+    int early_data;              /* quic.early_data */
+    gnutls_anti_replay_t replay; /* this worker's recording window (early_data only) */
 };
 
 struct ae_quic_tls {
