@@ -16,32 +16,10 @@
 . "$(dirname "$0")/lib.sh"
 . "$AE_SRCDIR/tests/lab/netns.sh"
 
-[ "$(id -u)" = 0 ] || fail "needs root for network namespaces (ip netns); run as root (CI does)"
-ip netns list >/dev/null 2>&1 || fail "'ip netns' is unavailable"
-command -v redis-server >/dev/null || fail "redis-server is not installed"
+lab_test_require
 command -v redis-cli >/dev/null || fail "redis-cli is not installed"
 [ -x "$AE_BIN/ae-h3get" ] || fail "$AE_BIN/ae-h3get is missing (HTTP/3 test client)"
-
-route_return_cleanup() {
-    local rc=$?
-    trap - EXIT
-    set +e
-    lab_down
-    local left
-    left=$(ip netns list | awk -v p="$LAB_PREFIX" 'index($1, p) == 1 { printf "%s ", $1 }')
-    if [ -n "$left" ]; then
-        printf '[%s] namespaces left behind: %s\n' "$AE_TEST_NAME" "$left" >&2
-        [ $rc -ne 0 ] || rc=1
-    fi
-    (exit $rc)
-    ae_cleanup
-}
-trap route_return_cleanup EXIT
-trap 'exit 143' TERM
-trap 'exit 130' INT
-
-lab_init "ar$$-" 2
-lab_up || fail "could not build the namespace lab"
+lab_test_up 2
 A=$LAB_ANYCAST
 CORE=$LAB_CORE_ADDR
 RATE=${AE_SHIFT_RATE:-150mbit}
