@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <netinet/udp.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,30 +67,6 @@ void ae_quic_secrets(ae_worker *w, ae_qsecrets *sec)
     ae_cid_keys_free(qw->cidk);
     qw->sec = sec;
     qw->cidk = keys;
-}
-
-int ae_quic_socket_setup(int fd, int family)
-{
-    int one = 1, buf = 4 * 1024 * 1024;
-    /* Bigger socket buffers absorb bursts of a whole congestion window (best effort). */
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
-    if (family == AF_INET6) {
-        if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) != 0)
-            return -1;
-        /* ECN: read the codepoint of received datagrams (ngtcp2 validates and reports it). */
-        setsockopt(fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &one, sizeof(one));
-        int pmtu = IPV6_PMTUDISC_PROBE;
-        setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu, sizeof(pmtu));
-    } else {
-        if (setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) != 0)
-            return -1;
-        setsockopt(fd, IPPROTO_IP, IP_RECVTOS, &one, sizeof(one));
-        /* DF set, route MTU ignored: ngtcp2's PMTUD probes decide the packet size. */
-        int pmtu = IP_PMTUDISC_PROBE;
-        setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof(pmtu));
-    }
-    return 0;
 }
 
 /* ---- connection-ID table ---- */
@@ -234,118 +209,13 @@ static int reset_token(ae_worker *w, const ngtcp2_cid *cid, uint8_t *token)
                                                                                      : AE_ERR_TLS;
 }
 
-/* ---- sending ---- */
+/* ---- sending (the socket side is in quic_io.c) ---- */
 
-/* Sends len bytes from `from` (the address the client targeted; NULL = the socket's) to `to`:
- * one datagram, or with len > gso several of gso bytes (the last may be shorter) in one
- * sendmsg with UDP GSO. Without kernel GSO the batch goes out one datagram at a time, and the
- * endpoint stops batching. Returns 0, AE_ERR_AGAIN when the socket buffer is full (nothing or
- * only a prefix was sent: the caller keeps the whole batch; QUIC tolerates the duplicates),
- * AE_ERR_IO on other errors. */
-static int ep_send_batch(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
-                         const struct sockaddr *from, const uint8_t *data, size_t len, size_t gso,
-                         uint8_t ecn)
-{
-    struct iovec iov = {(void *)data, len};
-    union {
-        char buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(uint16_t)) +
-                 CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } ctl;
-    struct msghdr mh = {
-        .msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov, .msg_iovlen = 1};
-    struct cmsghdr *cm;
-    size_t segs = gso > 0 && len > gso ? (len + gso - 1) / gso : 1;
-
-    memset(&ctl, 0, sizeof(ctl));
-    mh.msg_control = ctl.buf;
-    mh.msg_controllen = sizeof(ctl.buf);
-    cm = CMSG_FIRSTHDR(&mh);
-    size_t used = 0;
-    if (ep->wildcard && from != NULL && from->sa_family == ep->family) {
-        if (ep->family == AF_INET) {
-            struct in_pktinfo pi = {0};
-            cm->cmsg_level = IPPROTO_IP;
-            cm->cmsg_type = IP_PKTINFO;
-            cm->cmsg_len = CMSG_LEN(sizeof(pi));
-            pi.ipi_spec_dst = ((const struct sockaddr_in *)from)->sin_addr;
-            memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
-            used += CMSG_SPACE(sizeof(pi));
-        } else {
-            struct in6_pktinfo pi = {0};
-            cm->cmsg_level = IPPROTO_IPV6;
-            cm->cmsg_type = IPV6_PKTINFO;
-            cm->cmsg_len = CMSG_LEN(sizeof(pi));
-            pi.ipi6_addr = ((const struct sockaddr_in6 *)from)->sin6_addr;
-            memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
-            used += CMSG_SPACE(sizeof(pi));
-        }
-        cm = CMSG_NXTHDR(&mh, cm);
-    }
-    if (segs > 1 && !ep->no_gso) {
-        uint16_t seg = (uint16_t)gso;
-        cm->cmsg_level = SOL_UDP;
-        cm->cmsg_type = UDP_SEGMENT;
-        cm->cmsg_len = CMSG_LEN(sizeof(seg));
-        memcpy(CMSG_DATA(cm), &seg, sizeof(seg));
-        used += CMSG_SPACE(sizeof(seg));
-        cm = CMSG_NXTHDR(&mh, cm);
-    }
-    if (ecn != 0) {
-        /* The ECN codepoint ngtcp2 chose for these packets (ECT(0) while validating). */
-        int tos = ecn;
-        cm->cmsg_level = ep->family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP;
-        cm->cmsg_type = ep->family == AF_INET6 ? IPV6_TCLASS : IP_TOS;
-        cm->cmsg_len = CMSG_LEN(sizeof(tos));
-        memcpy(CMSG_DATA(cm), &tos, sizeof(tos));
-        used += CMSG_SPACE(sizeof(tos));
-    }
-    mh.msg_controllen = used;
-    if (used == 0)
-        mh.msg_control = NULL;
-    if (segs > 1 && ep->no_gso) {
-        /* One datagram per segment. */
-        for (size_t off = 0; off < len; off += gso) {
-            int rv = ep_send_batch(ep, to, tolen, from, data + off,
-                                   len - off < gso ? len - off : gso, 0, ecn);
-            if (rv != 0)
-                return rv;
-        }
-        return 0;
-    }
-    for (;;) {
-        ssize_t n = sendmsg(ep->fd, &mh, MSG_DONTWAIT);
-        if (n >= 0) {
-            ae_count(&ep->w->counters, AE_M_QUIC_PKTS_OUT, segs);
-            ae_count(&ep->w->counters, AE_M_QUIC_BYTES_OUT, len);
-            return 0;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
-            return AE_ERR_AGAIN;
-        if (segs > 1 && (errno == EIO || errno == EINVAL || errno == EOPNOTSUPP)) {
-            /* No UDP GSO here (or not for this device): fall back for good. */
-            AE_WARN("quic: UDP GSO unavailable (%s): sending one datagram per packet",
-                    strerror(errno));
-            ep->no_gso = 1;
-            return ep_send_batch(ep, to, tolen, from, data, len, gso, ecn);
-        }
-        ae_count(&ep->w->counters, AE_M_QUIC_SEND_ERRORS, 1);
-        return AE_ERR_IO;
-    }
-}
-
+/* One datagram from `from` (NULL = the socket's address) to `to`, no ECN codepoint. */
 static int ep_send(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
                    const struct sockaddr *from, const uint8_t *data, size_t len)
 {
-    return ep_send_batch(ep, to, tolen, from, data, len, 0, 0);
-}
-
-int ae_quic_send_reply(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
-                       const struct sockaddr *from, uint8_t ecn, const uint8_t *data, size_t len)
-{
-    return ep_send_batch(ep, to, tolen, from, data, len, 0, ecn);
+    return ae_quic_send_batch(ep, to, tolen, from, data, len, 0, 0);
 }
 
 /* ---- site.return: tunnel ---- */
@@ -543,8 +413,8 @@ static int batch_flush(qconn *c, gso_batch *b)
 
     if (b->len == 0)
         return 0;
-    rv = ep_send_batch(c->ep, (struct sockaddr *)&b->to, b->tolen, (struct sockaddr *)&b->from,
-                       qw->tx, b->len, b->gso, b->ecn);
+    rv = ae_quic_send_batch(c->ep, (struct sockaddr *)&b->to, b->tolen, (struct sockaddr *)&b->from,
+                            qw->tx, b->len, b->gso, b->ecn);
     if (rv == AE_ERR_AGAIN) {
         c->pending = malloc(b->len); /* only when the socket buffer is full */
         if (c->pending != NULL) {
@@ -1252,91 +1122,6 @@ static void handle_datagram(ae_qep *ep, const uint8_t *data, size_t len,
     admit_initial(ep, data, len, &hd, remote, remotelen, local, locallen);
 }
 
-static void ep_read_cb(struct ev_loop *loop, ev_io *io, int revents)
-{
-    ae_wlistener *l = io->data;
-    ae_qep *ep = l->qep;
-    ae_qworker *qw = ep->w->quic;
-    struct mmsghdr msgs[AE_QUIC_RX_BATCH];
-    struct iovec iov[AE_QUIC_RX_BATCH];
-    struct sockaddr_storage from[AE_QUIC_RX_BATCH];
-    union {
-        char buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + 64];
-        struct cmsghdr align;
-    } ctl[AE_QUIC_RX_BATCH];
-    ep->in_batch = 1;
-    for (int round = 0; round < 4; round++) {
-        for (int i = 0; i < AE_QUIC_RX_BATCH; i++) {
-            iov[i].iov_base = qw->rx[i];
-            iov[i].iov_len = sizeof(qw->rx[i]);
-            memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
-            msgs[i].msg_hdr.msg_name = &from[i];
-            msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-            msgs[i].msg_hdr.msg_control = ctl[i].buf;
-            msgs[i].msg_hdr.msg_controllen = sizeof(ctl[i].buf);
-        }
-        int n = recvmmsg(ep->fd, msgs, AE_QUIC_RX_BATCH, MSG_DONTWAIT, NULL);
-        if (n <= 0)
-            break;
-        for (int i = 0; i < n; i++) {
-            ae_count(&ep->w->counters, AE_M_QUIC_PKTS_IN, 1);
-            ae_count(&ep->w->counters, AE_M_QUIC_BYTES_IN, msgs[i].msg_len);
-            struct msghdr *mh = &msgs[i].msg_hdr;
-            if (mh->msg_flags & MSG_TRUNC) {
-                drop(ep);
-                continue;
-            }
-            /* Local address: the bound one, or the destination the client used (PKTINFO). */
-            struct sockaddr_storage local = ep->bound;
-            socklen_t locallen = ep->boundlen;
-            ep->rx_ecn = 0;
-            for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
-                if ((cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_TOS &&
-                     cm->cmsg_len >= CMSG_LEN(1)) ||
-                    (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_TCLASS &&
-                     cm->cmsg_len >= CMSG_LEN(sizeof(int)))) {
-                    /* IP_TOS carries one byte, IPV6_TCLASS an int: the low two bits are ECN. */
-                    uint8_t tos;
-                    if (cm->cmsg_level == IPPROTO_IP) {
-                        tos = *(const uint8_t *)CMSG_DATA(cm);
-                    } else {
-                        int tc;
-                        memcpy(&tc, CMSG_DATA(cm), sizeof(tc));
-                        tos = (uint8_t)tc;
-                    }
-                    ep->rx_ecn = tos & 0x3;
-                    continue;
-                }
-                if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO &&
-                    ep->family == AF_INET) {
-                    struct in_pktinfo pi;
-                    memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
-                    ((struct sockaddr_in *)&local)->sin_addr = pi.ipi_addr;
-                } else if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_PKTINFO &&
-                           ep->family == AF_INET6) {
-                    struct in6_pktinfo pi;
-                    memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
-                    ((struct sockaddr_in6 *)&local)->sin6_addr = pi.ipi6_addr;
-                }
-            }
-            handle_datagram(ep, qw->rx[i], msgs[i].msg_len, (struct sockaddr *)&from[i],
-                            mh->msg_namelen, (struct sockaddr *)&local, locallen);
-            ep->rx_ecn = 0; /* datagrams handed over from elsewhere carry none */
-        }
-        if (n < AE_QUIC_RX_BATCH)
-            break;
-    }
-    ep->in_batch = 0;
-    while (ep->dirty != NULL) {
-        qconn *c = ep->dirty;
-        ep->dirty = c->dirty_next;
-        c->is_dirty = 0;
-        conn_write(c);
-    }
-}
-
 static void ep_write_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     ae_qep *ep = io->data;
@@ -1347,9 +1132,9 @@ static void ep_write_cb(struct ev_loop *loop, ev_io *io, int revents)
         next = c->next;
         if (c->pending == NULL)
             continue;
-        int rv = ep_send_batch(ep, (struct sockaddr *)&c->pending_to, c->pending_tolen,
-                               (struct sockaddr *)&c->pending_from, c->pending, c->pending_len,
-                               c->pending_gso, c->pending_ecn);
+        int rv = ae_quic_send_batch(ep, (struct sockaddr *)&c->pending_to, c->pending_tolen,
+                                    (struct sockaddr *)&c->pending_from, c->pending, c->pending_len,
+                                    c->pending_gso, c->pending_ecn);
         if (rv == AE_ERR_AGAIN) {
             ep_block(ep);
             return;
@@ -1386,7 +1171,7 @@ int ae_quic_listener_start(ae_worker *w, ae_wlistener *l)
     rand_bytes(ep->hkey, sizeof(ep->hkey));
     ev_io_init(&ep->wio, ep_write_cb, l->fd, EV_WRITE);
     ep->wio.data = ep;
-    ev_io_init(&l->io, ep_read_cb, l->fd, EV_READ);
+    ev_io_init(&l->io, ae_quic_read_cb, l->fd, EV_READ);
     l->io.data = l;
     l->qep = ep;
     return 0;

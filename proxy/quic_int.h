@@ -1,5 +1,6 @@
 /*
- * Internal to proxy/quic.c and proxy/h3.c: QUIC endpoints, connections, HTTP/3 streams.
+ * Internal to proxy/quic.c, proxy/quic_io.c, proxy/h3.c and proxy/h3_upstream.c: QUIC
+ * endpoints, connections, HTTP/3 streams.
  *
  * Ownership (all on one worker thread): a worker's QUIC state (ae_qworker) holds the TLS
  * credentials of the runtime it serves and the dead lists; each QUIC listener of the worker has
@@ -73,7 +74,7 @@ typedef struct ae_qworker {
     uint32_t rate_cur, rate_prev; /* (rate_cur) and in the second before (rate_prev) */
     ae_qsecrets *sec;             /* QUIC secrets of the newest ring (a reference) */
     struct ae_cid_keys *cidk;     /* this worker's CID cipher contexts for that ring */
-    struct ae_h3_upool *upool;    /* idle keep-alive upstream connections (h3.c) */
+    struct ae_h3_upool *upool;    /* idle keep-alive upstream connections (h3_upstream.c) */
     ev_timer drain_tick;          /* while the worker drains: GOAWAY steps (quic.c) */
 } ae_qworker;
 
@@ -124,12 +125,77 @@ struct qconn {
     ev_tstamp goaway_at;   /* when the notice was sent */
 };
 
+#define AE_H3_MAX_RESP_FIELDS 128 /* response header fields relayed */
+
+/* One HTTP/3 request stream and its upstream side (h3.c, h3_upstream.c). */
+struct qstream {
+    qstream *dead_next;
+    qstream *prev, *next; /* in c->streams */
+    qconn *c;
+    ae_worker *w;
+    int64_t sid;
+    int dead;
+    /* request */
+    char *method, *path, *authority, *scheme, *xff;
+    char *hdrs; /* "Name: value\r\n" lines to forward */
+    size_t hdrs_len, hdrs_cap, head_bytes;
+    int64_t req_cl; /* -1: no Content-Length */
+    unsigned headers_done : 1, req_fin : 1, req_chunked : 1, head_queued : 1, too_big : 1,
+        is_head : 1;
+    unsigned bad_field : 1, dup_pseudo : 1, late_pseudo : 1, has_protocol : 1, seen_regular : 1,
+        host_auth : 1;
+    /* 0-RTT (RFC 8470): early = part of the header section came in 0-RTT (quic.c sets
+     * c->rx_early); early_hdr = the client itself sent Early-Data (kept, normalised to "1") */
+    unsigned early : 1, early_hdr : 1;
+    uint64_t pending_consume; /* body bytes received, not yet credited to the client */
+    uint64_t bytes_in;
+    ae_buf *up_head, *up_tail; /* bytes to the upstream */
+    /* upstream */
+    int ufd;
+    ev_io uio;
+    ev_timer ut;
+    int server_idx;
+    uint64_t tried;
+    uint32_t attempts;
+    unsigned counted : 1, connecting : 1, u_eof : 1, last_timeout : 1, up_done : 1;
+    /* keep-alive: reused = on a pooled connection; retried = once on a fresh one; no_reuse =
+     * never take a pooled one; u_err = a send failed; resp_close = "Connection: close" or
+     * HTTP/1.0; keep = the response completed in a way that allows reuse */
+    unsigned reused : 1, retried : 1, no_reuse : 1, u_err : 1, resp_close : 1, keep : 1;
+    ev_tstamp u_last;
+    ev_tstamp u_start; /* first upstream attempt (latency histogram), 0 before */
+    uint64_t u_bytes;  /* bytes received from the current upstream connection */
+    /* response */
+    ae_buf *rin; /* raw bytes from the upstream */
+    int status;
+    unsigned resp_started : 1, resp_done : 1, h3_blocked : 1, reset : 1;
+    int body_mode, chunk_state;
+    uint64_t body_left;
+    ae_buf *dn_head, *dn_tail; /* response body queue, data[0, len) each */
+    uint64_t dn_base, dn_in, dn_handed, dn_acked;
+    uint64_t bytes_out;
+    ev_tstamp started;
+    const char *reason;
+};
+
+/* A response field for nghttp3 from a literal name (h3.c, h3_upstream.c). */
+#define AE_H3_NV(n, v, vl)                                                                         \
+    ((nghttp3_nv){(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP3_NV_FLAG_NONE})
+
 /* ---- quic.c, used by h3.c ---- */
 /* Writes what ngtcp2/nghttp3 have to send (now, unless inside a read batch). */
 void ae_quic_conn_kick(qconn *c);
 /* Closes the connection with c->err set (application error set by h3.c). */
 void ae_quic_conn_fail(qconn *c);
 ngtcp2_tstamp ae_quic_now(void);
+
+/* ---- quic_io.c, used by quic.c (endpoint packet I/O) ---- */
+/* Sends one datagram or a UDP GSO batch: 0, AE_ERR_AGAIN (socket buffer full), AE_ERR_IO. */
+int ae_quic_send_batch(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
+                       const struct sockaddr *from, const uint8_t *data, size_t len, size_t gso,
+                       uint8_t ecn);
+/* EV_READ callback of a QUIC listener (io->data: the ae_wlistener): reads a recvmmsg batch. */
+void ae_quic_read_cb(struct ev_loop *loop, ev_io *io, int revents);
 
 /* ---- h3.c ---- */
 /* Creates the HTTP/3 session (control and QPACK streams) once 1-RTT keys exist. */
@@ -147,8 +213,36 @@ void ae_h3_gc(ae_qworker *qw);
 /* Graceful drain (RFC 9114 §5.2): step 0 sends a GOAWAY notice (no new requests), step 1 the
  * final GOAWAY naming the last stream processed. Returns the request streams still open. */
 size_t ae_h3_goaway(qconn *c, int step);
+
+/* ---- h3.c, used by h3_upstream.c ---- */
+/* Submits the response HEADERS (nva[0, n)), with a body to follow when body != 0. */
+int ae_h3_submit(qstream *s, nghttp3_nv *nva, size_t n, int body);
+/* A response made by the proxy (errors); a reset once the response has started. */
+void ae_h3_respond_error(qstream *s, int status, const char *reason);
+/* Ends the stream abruptly in both directions (the response, if any, is cut). */
+void ae_h3_qstream_reset(qstream *s, uint64_t code, const char *reason);
+
+/* ---- h3_upstream.c (HTTP/1.1 upstream side of a qstream), used by h3.c ---- */
 /* Closes every idle keep-alive upstream connection of the worker (exit). */
 void ae_h3_upool_free(ae_worker *w);
+/* Sets up s's upstream watchers (no socket yet). */
+void ae_h3_up_init(qstream *s);
+/* Appends bytes to the queue to the upstream. Returns 0 or AE_ERR_NOMEM. */
+int ae_h3_up_append(qstream *s, const void *data, size_t len);
+/* Appends formatted text (under 64 bytes) to the queue to the upstream. */
+int ae_h3_up_printf(qstream *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Returns the buffers of a chain to the worker. */
+void ae_h3_free_chain(ae_worker *w, ae_buf **head, ae_buf **tail);
+/* Appends response body bytes for the client. */
+int ae_h3_dn_append(qstream *s, const uint8_t *p, size_t len);
+/* Closes s's upstream connection (if any) and credits unsent request body bytes back. */
+void ae_h3_close_upstream(qstream *s);
+/* Queues the HTTP/1.1 request head. */
+int ae_h3_queue_head(qstream *s);
+/* Picks an upstream server and connects (or takes a pooled connection); errors answer s. */
+void ae_h3_try_connect(qstream *s);
+/* Moves bytes between the queues and the upstream socket until nothing moves. */
+void ae_h3_pump(qstream *s);
 
 /* ---- RFC 9114 request validation (h3.c; pure, unit-tested) ---- */
 enum {
