@@ -32,6 +32,7 @@
 typedef struct {
     uint64_t id;
     struct hmac_sha256_ctx hmac; /* keyed; never updated in place */
+    struct hmac_sha256_ctx hoff; /* the same for hand-off frames ("tcp-handoff") */
 } tun_key;
 
 struct ae_tunnel_keys {
@@ -71,6 +72,13 @@ int ae_tunnel_keys_from_ring(const ae_ring *ring, ae_tunnel_keys **out)
             return rv;
         }
         hmac_sha256_set_key(&k->keys[k->nkeys].hmac, sizeof(key), key);
+        rv = ae_ring_derive(rk, AE_HOFF_KEY_LABEL, key, sizeof(key));
+        if (rv != 0) {
+            OPENSSL_cleanse(key, sizeof(key));
+            ae_tunnel_keys_free(k);
+            return rv;
+        }
+        hmac_sha256_set_key(&k->keys[k->nkeys].hoff, sizeof(key), key);
         OPENSSL_cleanse(key, sizeof(key));
         k->keys[k->nkeys].id = rk->id;
         if (rk == cur)
@@ -101,15 +109,21 @@ int ae_tunnel_keys_has(const ae_tunnel_keys *k, uint64_t key_id)
 
 /* The truncated HMAC of msg[0, len): the keyed state is copied to the stack, so the keys object
  * stays read-only (shareable between threads) and nothing is allocated. */
-static void frame_mac(const tun_key *key, const uint8_t *msg, size_t len,
+static void keyed_mac(const struct hmac_sha256_ctx *keyed, const uint8_t *msg, size_t len,
                       uint8_t tag[AE_TUNNEL_MAC_LEN])
 {
     struct hmac_sha256_ctx ctx;
 
-    memcpy(&ctx, &key->hmac, sizeof(ctx));
+    memcpy(&ctx, keyed, sizeof(ctx));
     hmac_sha256_update(&ctx, len, msg);
     hmac_sha256_digest(&ctx, AE_TUNNEL_MAC_LEN, tag);
     OPENSSL_cleanse(&ctx, sizeof(ctx));
+}
+
+static void frame_mac(const tun_key *key, const uint8_t *msg, size_t len,
+                      uint8_t tag[AE_TUNNEL_MAC_LEN])
+{
+    keyed_mac(&key->hmac, msg, len, tag);
 }
 
 /* ---- big-endian helpers ---- */
@@ -299,4 +313,161 @@ const char *ae_tunnel_reason_name(int rc)
         "ok", "short", "magic", "version", "key", "mac", "stale", "site", "addr", "flags",
     };
     return rc <= 0 && rc >= -AE_TUN_NREASONS ? names[-rc] : "?";
+}
+
+/* ---- TCP hand-off frames ---- */
+
+#define HO_OFF_TYPE 5
+#define HO_OFF_SITE 6
+#define HO_OFF_KEY  8
+#define HO_OFF_TS   16
+#define HO_OFF_SEQ  24
+#define HO_OFF_LEN  32
+
+/* Header + MAC around a body already at out + AE_HOFF_HDR_LEN. */
+static int hoff_seal(const ae_tunnel_keys *k, uint8_t type, uint16_t site, uint64_t now_ms,
+                     uint64_t seq, size_t blen, uint8_t *out)
+{
+    const tun_key *key = &k->keys[k->enc];
+
+    memcpy(out, AE_HOFF_MAGIC, 4);
+    out[4] = AE_HOFF_VERSION;
+    out[HO_OFF_TYPE] = type;
+    put16(out + HO_OFF_SITE, site);
+    put64(out + HO_OFF_KEY, key->id);
+    put64(out + HO_OFF_TS, now_ms);
+    put64(out + HO_OFF_SEQ, seq);
+    put16(out + HO_OFF_LEN, (uint16_t)blen);
+    keyed_mac(&key->hoff, out, AE_HOFF_HDR_LEN + blen, out + AE_HOFF_HDR_LEN + blen);
+    return (int)(AE_HOFF_OVERHEAD + blen);
+}
+
+static int hoff_tuple_frame(const ae_tunnel_keys *k, uint8_t type, uint16_t site, uint64_t now_ms,
+                            uint64_t seq, uint64_t qid, const struct sockaddr *client,
+                            const struct sockaddr *local, uint8_t verdict, uint8_t *out, size_t cap)
+{
+    size_t blen = type == AE_HOFF_ANSWER ? AE_HOFF_ANSWER_LEN : AE_HOFF_QUERY_LEN;
+    uint8_t *b = out + AE_HOFF_HDR_LEN;
+
+    if (site == 0 || site > AE_TUNNEL_SITE_MAX || verdict > 1)
+        return AE_ERR_INVAL;
+    if (cap < AE_HOFF_OVERHEAD + blen)
+        return AE_ERR_TOOBIG;
+    int cf = put_addr(b + 8, client), lf = put_addr(b + 8 + ADDR_LEN, local);
+    if (cf < 0 || lf < 0 || cf != lf)
+        return AE_ERR_INVAL;
+    put64(b, qid);
+    if (type == AE_HOFF_ANSWER)
+        b[AE_HOFF_QUERY_LEN] = verdict;
+    return hoff_seal(k, type, site, now_ms, seq, blen, out);
+}
+
+int ae_hoff_encode_query(const ae_tunnel_keys *k, uint16_t site, uint64_t now_ms, uint64_t seq,
+                         uint64_t qid, const struct sockaddr *client, const struct sockaddr *local,
+                         uint8_t *out, size_t cap)
+{
+    return hoff_tuple_frame(k, AE_HOFF_QUERY, site, now_ms, seq, qid, client, local, 0, out, cap);
+}
+
+int ae_hoff_encode_answer(const ae_tunnel_keys *k, uint16_t site, uint64_t now_ms, uint64_t seq,
+                          uint64_t qid, const struct sockaddr *client, const struct sockaddr *local,
+                          uint8_t verdict, uint8_t *out, size_t cap)
+{
+    return hoff_tuple_frame(k, AE_HOFF_ANSWER, site, now_ms, seq, qid, client, local, verdict, out,
+                            cap);
+}
+
+int ae_hoff_encode_segment(const ae_tunnel_keys *k, uint16_t site, uint64_t now_ms, uint64_t seq,
+                           const uint8_t *pkt, size_t len, uint8_t *out, size_t cap)
+{
+    if (site == 0 || site > AE_TUNNEL_SITE_MAX || len < AE_HOFF_SEGMENT_MIN ||
+        len > AE_HOFF_SEGMENT_MAX)
+        return AE_ERR_INVAL;
+    if (cap < AE_HOFF_OVERHEAD + len)
+        return AE_ERR_TOOBIG;
+    memmove(out + AE_HOFF_HDR_LEN, pkt, len);
+    return hoff_seal(k, AE_HOFF_SEGMENT, site, now_ms, seq, len, out);
+}
+
+/* The family of an 18-octet address field: IPv4-mapped is IPv4. */
+static int addr_family(const uint8_t *p)
+{
+    return memcmp(p, v4mapped_prefix, sizeof(v4mapped_prefix)) == 0 ? AE_TUNNEL_FAMILY_IPV4
+                                                                    : AE_TUNNEL_FAMILY_IPV6;
+}
+
+int ae_hoff_decode(const ae_tunnel_keys *k, const uint8_t *frame, size_t len, uint64_t now_ms,
+                   uint64_t window_ms, ae_hoff_frame *f)
+{
+    uint8_t tag[AE_TUNNEL_MAC_LEN];
+    const tun_key *key;
+    size_t blen;
+    uint64_t ts;
+
+    if (len >= 4 && memcmp(frame, AE_HOFF_MAGIC, 4) != 0)
+        return AE_TUN_ERR_MAGIC;
+    if (len > 4 && frame[4] != AE_HOFF_VERSION)
+        return AE_TUN_ERR_VERSION;
+    if (len < AE_HOFF_OVERHEAD)
+        return AE_TUN_ERR_SHORT;
+    blen = get16(frame + HO_OFF_LEN);
+    if (len != AE_HOFF_OVERHEAD + blen)
+        return AE_TUN_ERR_SHORT;
+    key = find_key(k, get64(frame + HO_OFF_KEY));
+    if (key == NULL)
+        return AE_TUN_ERR_KEY;
+    keyed_mac(&key->hoff, frame, AE_HOFF_HDR_LEN + blen, tag);
+    if (!memeql_sec(tag, frame + AE_HOFF_HDR_LEN + blen, AE_TUNNEL_MAC_LEN))
+        return AE_TUN_ERR_MAC;
+
+    /* Authenticated from here on. */
+    ts = get64(frame + HO_OFF_TS);
+    if ((ts > now_ms && ts - now_ms > window_ms) || (ts < now_ms && now_ms - ts > window_ms))
+        return AE_TUN_ERR_STALE;
+    memset(f, 0, sizeof(*f));
+    f->type = frame[HO_OFF_TYPE];
+    f->site = get16(frame + HO_OFF_SITE);
+    if (f->site == 0 || f->site > AE_TUNNEL_SITE_MAX)
+        return AE_TUN_ERR_SITE;
+    f->key_id = key->id;
+    f->timestamp_ms = ts;
+    f->seq = get64(frame + HO_OFF_SEQ);
+    const uint8_t *b = frame + AE_HOFF_HDR_LEN;
+    switch (f->type) {
+    case AE_HOFF_QUERY:
+    case AE_HOFF_ANSWER: {
+        size_t want = f->type == AE_HOFF_QUERY ? AE_HOFF_QUERY_LEN : AE_HOFF_ANSWER_LEN;
+        if (blen != want)
+            return AE_HOFF_ERR_BODY;
+        if (f->type == AE_HOFF_ANSWER) {
+            f->verdict = b[AE_HOFF_QUERY_LEN];
+            if (f->verdict > 1)
+                return AE_HOFF_ERR_BODY;
+        }
+        f->qid = get64(b);
+        int fam = addr_family(b + 8);
+        if (addr_family(b + 8 + ADDR_LEN) != fam ||
+            get_addr(b + 8, fam, &f->tuple.client, &f->tuple.client_len) != 0 ||
+            get_addr(b + 8 + ADDR_LEN, fam, &f->tuple.local, &f->tuple.local_len) != 0)
+            return AE_TUN_ERR_ADDR;
+        return 0;
+    }
+    case AE_HOFF_SEGMENT:
+        if (blen < AE_HOFF_SEGMENT_MIN)
+            return AE_HOFF_ERR_BODY;
+        f->pkt = b;
+        f->pkt_len = blen;
+        return 0;
+    default:
+        return AE_HOFF_ERR_TYPE;
+    }
+}
+
+const char *ae_hoff_reason_name(int rc)
+{
+    if (rc == AE_HOFF_ERR_TYPE)
+        return "type";
+    if (rc == AE_HOFF_ERR_BODY)
+        return "body";
+    return ae_tunnel_reason_name(rc);
 }

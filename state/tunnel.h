@@ -159,4 +159,90 @@ int ae_tunnel_decode(const ae_tunnel_keys *k, const uint8_t *frame, size_t len, 
  * "addr", "flags") for an AE_TUN_ERR_* code, "?" otherwise. */
 const char *ae_tunnel_reason_name(int rc);
 
+/*
+ * TCP hand-off frames ("AEh1", issue #10; proxy/handoff/handoff.h): between the hand-off
+ * endpoints of two sites (forward port + 1). Same keys object, a second MAC key per ring key:
+ * ae_ring_derive(ring key, "tcp-handoff", 32 bytes), so a QUIC tunnel frame can never be taken
+ * for a hand-off frame or the other way round.
+ *
+ *   offset size  field
+ *        0    4  magic "AEh1"
+ *        4    1  version (1)
+ *        5    1  type: 1 QUERY, 2 ANSWER, 3 SEGMENT
+ *        6    2  origin site id (1..4095)
+ *        8    8  key id (ring key of the MAC)
+ *       16    8  timestamp: wall clock of the origin, ms since the Unix epoch
+ *       24    8  sequence number: per sender, increasing (anti-replay, state/replay.h)
+ *       32    2  body length n
+ *       34    n  body
+ *     34+n   16  MAC: HMAC-SHA256 over octets [0, 34+n), truncated to 16 octets
+ *
+ * Bodies:
+ *   QUERY    (44) query id (8), client address (16) + port (2), local address (16) + port (2):
+ *                 "whose TCP connection is this 4-tuple?"
+ *   ANSWER   (45) the same 44 octets as the query, then the verdict (1): 1 mine, 0 not mine
+ *   SEGMENT  (20..65535) an IPv4 or IPv6 packet carrying one TCP segment, unchanged
+ * Addresses: an IPv4-mapped address (::ffff:a.b.c.d) is IPv4; both ends of a tuple must be of
+ * one family and have non-zero ports.
+ *
+ * Decode checks magic, version, length, key, MAC, then on authenticated content timestamp
+ * (STALE), site (SITE), type (AE_HOFF_ERR_TYPE), body size and verdict (AE_HOFF_ERR_BODY) and
+ * tuple addresses (ADDR). Replay inside the time window is the caller's (sequence numbers).
+ */
+#define AE_HOFF_MAGIC       "AEh1"
+#define AE_HOFF_VERSION     1
+#define AE_HOFF_HDR_LEN     34
+#define AE_HOFF_OVERHEAD    (AE_HOFF_HDR_LEN + AE_TUNNEL_MAC_LEN)
+#define AE_HOFF_KEY_LABEL   "tcp-handoff"
+#define AE_HOFF_QUERY       1
+#define AE_HOFF_ANSWER      2
+#define AE_HOFF_SEGMENT     3
+#define AE_HOFF_QUERY_LEN   44
+#define AE_HOFF_ANSWER_LEN  45
+#define AE_HOFF_SEGMENT_MIN 20
+#define AE_HOFF_SEGMENT_MAX 65535
+
+/* Decode reasons beyond AE_TUN_ERR_* (same code space, continuing it). */
+enum {
+    AE_HOFF_ERR_TYPE = -10, /* authentic, but a frame type this site does not know */
+    AE_HOFF_ERR_BODY = -11, /* authentic, but a body size or verdict that does not fit the type */
+};
+#define AE_HOFF_NREASONS 11
+
+typedef struct {
+    ae_tunnel_addr client, local;
+    socklen_t client_len, local_len;
+} ae_hoff_tuple;
+
+typedef struct {
+    uint8_t type;
+    uint16_t site;
+    uint64_t key_id;
+    uint64_t timestamp_ms;
+    uint64_t seq;
+    uint64_t qid;        /* QUERY, ANSWER */
+    ae_hoff_tuple tuple; /* QUERY, ANSWER */
+    uint8_t verdict;     /* ANSWER */
+    const uint8_t *pkt;  /* SEGMENT: into the frame */
+    size_t pkt_len;
+} ae_hoff_frame;
+
+/* Encoders: the frame into out[0, cap). Return its length, AE_ERR_INVAL (site, addresses,
+ * packet size) or AE_ERR_TOOBIG. encode_segment's pkt may already be at out + AE_HOFF_HDR_LEN.
+ * No allocation. */
+int ae_hoff_encode_query(const ae_tunnel_keys *k, uint16_t site, uint64_t now_ms, uint64_t seq,
+                         uint64_t qid, const struct sockaddr *client, const struct sockaddr *local,
+                         uint8_t *out, size_t cap);
+int ae_hoff_encode_answer(const ae_tunnel_keys *k, uint16_t site, uint64_t now_ms, uint64_t seq,
+                          uint64_t qid, const struct sockaddr *client, const struct sockaddr *local,
+                          uint8_t verdict, uint8_t *out, size_t cap);
+int ae_hoff_encode_segment(const ae_tunnel_keys *k, uint16_t site, uint64_t now_ms, uint64_t seq,
+                           const uint8_t *pkt, size_t len, uint8_t *out, size_t cap);
+/* Verifies frame[0, len): 0 with *f filled (f->pkt points into frame), or an AE_TUN_ERR_* /
+ * AE_HOFF_ERR_* reason. */
+int ae_hoff_decode(const ae_tunnel_keys *k, const uint8_t *frame, size_t len, uint64_t now_ms,
+                   uint64_t window_ms, ae_hoff_frame *f);
+/* ae_tunnel_reason_name, plus "type" and "body". */
+const char *ae_hoff_reason_name(int rc);
+
 #endif
