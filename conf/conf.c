@@ -750,13 +750,32 @@ static int check_anycast(loader *L, ae_conf *c, const cnode *root)
     return 0;
 }
 
+static int check_tcp_handoff(loader *L, ae_conf *c, const cnode *root)
+{
+    const cnode *sec = ae_conf_node_get(root, "tcp_handoff");
+    ae_conf_pos pos = sec != NULL ? sec->pos : no_pos;
+    if (!c->tcp_handoff.enabled)
+        return 0;
+    if (c->site.forward.len == 0)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, pos, "tcp_handoff",
+                            "needs site.forward (the hand-off endpoint is its port + 1)");
+    if (((const struct sockaddr_in *)&c->site.forward.sa)->sin_port == htons(65535))
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, pos, "tcp_handoff",
+                            "site.forward port 65535 leaves no port for the hand-off endpoint");
+    if (c->tcp_handoff.ninterfaces == 0)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, pos, "tcp_handoff",
+                            "missing required key 'interfaces' (enabled is on)");
+    return 0;
+}
+
 static int validate(loader *L, ae_conf_build *b, const cnode *root)
 {
     ae_conf *c = &b->pub;
     int rv;
 
     if ((rv = check_tls(L, b, root)) != 0 || (rv = check_upstreams(L, c, root)) != 0 ||
-        (rv = check_listeners(L, c, root)) != 0 || (rv = check_anycast(L, c, root)) != 0)
+        (rv = check_listeners(L, c, root)) != 0 || (rv = check_anycast(L, c, root)) != 0 ||
+        (rv = check_tcp_handoff(L, c, root)) != 0)
         return rv;
     if (c->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -165,6 +165,19 @@ typedef struct ae_conf {
     } anycast;
 
     struct {
+        /* TCP hand-off (proxy/handoff/): segments of TCP flows that reach this site after a
+         * route shift are handed to the site holding the connection. Taken at start only. */
+        int enabled;
+        char **interfaces; /* where client traffic arrives (capture program attached) */
+        size_t ninterfaces;
+        char *device;              /* TUN device name, default "aeho0" */
+        uint32_t query_timeout_ms; /* no owner by then: the segment goes back to the kernel */
+        uint32_t flow_ttl_ms;      /* idle time after which a moved flow's owner is forgotten */
+        uint32_t max_flows;        /* flow cache size */
+        uint32_t max_queries;      /* new flows looked up per second; 0 = no limit */
+    } tcp_handoff;
+
+    struct {
         ae_addr addr; /* default 127.0.0.1:9901; port 0 disables */
         int enabled;
     } admin;

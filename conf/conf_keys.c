@@ -658,6 +658,78 @@ static const ae_key tune_keys[] = {
     {0},
 };
 
+static const char *check_ifname(const char *s)
+{
+    if (strlen(s) >= 16)
+        return "interface names are at most 15 characters";
+    for (; *s; s++)
+        if ((unsigned char)*s <= ' ' || *s == '/' || (unsigned char)*s >= 0x7f)
+            return "invalid interface name";
+    return NULL;
+}
+
+/* TCP hand-off: see docs/operations.md, "TCP flows across route shifts". */
+static const ae_key tcp_handoff_keys[] = {
+    {.name = "enabled",
+     .type = AE_KT_BOOL,
+     .off = R(tcp_handoff.enabled),
+     .def = "off",
+     .help = "Keep TCP connections alive across route shifts: segments of this site's "
+             "connections that reach another site are handed back to this one, and segments "
+             "reaching this site for another site's connections are handed to it. Needs "
+             "`site.forward` (the hand-off endpoint is its port + 1), `interfaces`, root "
+             "(CAP_NET_ADMIN, CAP_BPF) and a kernel with tc BPF and TUN; without them anyedge "
+             "logs why and runs without it. Changing it needs a restart."},
+    {.name = "interfaces",
+     .type = AE_KT_STRLIST,
+     .off = R(tcp_handoff.interfaces),
+     .count_off = R(tcp_handoff.ninterfaces),
+     .min = 1,
+     .max = 15,
+     .check = check_ifname,
+     .help = "Network interfaces where client traffic arrives; the capture program is attached "
+             "to their ingress."},
+    {.name = "device",
+     .type = AE_KT_STR,
+     .off = R(tcp_handoff.device),
+     .def = "aeho0",
+     .min = 1,
+     .max = 15,
+     .check = check_ifname,
+     .help = "Name of the TUN device anyedge creates for captured and injected segments."},
+    {.name = "query_timeout",
+     .type = AE_KT_DURATION,
+     .off = R(tcp_handoff.query_timeout_ms),
+     .def = "300ms",
+     .min = MS(10),
+     .max = SEC(10),
+     .help = "How long a captured flow waits for a site to claim it; then its segments go "
+             "back to this site's kernel, which resets the connection (the client reconnects)."},
+    {.name = "flow_ttl",
+     .type = AE_KT_DURATION,
+     .off = R(tcp_handoff.flow_ttl_ms),
+     .def = "2m",
+     .min = SEC(1),
+     .max = HOUR(24),
+     .help = "A moved flow's owner is remembered this long after its last segment."},
+    {.name = "max_flows",
+     .type = AE_KT_UINT,
+     .off = R(tcp_handoff.max_flows),
+     .def = "65536",
+     .min = 16,
+     .max = 16777216,
+     .help = "Flows the hand-off cache holds (moved flows, flows being looked up)."},
+    {.name = "max_queries",
+     .type = AE_KT_UINT,
+     .off = R(tcp_handoff.max_queries),
+     .def = "10000",
+     .min = 0,
+     .max = 10000000,
+     .help = "New flows looked up per second at most (each costs one query per live site); "
+             "beyond, orphans go back to the kernel (RST). 0: no limit."},
+    {0},
+};
+
 const ae_key ae_conf_keys[] = {
     {.name = "site", .type = AE_KT_SECTION, .sub = site_keys, .help = "Identity of this site."},
     {.name = "workers",
@@ -701,6 +773,10 @@ const ae_key ae_conf_keys[] = {
      .type = AE_KT_SECTION,
      .sub = anycast_keys,
      .help = "Anycast route control from the site's health, and site drain. Optional."},
+    {.name = "tcp_handoff",
+     .type = AE_KT_SECTION,
+     .sub = tcp_handoff_keys,
+     .help = "TCP flows across route shifts (hand-off of orphaned segments). Optional."},
     {.name = "admin",
      .type = AE_KT_SECTION,
      .sub = admin_keys,
