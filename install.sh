@@ -22,7 +22,7 @@ fi
 
 BASE_PKGS=(
     build-essential cmake pkg-config libssl-dev libev-dev libhiredis-dev libyaml-dev
-    libcmocka-dev libgnutls28-dev nettle-dev
+    libcmocka-dev libgnutls28-dev nettle-dev libbpf-dev xxd
     openssl curl wrk redis-server bird2 haproxy nginx libnginx-mod-stream python3 iproute2
     procps psmisc netcat-openbsd clang-format libclang-rt-14-dev clang valgrind docker-compose gnuplot-nox
 )
