@@ -9,6 +9,7 @@
 #define _GNU_SOURCE /* accept4; CMake defines it for the whole build */
 #endif
 #include "proxy.h"
+#include "proxy/handoff/handoff.h"
 #include "proxy/forward.h"
 #include "state/state.h"
 
@@ -609,6 +610,13 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
     prom_head(&b, "draining", "gauge", "1 while the server drains before exiting.");
     sb_printf(&b, "anyedge_draining %d\n", ae_server_draining(s) ? 1 : 0);
 
+    {
+        size_t hl = 0;
+        char *ht = ae_handoff_metrics(ae_server_handoff(s), ae_server_conntab(s), &hl);
+        if (ht != NULL)
+            sb_add(&b, ht, hl);
+        free(ht);
+    }
     render_anycast(&b, ae_server_anycast(s));
     render_keys(&b, ae_server_keyring(s));
     render_state(&b, ae_server_state(s));
@@ -1092,8 +1100,13 @@ static void conn_dispatch(admin_conn *c, const ae_admin_request *req)
         return;
     case AE_ADMIN_WHEREIS: {
         int code = 500;
-        if (ae_fwd_whereis(s, req->query, req->query != NULL ? req->query_len : 0, &body, &bodylen,
-                           &code) != 0) {
+        const char *q = req->query != NULL ? req->query : "";
+        size_t qlen = req->query != NULL ? req->query_len : 0;
+        rv = qlen >= 4 && memcmp(q, "tcp=", 4) == 0
+                 ? ae_handoff_whereis(ae_server_handoff(s), ae_server_conntab(s), q, qlen, &body,
+                                      &bodylen, &code)
+                 : ae_fwd_whereis(s, q, qlen, &body, &bodylen, &code);
+        if (rv != 0) {
             conn_respond_text(c, 500, NULL, "out of memory\n");
             return;
         }

@@ -23,21 +23,24 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] COMMAND\n"
-               "commands:\n"
-               "  status        print the /status JSON document\n"
-               "  metrics       print the Prometheus metrics\n"
-               "  sites         list the sites registered in Redis and their liveness (JSON)\n"
-               "  whereis CID   owner site and worker of a QUIC connection ID (hex), and whether "
-               "it is alive\n"
-               "  reload        reload the configuration (as SIGHUP does), print the result\n"
-               "  keys rotate   rotate the session-ticket key ring now\n"
-               "  drain         withdraw the anycast route and drain the site (keeps running)\n"
-               "  undrain       end the drain: announce again once healthy\n"
-               "options:\n"
-               "  -a ADDR       admin endpoint, e.g. 127.0.0.1:9901 or [::1]:9901\n"
-               "  -c CONFIG     take the admin endpoint from this config's admin.address\n"
-               "  -t SECONDS    overall timeout (default 10)\n");
+    fprintf(f,
+            "usage: anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] COMMAND\n"
+            "commands:\n"
+            "  status        print the /status JSON document\n"
+            "  metrics       print the Prometheus metrics\n"
+            "  sites         list the sites registered in Redis and their liveness (JSON)\n"
+            "  whereis CID   owner site and worker of a QUIC connection ID (hex), and whether "
+            "it is alive\n"
+            "  whereis tcp CLIENT LOCAL   whether a TCP 4-tuple (ADDR:PORT each) is a connection "
+            "of this site, and where the TCP hand-off sends it\n"
+            "  reload        reload the configuration (as SIGHUP does), print the result\n"
+            "  keys rotate   rotate the session-ticket key ring now\n"
+            "  drain         withdraw the anycast route and drain the site (keeps running)\n"
+            "  undrain       end the drain: announce again once healthy\n"
+            "options:\n"
+            "  -a ADDR       admin endpoint, e.g. 127.0.0.1:9901 or [::1]:9901\n"
+            "  -c CONFIG     take the admin endpoint from this config's admin.address\n"
+            "  -t SECONDS    overall timeout (default 10)\n");
 }
 
 /* Waits for fd to become ready for events within the deadline; 0, or -1 with errno. */
@@ -202,6 +205,18 @@ int main(int argc, char **argv)
     } else if (argc == 1 && strcmp(argv[0], "sites") == 0) {
         method = "GET";
         path = "/sites";
+    } else if (argc == 4 && strcmp(argv[0], "whereis") == 0 && strcmp(argv[1], "tcp") == 0) {
+        static char whereis[256];
+        size_t n2 = strlen(argv[2]), n3 = strlen(argv[3]);
+        if (n2 == 0 || n2 > 64 || n3 == 0 || n3 > 64 ||
+            strspn(argv[2], "0123456789abcdefABCDEF.:[]") != n2 ||
+            strspn(argv[3], "0123456789abcdefABCDEF.:[]") != n3) {
+            fprintf(stderr, "anyedgectl: whereis tcp: expected CLIENT_ADDR:PORT LOCAL_ADDR:PORT\n");
+            return 2;
+        }
+        snprintf(whereis, sizeof(whereis), "/whereis?tcp=%s,%s", argv[2], argv[3]);
+        method = "GET";
+        path = whereis;
     } else if (argc == 2 && strcmp(argv[0], "whereis") == 0) {
         static char whereis[128];
         size_t n = strlen(argv[1]);

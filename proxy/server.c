@@ -12,6 +12,7 @@
 
 #include <openssl/crypto.h>
 
+#include "proxy/handoff/handoff.h"
 #include "proxy/forward.h"
 #include "proxy/worker.h"
 #include "state/state.h"
@@ -57,7 +58,20 @@ struct ae_server_main {
     ae_fwd_peers *peers; /* newest peer table (whereis) */
     ev_timer peers_tick;
     uint64_t seen_draining[AE_CID_SITE_MAX + 1];
+    /* TCP hand-off (proxy/handoff/): NULL when off or unavailable */
+    ae_conntab *conntab;
+    ae_handoff *handoff;
 };
+
+ae_handoff *ae_server_handoff(ae_server_main *s)
+{
+    return s->handoff;
+}
+
+ae_conntab *ae_server_conntab(ae_server_main *s)
+{
+    return s->conntab;
+}
 
 const ae_ring *ae_server_qring(ae_server_main *s)
 {
@@ -392,6 +406,7 @@ static void peers_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     ae_fwd_peers_unref(s->peers);
     s->peers = p;
+    ae_handoff_set_peers(s->handoff, p);
     for (size_t i = 0; i < s->nworkers; i++) {
         ae_msg *m = calloc(1, sizeof(*m));
         if (m == NULL)
@@ -482,6 +497,7 @@ static void post_secrets(ae_server_main *s)
         m->sec = ae_qsecrets_ref(sec);
         ae_worker_post(s->workers[i], m);
     }
+    ae_handoff_set_secrets(s->handoff, sec);
     ae_qsecrets_unref(sec);
 }
 
@@ -624,6 +640,7 @@ int ae_server_reload(ae_server_main *s, char *err, size_t errlen)
     fwd_adopt(s, rt->conf, fwd);
     ae_runtime_unref(s->rt);
     s->rt = rt;
+    ae_handoff_set_listeners(s->handoff, rt->conf);
     apply_log_settings(rt->conf);
     ae_health_set_runtime(s->health, rt);
     ae_anycast_set_conf(s->anycast, rt->conf);
@@ -703,6 +720,32 @@ static void worker_exit_cb(struct ev_loop *loop, ev_async *a, int revents)
         ev_break(loop, EVBREAK_ALL);
 }
 
+/* TCP hand-off: when enabled and possible here; otherwise one line saying why, and anyedge
+ * runs as without it (anyedge_tcp_handoff_enabled 0). Before the workers start. */
+static void handoff_start(ae_server_main *s, const ae_conf *conf)
+{
+    char err[512];
+    if (!conf->tcp_handoff.enabled)
+        return;
+    if (ae_conntab_new(&s->conntab) != 0) {
+        AE_ERROR("tcp handoff disabled: out of memory");
+        return;
+    }
+    int rv = ae_handoff_start(conf, s->conntab, &s->handoff, err, sizeof(err));
+    if (rv != 0) {
+        AE_ERROR("tcp handoff disabled: %s", err);
+        ae_conntab_free(s->conntab);
+        s->conntab = NULL;
+        return;
+    }
+    for (size_t i = 0; i < s->nworkers; i++)
+        s->workers[i]->conntab = s->conntab;
+    AE_INFO("tcp handoff on: capture on %zu interface(s) via %s, device %s, endpoint port %u",
+            conf->tcp_handoff.ninterfaces, ae_handoff_capture_mode(s->handoff),
+            conf->tcp_handoff.device,
+            (unsigned)ntohs(((const struct sockaddr_in *)&conf->site.forward.sa)->sin_port) + 1);
+}
+
 static void server_free(ae_server_main *s)
 {
     /* Join every worker before freeing any: a running worker may still hand a datagram to
@@ -716,6 +759,8 @@ static void server_free(ae_server_main *s)
         ae_worker_free(s->workers[i]);
     free(s->workers);
     ae_fwd_group_free(s->fwdg);
+    ae_handoff_stop(s->handoff); /* after the workers: nothing touches the conntab any more */
+    ae_conntab_free(s->conntab);
     free(s->fwd_fds); /* the fds belonged to the workers */
     ae_fwd_peers_unref(s->peers);
     lsocks_forget(s->lsocks, s->nlsocks);
@@ -806,6 +851,7 @@ int ae_server_run(const char *path)
     }
     if (ae_fwd_group_new(s->workers, s->nworkers, &s->fwdg) != 0)
         goto fail;
+    handoff_start(s, s->rt->conf);
     post_secrets(s);
     {
         int *fwd = NULL, reused;

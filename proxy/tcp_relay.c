@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "proxy/handoff/conntab.h"
 #include "proxy/worker.h"
 
 typedef enum {
@@ -62,7 +63,8 @@ struct ae_tconn {
     ev_tstamp started, c_last, u_last, deadline;
     uint64_t bytes_in, bytes_out;
     struct sockaddr_storage peer, local;
-    const char *reason; /* why it closed, for the access log */
+    const char *reason;   /* why it closed, for the access log */
+    ae_conntab_entry *ct; /* in w->conntab (TCP hand-off), or NULL */
 };
 
 static void drive(ae_tconn *c);
@@ -139,6 +141,8 @@ static void conn_close(ae_tconn *c, const char *reason)
     c->tls = NULL;
     close(c->cfd);
     c->cfd = -1;
+    ae_conntab_remove(w->conntab, c->ct, ae_now_ms());
+    c->ct = NULL;
     ae_worker_buf_put(w, c->c2u);
     ae_worker_buf_put(w, c->u2c);
     c->c2u = c->u2c = NULL;
@@ -635,10 +639,13 @@ void ae_tconn_accept(ae_worker *w, ae_wlistener *l, int fd, const struct sockadd
     c->pre_idx = -1;
     c->reason = "";
     memcpy(&c->peer, peer, peerlen < sizeof(c->peer) ? peerlen : sizeof(c->peer));
-    if (c->lis->proxy_protocol != AE_PP_NONE) {
+    if (c->lis->proxy_protocol != AE_PP_NONE || w->conntab != NULL) {
         socklen_t sl = sizeof(c->local);
         getsockname(fd, (struct sockaddr *)&c->local, &sl);
     }
+    if (w->conntab != NULL) /* TCP hand-off: segments other sites forward are checked here */
+        c->ct = ae_conntab_insert(w->conntab, (struct sockaddr *)&c->peer,
+                                  (struct sockaddr *)&c->local, w->id, c->id, ae_now_ms());
     c->started = ev_now(w->loop);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

@@ -79,6 +79,8 @@ struct ae_worker {
     ae_counters counters;
     struct ae_qworker *quic;   /* QUIC state of this worker (proxy/quic.c), NULL until needed */
     struct ae_fwd_worker *fwd; /* forwarding state (proxy/forward.c), set before start */
+    struct ae_conntab
+        *conntab; /* TCP hand-off: connections by 4-tuple, or NULL (set before start) */
 
     /* Set by the main thread before start: signalled when the worker's loop has ended. */
     struct ev_loop *exit_loop;
