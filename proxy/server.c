@@ -733,7 +733,7 @@ static void handoff_start(ae_server_main *s, const ae_conf *conf)
     }
     int rv = ae_handoff_start(conf, s->conntab, &s->handoff, err, sizeof(err));
     if (rv != 0) {
-        AE_ERROR("tcp handoff disabled: %s", err);
+        AE_WARN("tcp handoff disabled: %s", err);
         ae_conntab_free(s->conntab);
         s->conntab = NULL;
         return;

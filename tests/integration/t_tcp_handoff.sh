@@ -20,6 +20,7 @@
 #  6. The owner is killed (SIGKILL) after the shift: the client sees the connection end within
 #     a second (no hang), and a new connection is served by the site the route points at.
 #  7. The feature off (no tcp_handoff): a shifted download ends with a reset, as before.
+#  8. The feature on without CAP_NET_ADMIN/CAP_BPF (setpriv): one log line, gauge 0, serves.
 # Needs root (CAP_NET_ADMIN, CAP_BPF) and `ip netns` (CI runs as root).
 . "$(dirname "$0")/lib.sh"
 . "$AE_SRCDIR/tests/lab/netns.sh"
@@ -241,3 +242,23 @@ rc=0
 wait "$PID_off" || rc=$?
 [ "$rc" != 0 ] || fail "a shifted download survived with the feature off: the test cannot tell"
 log "check 7: feature off: the shifted download failed as before (curl exit $rc)"
+
+# ---- 8. no privileges: one log line, the gauge at 0, service as without the feature ----
+# (check 7's reset download is still open at site1: a second SIGTERM ends the drain at once)
+kill -TERM "$PID_site1"
+sleep 0.3
+stop_pid "$PID_site1"
+site1_gone() { [ -z "$(lab_exec core redis-cli -h "$CORE" -p 6379 --scan --pattern 'anyedge:site:1')" ]; }
+wait_until 20 site1_gone || fail "site1's registry record does not expire"
+lab_site_conf 1 2 "$T/edge.pem" "$T/edge.key" "tcp" "$HANDOFF" >"$T/site1.yaml"
+start_bg site1 ip netns exec "$(lab_ns site1)" setpriv --bounding-set=-net_admin,-bpf,-sys_admin,-perfmon -- \
+    "$ANYEDGE" -c "$T/site1.yaml"
+lab_wait_tcp site1 127.0.0.1 9901 || fail "site1 without privileges: admin does not listen"
+assert_eq "$(hmetric site1 enabled)" 0 "site1 hand-off gauge without privileges"
+line=$(grep -h 'tcp handoff disabled:' "$T/site1.log" | head -1)
+[ -n "$line" ] || fail "no 'tcp handoff disabled' line without privileges: $(cat "$T/site1.log")"
+assert_eq "$(grep -c 'tcp handoff' "$T/site1.log")" 1 "hand-off log lines without privileges"
+lab_shift site1
+out=$(lab_exec client curl -sk --max-time 10 "https://$A/id")
+assert_eq "$out" origin "request to site1 without hand-off privileges"
+log "check 8: without CAP_NET_ADMIN/CAP_BPF: '${line#*) }'; gauge 0; site1 serves"
