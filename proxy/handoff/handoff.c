@@ -665,6 +665,16 @@ static void on_answer(ae_handoff *h, const ae_hoff_frame *a, uint64_t now_wall)
     }
     inc(a->verdict ? &h->a_mine[a->site] : &h->a_not[a->site]);
     hflow *f = flow_find(h, &k, ae_flowkey_hash(&k));
+    if (f != NULL && f->state == F_OWNED && f->owner == a->site && !a->verdict) {
+        /* The cached owner no longer holds the flow (it restarted, or the connection is long
+         * gone): its next segments go back to our kernel, whose RST ends the client's wait. */
+        char buf[128];
+        AE_INFO("tcp handoff: site %u no longer holds flow %s; giving it back (RST)", a->site,
+                ae_flowkey_format(&k, buf, sizeof(buf)));
+        f->state = F_LOCAL;
+        f->owner = 0;
+        return;
+    }
     if (f == NULL || f->state != F_QUERY || f->qid != a->qid) {
         drop(h, AE_HO_DROP_ANSWER); /* late (timed out), duplicate or unasked */
         return;
@@ -681,7 +691,22 @@ static void on_answer(ae_handoff *h, const ae_hoff_frame *a, uint64_t now_wall)
     }
 }
 
-static void on_segment(ae_handoff *h, const ae_hoff_frame *f, uint64_t now)
+/* Tells the sender of a segment for a tuple we do not hold: an unsolicited ANSWER "not mine"
+ * (query id 0), so that it stops sending the flow here and gives it back to its kernel. */
+static void tell_not_held(ae_handoff *h, const ae_flowkey *k, const struct sockaddr *from,
+                          socklen_t fromlen, uint64_t now_wall)
+{
+    struct sockaddr_storage c, l;
+    key_to_sa(k, &c, &l);
+    uint8_t *out = slot_next(h);
+    int len = ae_hoff_encode_answer(h->keys, h->site, now_wall, ++h->seq, 0, (struct sockaddr *)&c,
+                                    (struct sockaddr *)&l, 0, out, HO_SLOT);
+    if (len > 0)
+        slot_commit(h, (size_t)len, from, fromlen);
+}
+
+static void on_segment(ae_handoff *h, const ae_hoff_frame *f, const struct sockaddr *from,
+                       socklen_t fromlen, uint64_t now, uint64_t now_wall)
 {
     ae_ippkt p;
     ae_flowkey k;
@@ -697,6 +722,7 @@ static void on_segment(ae_handoff *h, const ae_hoff_frame *f, uint64_t now)
     key_from_pkt(&p, &k);
     if (!held(h, &k, now)) {
         drop(h, AE_HO_DROP_NOT_HELD);
+        tell_not_held(h, &k, from, fromlen, now_wall);
         return;
     }
     int rc = tun_write(h, pkt, f->pkt_len, &p);
@@ -754,7 +780,8 @@ static void sock_cb(struct ev_loop *loop, ev_io *io, int revents)
                 on_answer(h, &f, now_wall);
                 break;
             case AE_HOFF_SEGMENT:
-                on_segment(h, &f, now);
+                on_segment(h, &f, (struct sockaddr *)&h->src[i], h->rmsgs[i].msg_hdr.msg_namelen,
+                           now, now_wall);
                 break;
             }
         }

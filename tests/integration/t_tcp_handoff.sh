@@ -192,7 +192,10 @@ grep -q '^key ' "$T/ring.txt" || fail "cannot read the ring from Redis"
 declare -A before
 for r in mac replay not_held syn stale type body; do before[$r]=$(hdrop site2 $r); done
 lab_exec core python3 "$AE_SRCDIR/tests/tools/tunnel_forge.py" "$T/ring.txt" handoff \
-    "$(lab_site_fwd 2)" 4435 "$A" >"$T/forge.out" || fail "tunnel_forge.py handoff failed"
+    "$(lab_site_fwd 2)" 4435 "$A" >"$T/forge.out" 2>"$T/forge.err" ||
+    fail "tunnel_forge.py handoff failed: $(cat "$T/forge.err")"
+assert_match "$(cat "$T/forge.err")" 'not_held_answers 1' \
+    "site2 told the sender of the unheld segment 'not mine'"
 sleep 0.5
 while read -r r n; do
     got=$(($(hdrop site2 "$r") - before[$r]))

@@ -134,6 +134,21 @@ def handoff(ring, dest, anycast):
     send("replay", good)
     for k, v in sorted(sent.items()):
         print(k, v)
+    # The receiver tells the sender of a segment it does not hold: an authentic ANSWER
+    # "not mine" (query id 0) for that tuple, once per not_held segment.
+    s.settimeout(1.0)
+    told = 0
+    try:
+        while True:
+            data = s.recv(2048)
+            body = data[34:-16]
+            if (data[:4] == b"AEh1" and data[5] == 2 and len(body) == 45 and body[44] == 0
+                    and hmac.compare_digest(hmac.new(key, data[:-16], hashlib.sha256).digest()[:16],
+                                            data[-16:])):
+                told += 1
+    except socket.timeout:
+        pass
+    print("not_held_answers", told, file=sys.stderr)
 
 
 def make_cid(kid, secret, site, worker):
