@@ -595,6 +595,26 @@ static void rotation_apply(ae_server_main *s, const ae_conf *conf)
 
 /* ---- reload ---- */
 
+/* Whether the tcp_handoff sections of a and b are the same (the hand-off starts once). */
+static int handoff_conf_same(const ae_conf *a, const ae_conf *b)
+{
+    if (a->tcp_handoff.enabled != b->tcp_handoff.enabled)
+        return 0;
+    if (!a->tcp_handoff.enabled)
+        return 1;
+    if (a->tcp_handoff.ninterfaces != b->tcp_handoff.ninterfaces ||
+        strcmp(a->tcp_handoff.device, b->tcp_handoff.device) != 0 ||
+        a->tcp_handoff.query_timeout_ms != b->tcp_handoff.query_timeout_ms ||
+        a->tcp_handoff.flow_ttl_ms != b->tcp_handoff.flow_ttl_ms ||
+        a->tcp_handoff.max_flows != b->tcp_handoff.max_flows ||
+        a->tcp_handoff.max_queries != b->tcp_handoff.max_queries)
+        return 0;
+    for (size_t i = 0; i < a->tcp_handoff.ninterfaces; i++)
+        if (strcmp(a->tcp_handoff.interfaces[i], b->tcp_handoff.interfaces[i]) != 0)
+            return 0;
+    return 1;
+}
+
 int ae_server_reload(ae_server_main *s, char *err, size_t errlen)
 {
     ae_conf *conf = NULL;
@@ -614,6 +634,9 @@ int ae_server_reload(ae_server_main *s, char *err, size_t errlen)
     if (conf->workers != s->nworkers)
         AE_WARN("reload: workers %u -> %zu needs a restart; keeping %zu workers", conf->workers,
                 s->nworkers, s->nworkers);
+    if (!handoff_conf_same(conf, s->rt->conf))
+        AE_WARN("reload: tcp_handoff changes need a restart; keeping the running hand-off "
+                "settings (listener addresses are updated)");
     rv = ae_runtime_new(conf, s->ring, s->rt, s->rt->generation + 1, &rt, err, errlen);
     if (rv != 0)
         goto fail;

@@ -182,6 +182,13 @@ assert_eq "$out" origin "new connection after the shift"
 assert_ge "$(smetric site2 anyedge_connections_accepted_total)" $((a0 + 1)) "site2 accepted the new connection"
 log "check 4: a new connection after the shift is served by site2 itself"
 
+# reload: changed hand-off settings are kept until a restart, and said so
+sed -i 's/query_timeout: 300ms/query_timeout: 400ms/' "$T/site2.yaml"
+kill -HUP "$PID_site2"
+wait_until 5 grep -q 'tcp_handoff changes need a restart' "$T/site2.log" ||
+    fail "no warning for a tcp_handoff change on reload"
+assert_eq "$(hmetric site2 enabled)" 1 "site2 hand-off after the reload"
+
 # ---- 5. forged / replayed frames and unheld tuples while a moved download runs ----
 curl_bg forged "https://edge/bytes/$BIG"
 wait_bytes "$T/forged.bin" $((4 << 20)) 30 || fail "download for check 5 did not start"
