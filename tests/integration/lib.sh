@@ -106,6 +106,18 @@ wait_until() {
     return 1
 }
 
+# fsize FILE: its size in bytes (0 when absent). wait_bytes FILE N SECS: until FILE holds at
+# least N bytes (1 after SECS).
+fsize() { stat -c %s "$1" 2>/dev/null || echo 0; }
+wait_bytes() {
+    local f=$1 n=$2 secs=$3
+    for _ in $(seq $((secs * 50))); do
+        [ "$(fsize "$f")" -ge "$n" ] && return 0
+        sleep 0.02
+    done
+    return 1
+}
+
 # gen_cert NAME [CN]: writes $T/NAME.pem and $T/NAME.key (ECDSA P-256, self-signed,
 # SAN localhost + 127.0.0.1 + CN).
 gen_cert() {

@@ -79,15 +79,6 @@ SMALL=5242880
 sha_big=$(lab_exec core curl -s "http://$CORE:8080/bytes/$BIG" | sha256sum | cut -d' ' -f1)
 sha_small=$(lab_exec core curl -s "http://$CORE:8080/bytes/$SMALL" | sha256sum | cut -d' ' -f1)
 
-fsize() { stat -c %s "$1" 2>/dev/null || echo 0; }
-wait_bytes() {
-    local f=$1 n=$2 secs=$3
-    for _ in $(seq $((secs * 50))); do
-        [ "$(fsize "$f")" -ge "$n" ] && return 0
-        sleep 0.02
-    done
-    return 1
-}
 
 # ---- 1. shift with site1's direct path to the client gone ----
 assert_eq "$(lab_route)" site1 "route before check 1"

@@ -86,16 +86,6 @@ h3get_bg() {
     printf -v "PID_$name" '%s' $!
     AE_PIDS+=($!)
 }
-fsize() { stat -c %s "$1" 2>/dev/null || echo 0; }
-# wait_bytes FILE N SECS: until FILE holds at least N bytes.
-wait_bytes() {
-    local f=$1 n=$2 secs=$3
-    for _ in $(seq $((secs * 50))); do
-        [ "$(fsize "$f")" -ge "$n" ] && return 0
-        sleep 0.02
-    done
-    return 1
-}
 # wait_metric SITE NAME MIN SECS
 wait_metric() {
     for _ in $(seq $(($4 * 10))); do

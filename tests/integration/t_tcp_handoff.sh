@@ -66,15 +66,6 @@ SMALL=5242880
 sha_big=$(lab_exec core curl -s "http://$CORE:8080/bytes/$BIG" | sha256sum | cut -d' ' -f1)
 sha_small=$(lab_exec core curl -s "http://$CORE:8080/bytes/$SMALL" | sha256sum | cut -d' ' -f1)
 
-fsize() { stat -c %s "$1" 2>/dev/null || echo 0; }
-wait_bytes() {
-    local f=$1 n=$2 secs=$3
-    for _ in $(seq $((secs * 50))); do
-        [ "$(fsize "$f")" -ge "$n" ] && return 0
-        sleep 0.02
-    done
-    return 1
-}
 # curl_bg NAME ARGS...: curl in the client namespace; body in $T/NAME.bin, "-w" line in
 # $T/NAME.out ("code num_connects size_download"), errors in $T/NAME.err.
 curl_bg() {
