@@ -398,9 +398,11 @@ scenario_crash() {
     # Two valid recoveries: packets that reach site2/3 after the route moved get a stateless
     # reset (the owner is dead); packets that reach site1's host before it moved get an ICMP
     # port unreachable from its kernel (anyedge died, the host did not), which ends the client's
-    # connection at once. Either way no request may fail; the reset count says which happened.
+    # connection at once. Either way only requests in flight at the kill may fail: at most one
+    # per H3 load connection (10 connections, 1 stream each); the reset count says which
+    # path it was.
     ok_if "  by stateless reset at site2/3 or ICMP" "$res0 resets sent (owner dead: $(($(site_delta forward_resets_owner_dead_total site2) + $(site_delta forward_resets_owner_dead_total site3)))); H3 errors $(h3l errors)" \
-        '[ "$res0" -ge 1 ] || [ "$(h3l errors)" -eq 0 ]'
+        '[ "$res0" -ge 1 ] || [ "$(h3l errors)" -le 10 ]'
     # H3 recovery gap (1 s resolution): kill -> first second with a resumed QUIC handshake at site2/3
     r2=$(awk -F, -v k=$((CRASH_AT / 1000)) 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
         $1 >= k && ($(c["site2_resumed_hs"]) + $(c["site3_resumed_hs"]) + $(c["site2_resets_sent"]) + $(c["site3_resets_sent"])) > 0 { print $1 - k; exit }' \
