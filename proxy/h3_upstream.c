@@ -10,6 +10,8 @@
  *
  * Response: the status line and fields become the HTTP/3 HEADERS; the body (Content-Length,
  * chunked or close-delimited) is queued in worker buffers that nghttp3 reads without copying.
+ * The HTTP/1.1 rules (what is malformed, which fields are relayed, how the body is framed,
+ * whether the connection can be kept) are the pure parser's, proxy/upstream/http1.c.
  * Bytes stay queued until the client acknowledges them; while more than AE_H3_DOWN_LIMIT bytes
  * are queued the upstream socket is not read (back-pressure), reading resumes on acks.
  */
@@ -20,14 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "proxy/quic_int.h"
-
-enum { BODY_NONE = 0, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE };
-enum { CH_SIZE = 0, CH_DATA, CH_DATA_CRLF, CH_TRAILER, CH_DONE };
 
 static void consume(qstream *s, uint64_t n);
 static int retry(qstream *s);
@@ -283,129 +281,45 @@ void ae_h3_close_upstream(qstream *s)
         consume(s, s->pending_consume);
 }
 
-/* ---- response parsing ---- */
+/* ---- response parsing (the HTTP/1.1 rules are in proxy/upstream/http1.c) ---- */
 
-static int ieq(const char *a, size_t alen, const char *b)
-{
-    return alen == strlen(b) && strncasecmp(a, b, alen) == 0;
-}
+/* What parse_head() did with a response head. */
+typedef enum {
+    HEAD_SUBMITTED = 0, /* a final response: submitted to nghttp3, s->body set up */
+    HEAD_INTERIM,       /* a 1xx head (not 101): skipped, the final head follows */
+    HEAD_MALFORMED,     /* refused by the parser: the caller answers 502 */
+    HEAD_SUBMIT_FAILED, /* nghttp3 refused it: ae_h3_submit() has reset the stream already */
+} head_result;
 
-/* Parses the response head in buf[0, len) (ends with the empty line). Returns 0 and submits
- * it, 1 for an interim (1xx) head to skip, or -1 when malformed. */
-static int parse_head(qstream *s, char *buf, size_t len)
+/* Parses the response head in buf[0, len) (ends with the empty line) and submits it. */
+static head_result parse_head(qstream *s, char *buf, size_t len)
 {
-    char *end = buf + len, *p = buf;
-    char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-    if (eol == NULL || eol - p < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ')
-        return -1;
-    int status = 0;
-    for (int i = 9; i < 12; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -1;
-        status = status * 10 + (p[i] - '0');
+    ae_h1_field fields[AE_H3_MAX_RESP_FIELDS - 1]; /* and :status */
+    ae_h1_head h;
+    ae_h1_req req = {.is_head = s->is_head, .drop_field = s->c->rt->conf->quic.site_header};
+    int rv = ae_h1_parse_head(buf, len, &req, &h, fields, AE_ARRAY_LEN(fields));
+    if (rv != AE_H1_OK) {
+        AE_CDEBUG(s->c->id, "upstream %s: bad response head: %s",
+                  s->c->pool->servers[s->server_idx]->addr.text, ae_h1_strerror(rv));
+        return HEAD_MALFORMED;
     }
-    if (status < 100 || status > 599 || (eol - p > 12 && p[12] != ' '))
-        return -1;
-    int http10 = p[7] == '0';
-    if (status >= 100 && status < 200) {
-        if (status == 101)
-            return -1; /* no upgrades through HTTP/3 */
-        return 1;
-    }
+    if (h.interim)
+        return HEAD_INTERIM;
     nghttp3_nv nva[AE_H3_MAX_RESP_FIELDS];
     size_t n = 0;
-    char st[4] = {p[9], p[10], p[11], 0};
+    char st[4] = {(char)('0' + h.status / 100), (char)('0' + h.status / 10 % 10),
+                  (char)('0' + h.status % 10), 0};
     nva[n++] = AE_H3_NV(":status", st, 3);
-    const char *site_header = s->c->rt->conf->quic.site_header;
-    int chunked = 0, conn_close = http10, conn_keep = 0;
-    int64_t cl = -1;
-    for (p = eol + 2; p < end;) {
-        eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-        if (eol == NULL)
-            return -1;
-        if (eol == p)
-            break; /* the empty line */
-        char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (colon == NULL || colon == p || *p == ' ' || *p == '\t')
-            return -1; /* no name, or obsolete line folding */
-        size_t nlen = (size_t)(colon - p);
-        char *v = colon + 1, *ve = eol;
-        while (v < ve && (*v == ' ' || *v == '\t'))
-            v++;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-            ve--;
-        for (size_t i = 0; i < nlen; i++) {
-            if (p[i] >= 'A' && p[i] <= 'Z')
-                p[i] = (char)(p[i] + 32); /* HTTP/3 field names are lower case */
-            if (p[i] <= ' ' || p[i] >= 127)
-                return -1;
-        }
-        if (ieq(p, nlen, "transfer-encoding")) {
-            if (!ieq(v, (size_t)(ve - v), "chunked"))
-                return -1; /* other codings are not relayed */
-            chunked = 1;
-        } else if (ieq(p, nlen, "content-length")) {
-            char *e;
-            errno = 0;
-            long long x = strtoll(v, &e, 10);
-            if (e != ve || v == ve || x < 0 || errno != 0 || (cl >= 0 && cl != x))
-                return -1;
-            cl = x;
-        }
-        if (ieq(p, nlen, "connection")) {
-            /* a comma-separated list of options: look for close / keep-alive tokens */
-            for (char *t = v; t < ve;) {
-                while (t < ve && (*t == ',' || *t == ' ' || *t == '\t'))
-                    t++;
-                char *te = t;
-                while (te < ve && *te != ',' && *te != ' ' && *te != '\t')
-                    te++;
-                if (ieq(t, (size_t)(te - t), "close"))
-                    conn_close = 1;
-                else if (ieq(t, (size_t)(te - t), "keep-alive"))
-                    conn_keep = 1;
-                t = te;
-            }
-        }
-        if (site_header != NULL && ieq(p, nlen, site_header)) {
-            p = eol + 2; /* ours replaces the upstream's */
-            continue;
-        }
-        if (ieq(p, nlen, "connection") || ieq(p, nlen, "keep-alive") ||
-            ieq(p, nlen, "proxy-connection") || ieq(p, nlen, "transfer-encoding") ||
-            ieq(p, nlen, "upgrade") || ieq(p, nlen, "te")) {
-            p = eol + 2;
-            continue;
-        }
-        if (n == AE_ARRAY_LEN(nva))
-            return -1;
-        nva[n++] =
-            (nghttp3_nv){(uint8_t *)p, (uint8_t *)v, nlen, (size_t)(ve - v), NGHTTP3_NV_FLAG_NONE};
-        p = eol + 2;
-    }
-    s->status = status;
-    /* HTTP/1.0 keeps the connection only with "Connection: keep-alive"; we do not rely on it. */
-    s->resp_close = conn_close || (http10 && !conn_keep) || http10;
-    if (s->is_head || status == 204 || status == 304)
-        s->body_mode = BODY_NONE;
-    else if (chunked)
-        s->body_mode = BODY_CHUNKED;
-    else if (cl >= 0)
-        s->body_mode = cl > 0 ? BODY_LENGTH : BODY_NONE;
-    else
-        s->body_mode = BODY_CLOSE;
-    if (chunked && cl >= 0) { /* RFC 9112 §6.3: chunked wins; do not pass the length on */
-        size_t k = 0;
-        for (size_t i = 0; i < n; i++)
-            if (!(nva[i].namelen == 14 && memcmp(nva[i].name, "content-length", 14) == 0))
-                nva[k++] = nva[i];
-        n = k;
-    }
-    s->body_left = s->body_mode == BODY_LENGTH ? (uint64_t)cl : 0;
-    s->chunk_state = CH_SIZE;
-    if (s->body_mode == BODY_NONE)
+    for (size_t i = 0; i < h.nfields; i++)
+        nva[n++] = (nghttp3_nv){(uint8_t *)fields[i].name, (uint8_t *)fields[i].value,
+                                fields[i].namelen, fields[i].valuelen, NGHTTP3_NV_FLAG_NONE};
+    s->status = h.status;
+    s->resp_close = !h.keep_alive;
+    ae_h1_body_init(&s->body, h.body, (uint64_t)h.content_length);
+    if (h.body == AE_H1_BODY_NONE)
         s->resp_done = 1;
-    return ae_h3_submit(s, nva, n, s->body_mode != BODY_NONE) == 0 ? 0 : -2;
+    return ae_h3_submit(s, nva, n, h.body != AE_H1_BODY_NONE) == 0 ? HEAD_SUBMITTED
+                                                                   : HEAD_SUBMIT_FAILED;
 }
 
 /* Response complete: the upstream connection is done. It may go back to the keep-alive pool
@@ -414,7 +328,7 @@ static void response_complete(qstream *s)
 {
     s->resp_done = 1;
     s->up_done = 1;
-    s->keep = !s->resp_close && s->body_mode != BODY_CLOSE && !s->u_err && !s->u_eof;
+    s->keep = !s->resp_close && s->body.mode != AE_H1_BODY_CLOSE && !s->u_err && !s->u_eof;
     if (!s->keep)
         ae_h3_close_upstream(s);
     if (s->h3_blocked && s->c->h3 != NULL) {
@@ -431,63 +345,21 @@ static ssize_t body_bytes(qstream *s, const uint8_t *p, size_t len)
 {
     size_t used = 0;
     while (used < len && !s->resp_done) {
-        const uint8_t *q = p + used;
-        size_t avail = len - used;
-        if (s->body_mode == BODY_CLOSE || s->body_mode == BODY_LENGTH ||
-            (s->body_mode == BODY_CHUNKED && s->chunk_state == CH_DATA)) {
-            size_t n = avail;
-            if (s->body_mode != BODY_CLOSE && n > s->body_left)
-                n = (size_t)s->body_left;
-            if (ae_h3_dn_append(s, q, n) != 0)
-                return -1;
-            used += n;
-            if (s->body_mode != BODY_CLOSE) {
-                s->body_left -= n;
-                if (s->body_left == 0) {
-                    if (s->body_mode == BODY_LENGTH)
-                        response_complete(s);
-                    else
-                        s->chunk_state = CH_DATA_CRLF;
-                }
-            }
-            continue;
+        const uint8_t *data;
+        size_t datalen;
+        ssize_t n = ae_h1_body_decode(&s->body, p + used, len - used, &data, &datalen);
+        if (n < 0) {
+            AE_CDEBUG(s->c->id, "upstream %s: bad response body: %s",
+                      s->c->pool->servers[s->server_idx]->addr.text, ae_h1_strerror((int)n));
+            return -1;
         }
-        /* chunked framing lines: need a whole line */
-        const uint8_t *eol = memmem(q, avail, "\r\n", 2);
-        if (eol == NULL)
-            return avail > 1024 ? -1 : (ssize_t)used;
-        size_t linelen = (size_t)(eol - q);
-        used += linelen + 2;
-        if (s->chunk_state == CH_DATA_CRLF) {
-            if (linelen != 0)
-                return -1;
-            s->chunk_state = CH_SIZE;
-        } else if (s->chunk_state == CH_SIZE) {
-            uint64_t size = 0;
-            size_t i = 0;
-            for (; i < linelen; i++) {
-                int d = q[i] >= '0' && q[i] <= '9'   ? q[i] - '0'
-                        : q[i] >= 'a' && q[i] <= 'f' ? q[i] - 'a' + 10
-                        : q[i] >= 'A' && q[i] <= 'F' ? q[i] - 'A' + 10
-                                                     : -1;
-                if (d < 0)
-                    break;
-                if (size >> 56)
-                    return -1;
-                size = size * 16 + (uint64_t)d;
-            }
-            if (i == 0 || (i < linelen && q[i] != ';' && q[i] != ' ' && q[i] != '\t'))
-                return -1;
-            if (size == 0)
-                s->chunk_state = CH_TRAILER;
-            else {
-                s->body_left = size;
-                s->chunk_state = CH_DATA;
-            }
-        } else if (s->chunk_state == CH_TRAILER) {
-            if (linelen == 0) /* trailers are dropped */
-                response_complete(s);
-        }
+        if (datalen > 0 && ae_h3_dn_append(s, data, datalen) != 0)
+            return -1;
+        used += (size_t)n;
+        if (ae_h1_body_done(&s->body))
+            response_complete(s);
+        else if (n == 0)
+            break;
     }
     return (ssize_t)used;
 }
@@ -499,21 +371,21 @@ static int parse(qstream *s)
     while (b->len > 0 && !s->resp_done) {
         uint8_t *p = b->data + b->off;
         if (!s->resp_started) {
-            uint8_t *e = memmem(p, b->len, "\r\n\r\n", 4);
-            if (e == NULL) {
+            size_t hl = ae_h1_head_len((const char *)p, b->len);
+            if (hl == 0) {
                 if (b->len >= b->cap / 2) {
                     ae_h3_respond_error(s, 502, "upstream_head_too_big");
                     return -1;
                 }
                 break;
             }
-            size_t hl = (size_t)(e - p) + 4;
-            int rv = parse_head(s, (char *)p, hl);
-            if (rv < 0) {
-                if (rv == -1)
-                    ae_h3_respond_error(s, 502, "upstream_bad_response");
+            head_result rv = parse_head(s, (char *)p, hl);
+            if (rv == HEAD_MALFORMED) {
+                ae_h3_respond_error(s, 502, "upstream_bad_response");
                 return -1;
             }
+            if (rv == HEAD_SUBMIT_FAILED)
+                return -1;
             b->off += (uint32_t)hl;
             b->len -= (uint32_t)hl;
             if (s->resp_done) /* no body (HEAD, 204, 304, Content-Length: 0) */
@@ -547,10 +419,11 @@ static void upstream_eof(qstream *s)
     if (!s->resp_started) {
         if (!retry(s))
             ae_h3_respond_error(s, 502, "upstream_closed");
-    } else if (s->body_mode == BODY_CLOSE) {
-        response_complete(s);
     } else if (!s->resp_done) {
-        ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "upstream_truncated");
+        if (ae_h1_body_eof(&s->body) == AE_H1_OK) /* close-delimited */
+            response_complete(s);
+        else
+            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "upstream_truncated");
     }
 }
 

@@ -16,6 +16,7 @@
 #include <ngtcp2/ngtcp2.h>
 #include <ngtcp2/ngtcp2_crypto.h>
 
+#include "proxy/upstream/http1.h"
 #include "proxy/worker.h"
 #include "state/cid.h"
 #include "tls/quic_tls.h"
@@ -169,8 +170,7 @@ struct qstream {
     ae_buf *rin; /* raw bytes from the upstream */
     int status;
     unsigned resp_started : 1, resp_done : 1, h3_blocked : 1, reset : 1;
-    int body_mode, chunk_state;
-    uint64_t body_left;
+    ae_h1_body body;           /* the response body's framing, set up from the head */
     ae_buf *dn_head, *dn_tail; /* response body queue, data[0, len) each */
     uint64_t dn_base, dn_in, dn_handed, dn_acked;
     uint64_t bytes_out;
