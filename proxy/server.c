@@ -398,6 +398,10 @@ static void peers_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
         free(sites);
         return;
     }
+    if (t->repeat < 1.0) { /* the first table: from now on once a second */
+        t->repeat = 1.0;
+        ev_timer_again(loop, t);
+    }
     ae_fwd_peers *p = ae_fwd_peers_build(sites, n, (uint16_t)s->rt->conf->site.id, ae_wall_ms(),
                                          s->rt->conf->state.heartbeat_ms,
                                          s->rt->conf->timeouts.drain_ms, s->seen_draining);
@@ -833,7 +837,9 @@ int ae_server_run(const char *path)
     s->nworkers = conf->workers;
     ev_timer_init(&s->rotate, rotate_cb, 0, 0);
     s->rotate.data = s;
-    ev_timer_init(&s->peers_tick, peers_tick_cb, 0, 1.0);
+    /* Every 100 ms until the registry has been read and the first peer table built (the
+     * forwarding and the TCP hand-off wait for it), then every second. */
+    ev_timer_init(&s->peers_tick, peers_tick_cb, 0, 0.1);
     s->peers_tick.data = s;
     if (ae_keyring_new(&s->ring) != 0) {
         ae_conf_free(conf);

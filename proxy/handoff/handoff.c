@@ -35,6 +35,24 @@
 #define HO_NDROPS    (AE_HO_DROP_TUNNEL + AE_HOFF_NREASONS)
 
 enum { F_FREE = 0, F_QUERY, F_OWNED, F_LOCAL };
+
+/* Why a captured segment went back to this site's kernel (which answers it with a RST): the
+ * label `reason` of anyedge_tcp_handoff_returned_total. */
+enum {
+    RET_NOT_MINE = 0, /* every live peer answered "not mine", or there was none to ask */
+    RET_TIMEOUT,      /* no answer "mine" within tcp_handoff.query_timeout */
+    RET_NOT_READY,    /* no ring keys or peer table yet (start-up) within query_timeout */
+    RET_OWNER_GONE,   /* the cached owner is no longer live, or no longer holds the flow */
+    RET_LOCAL,        /* a later segment of a flow already given back */
+    RET_RST,          /* a RST of an unknown flow (never worth a query) */
+    RET_BUDGET,       /* tcp_handoff.max_queries per second spent */
+    HO_NRET
+};
+static const char *const ret_names[HO_NRET] = {
+    [RET_NOT_MINE] = "not_mine",     [RET_TIMEOUT] = "timeout", [RET_NOT_READY] = "not_ready",
+    [RET_OWNER_GONE] = "owner_gone", [RET_LOCAL] = "local",     [RET_RST] = "rst",
+    [RET_BUDGET] = "budget",
+};
 static const char *const flow_state_names[] = {"free", "query", "owned", "local"};
 
 typedef struct {
@@ -110,7 +128,8 @@ struct ae_handoff {
     struct sockaddr_storage src[HO_BATCH];
 
     /* Counters, read by the main thread (relaxed). */
-    _Atomic uint64_t orphans, cache_hits, injected, returned, queries_in, flows_moved;
+    _Atomic uint64_t orphans, cache_hits, injected, queries_in, flows_moved;
+    _Atomic uint64_t returned[HO_NRET];
     _Atomic uint64_t kernel_held; /* tuples found by the kernel lookup, not the conntab */
     _Atomic uint64_t drops[HO_NDROPS];
     _Atomic uint64_t seg_out[HO_NSITES], seg_in[HO_NSITES], q_out[HO_NSITES];
@@ -277,7 +296,7 @@ static int tun_write(ae_handoff *h, uint8_t *pkt, size_t len, const ae_ippkt *p)
 
 /* Hands a captured segment back to this site's kernel: it has no connection for it and
  * answers with a RST, as without the hand-off. */
-static void give_back(ae_handoff *h, uint8_t *pkt, size_t len)
+static void give_back(ae_handoff *h, uint8_t *pkt, size_t len, int why)
 {
     ae_ippkt p;
     if (ae_ippkt_parse(pkt, len, &p) != 0) {
@@ -288,7 +307,7 @@ static void give_back(ae_handoff *h, uint8_t *pkt, size_t len)
     if (rc != 0)
         drop(h, (size_t)rc);
     else
-        inc(&h->returned);
+        inc(&h->returned[why]);
 }
 
 /* ---- flow cache ---- */
@@ -460,7 +479,8 @@ static void send_segment(ae_handoff *h, uint16_t owner, const uint8_t *pkt, size
 }
 
 /* The flow's owner is known (or not): releases its held segments. */
-static void flow_resolved(ae_handoff *h, hflow *f, int owned, uint16_t owner, uint64_t now_wall)
+static void flow_resolved(ae_handoff *h, hflow *f, int owned, uint16_t owner, int why,
+                          uint64_t now_wall)
 {
     if (f->state == F_QUERY)
         fifo_unlink(h, f);
@@ -471,7 +491,7 @@ static void flow_resolved(ae_handoff *h, hflow *f, int owned, uint16_t owner, ui
         if (owned)
             send_segment(h, owner, h->hold[b], h->hold_len[b], 0, now_wall);
         else
-            give_back(h, h->hold[b], h->hold_len[b]);
+            give_back(h, h->hold[b], h->hold_len[b], why);
     }
     hold_release(h, f);
 }
@@ -509,6 +529,27 @@ static unsigned send_queries(ae_handoff *h, hflow *f, uint64_t now_wall)
     return n;
 }
 
+static int ready(const ae_handoff *h)
+{
+    return h->keys != NULL && h->peers != NULL;
+}
+
+/* Once ready: asks the peers about the flows that waited for keys or a peer table. */
+static void ask_waiting(ae_handoff *h, uint64_t now_wall)
+{
+    for (int32_t i = h->q_head, next; i >= 0; i = next) {
+        hflow *f = &h->flows[i];
+        next = f->qnext;
+        if (f->waiting > 0)
+            continue;
+        unsigned n = send_queries(h, f, now_wall);
+        if (n == 0)
+            flow_resolved(h, f, 0, 0, RET_NOT_MINE, now_wall);
+        else
+            f->waiting = (uint16_t)n;
+    }
+}
+
 /* Query budget: at most max_qps new flows looked up per second (0 = no limit). */
 static int query_allowed(ae_handoff *h, uint64_t now)
 {
@@ -531,10 +572,6 @@ static void orphan(ae_handoff *h, uint8_t *pkt, size_t len, uint64_t now, uint64
         drop(h, AE_HO_DROP_PACKET);
         return;
     }
-    if (h->keys == NULL) {
-        give_back(h, pkt, len);
-        return;
-    }
     key_from_pkt(&p, &k);
     uint32_t hash = ae_flowkey_hash(&k);
     hflow *f = flow_find(h, &k, hash);
@@ -551,23 +588,23 @@ static void orphan(ae_handoff *h, uint8_t *pkt, size_t len, uint64_t now, uint64
             AE_INFO("tcp handoff: owner site %u of a moved flow is no longer live; resetting",
                     f->owner);
             f->state = F_LOCAL;
-            give_back(h, pkt, len);
+            give_back(h, pkt, len, RET_OWNER_GONE);
             return;
         case F_QUERY:
             if (hold(h, f, pkt, len) != 0)
                 drop(h, AE_HO_DROP_HOLD);
             return;
         default:
-            give_back(h, pkt, len);
+            give_back(h, pkt, len, RET_LOCAL);
             return;
         }
     }
     if (p.tcp_flags & TH_RST) {
-        give_back(h, pkt, len); /* a RST for an unknown flow: never worth a query */
+        give_back(h, pkt, len, RET_RST); /* a RST for an unknown flow: never worth a query */
         return;
     }
     if (!query_allowed(h, now)) {
-        give_back(h, pkt, len);
+        give_back(h, pkt, len, RET_BUDGET);
         return;
     }
     f = flow_new(h, &k, hash, now);
@@ -580,10 +617,15 @@ static void orphan(ae_handoff *h, uint8_t *pkt, size_t len, uint64_t now, uint64
     if (hold(h, f, pkt, len) != 0) {
         drop(h, AE_HO_DROP_HOLD);
     }
-    unsigned n = send_queries(h, f, now_wall);
-    if (n == 0) {
-        flow_resolved(h, f, 0, 0, now_wall); /* nobody to ask: give it back */
-        return;
+    /* Not ready (start-up: no ring keys or peer table yet): the segments wait, and the queries
+     * go out when both arrive (ask_waiting), or the flow times out as not_ready. */
+    unsigned n = 0;
+    if (ready(h)) {
+        n = send_queries(h, f, now_wall);
+        if (n == 0) {
+            flow_resolved(h, f, 0, 0, RET_NOT_MINE, now_wall); /* nobody to ask */
+            return;
+        }
     }
     f->state = F_QUERY;
     f->waiting = (uint16_t)n;
@@ -685,9 +727,9 @@ static void on_answer(ae_handoff *h, const ae_hoff_frame *a, uint64_t now_wall)
         AE_INFO("tcp handoff: flow %s belongs to site %u (answered in %llu ms)",
                 ae_flowkey_format(&k, buf, sizeof(buf)), a->site,
                 (unsigned long long)(ae_now_ms() - f->t0_ms));
-        flow_resolved(h, f, 1, a->site, now_wall);
+        flow_resolved(h, f, 1, a->site, 0, now_wall);
     } else if (--f->waiting == 0) {
-        flow_resolved(h, f, 0, 0, now_wall); /* every peer said no */
+        flow_resolved(h, f, 0, 0, RET_NOT_MINE, now_wall); /* every peer said no */
     }
 }
 
@@ -804,9 +846,11 @@ static void qtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         if (f->t0_ms + h->qtimeout_ms > now)
             break;
         char buf[128];
-        AE_INFO("tcp handoff: no site claimed flow %s within %u ms; giving it back (RST)",
+        int asked = f->waiting > 0;
+        AE_INFO("tcp handoff: %s flow %s within %u ms; giving it back (RST)",
+                asked ? "no site claimed" : "no ring keys or peer table yet to ask about",
                 ae_flowkey_format(&f->key, buf, sizeof(buf)), h->qtimeout_ms);
-        flow_resolved(h, f, 0, 0, now_wall);
+        flow_resolved(h, f, 0, 0, asked ? RET_TIMEOUT : RET_NOT_READY, now_wall);
     }
     pthread_mutex_unlock(&h->flock);
     flush(h);
@@ -858,6 +902,12 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     if (peers != NULL) {
         ae_fwd_peers_unref(h->peers);
         h->peers = peers;
+    }
+    if ((sec != NULL || peers != NULL) && ready(h)) {
+        pthread_mutex_lock(&h->flock);
+        ask_waiting(h, ae_wall_ms());
+        pthread_mutex_unlock(&h->flock);
+        flush(h);
     }
     if (ls_set && h->cap != NULL && ae_capture_set_listeners(h->cap, ls, nls) != 0)
         AE_ERROR("tcp handoff: cannot update the capture's listener addresses");
@@ -1184,12 +1234,12 @@ char *ae_handoff_metrics(ae_handoff *h, const ae_conntab *tab, size_t *len)
                 "connection table.\n# TYPE anyedge_tcp_handoff_kernel_held_total counter\n"
                 "anyedge_tcp_handoff_kernel_held_total %llu\n",
                 (unsigned long long)rd(&h->kernel_held));
-        fprintf(f,
-                "# HELP anyedge_tcp_handoff_returned_total Captured segments given back to this "
-                "site's kernel (no owner: it answers with a RST).\n"
-                "# TYPE anyedge_tcp_handoff_returned_total counter\n"
-                "anyedge_tcp_handoff_returned_total %llu\n",
-                (unsigned long long)rd(&h->returned));
+        fprintf(f, "# HELP anyedge_tcp_handoff_returned_total Captured segments given back to "
+                   "this site's kernel (it answers with a RST), by reason.\n"
+                   "# TYPE anyedge_tcp_handoff_returned_total counter\n");
+        for (size_t i = 0; i < HO_NRET; i++)
+            fprintf(f, "anyedge_tcp_handoff_returned_total{reason=\"%s\"} %llu\n", ret_names[i],
+                    (unsigned long long)rd(&h->returned[i]));
         fprintf(f,
                 "# HELP anyedge_tcp_handoff_injected_total Segments from other sites injected "
                 "into this site's connections.\n"
