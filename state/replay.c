@@ -37,9 +37,10 @@ int ae_replay_check(ae_replay *r, uint64_t seq)
         if (d >= AE_REPLAY_WINDOW) {
             memset(r->bits, 0, sizeof(r->bits));
         } else {
-            /* Numbers top+1 .. seq enter the window: clear their (recycled) bits. */
-            for (uint64_t n = r->top + 1; n <= seq; n++)
-                clear_bit(r, n);
+            /* Numbers top+1 .. seq enter the window: clear their (recycled) bits. Counted by
+             * distance, not "n <= seq", which never ends when seq is UINT64_MAX. */
+            for (uint64_t i = 1; i <= d; i++)
+                clear_bit(r, r->top + i);
         }
         r->top = seq;
         set_bit(r, seq);

@@ -269,12 +269,257 @@ static void test_truncation_random(void **state)
     }
 }
 
+static uint16_t get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+/* The folded (not complemented) ones' complement sum, as the independent builder sees it. */
+static uint16_t fold16(uint32_t s)
+{
+    return (uint16_t)~finish(s);
+}
+
+/* More refusals and acceptances at the boundaries. */
+static void test_boundaries(void **state)
+{
+    uint8_t p[2048], q[2048];
+    ae_ippkt k;
+    (void)state;
+
+    /* version nibbles other than 4 and 6, with a plausible length */
+    size_t n = pkt4(p, 5, TH_ACK, 10);
+    const uint8_t versions[] = {0x05, 0x15, 0x55, 0x75, 0xf5};
+    for (size_t i = 0; i < sizeof(versions); i++) {
+        memcpy(q, p, n);
+        q[0] = versions[i];
+        assert_int_equal(ae_ippkt_parse(q, n, &k), AE_IPPKT_ERR_VERSION);
+    }
+    for (uint8_t ihl = 0; ihl < 5; ihl++) {
+        memcpy(q, p, n);
+        q[0] = (uint8_t)(0x40 | ihl);
+        assert_int_equal(ae_ippkt_parse(q, n, &k), AE_IPPKT_ERR_VERSION);
+    }
+    /* IPv4: total length shorter than the header it declares (IHL 6, 22 octets) */
+    n = pkt4(p, 6, TH_ACK, 0);
+    memcpy(q, p, n);
+    put16(q + 2, 22);
+    assert_int_equal(ae_ippkt_parse(q, 22, &k), AE_IPPKT_ERR_LENGTH);
+    /* IPv4: other protocols; a fragment with DF and MF; the last fragment (offset only) */
+    n = pkt4(p, 5, TH_ACK, 10);
+    const uint8_t protos[] = {0, 1, 17, 41, 132, 255};
+    for (size_t i = 0; i < sizeof(protos); i++) {
+        memcpy(q, p, n);
+        q[9] = protos[i];
+        assert_int_equal(ae_ippkt_parse(q, n, &k), AE_IPPKT_ERR_PROTO);
+    }
+    memcpy(q, p, n);
+    put16(q + 6, 0x6000);
+    assert_int_equal(ae_ippkt_parse(q, n, &k), AE_IPPKT_ERR_FRAGMENT);
+    put16(q + 6, 0x1fff);
+    assert_int_equal(ae_ippkt_parse(q, n, &k), AE_IPPKT_ERR_FRAGMENT);
+    put16(q + 6, 0x8000); /* the reserved bit is no fragment */
+    assert_int_equal(ae_ippkt_parse(q, n, &k), 0);
+    /* the largest headers: IHL 15 and data offset 15, no payload, fit exactly */
+    pkt4(p, 15, TH_SYN, 0);
+    p[60 + 12] = 15 << 4;
+    memset(p + 60 + 20, 1, 40); /* NOP options */
+    put16(p + 2, 120);
+    assert_int_equal(ae_ippkt_parse(p, 120, &k), 0);
+    assert_int_equal(k.l4_off, 60);
+    assert_int_equal(k.l4_len, 60);
+    p[60 + 12] = 0; /* data offset 0 */
+    assert_int_equal(ae_ippkt_parse(p, 120, &k), AE_IPPKT_ERR_TCP);
+
+    /* IPv6: a buffer longer than the payload length, extension headers, the fixed header
+     * alone; traffic class and flow label do not matter */
+    n = pkt6(p, TH_ACK, 10);
+    memcpy(q, p, n);
+    q[n] = 0;
+    assert_int_equal(ae_ippkt_parse(q, n + 1, &k), AE_IPPKT_ERR_LENGTH);
+    const uint8_t nexts[] = {0, 17, 43, 44, 50, 59, 60};
+    for (size_t i = 0; i < sizeof(nexts); i++) {
+        memcpy(q, p, n);
+        q[6] = nexts[i];
+        assert_int_equal(ae_ippkt_parse(q, n, &k), AE_IPPKT_ERR_PROTO);
+    }
+    memcpy(q, p, n);
+    put16(q + 4, 0);
+    assert_int_equal(ae_ippkt_parse(q, 40, &k), AE_IPPKT_ERR_TCP);
+    memcpy(q, p, n);
+    q[0] = 0x6f;
+    q[1] = q[2] = q[3] = 0xff;
+    assert_int_equal(ae_ippkt_parse(q, n, &k), 0);
+    assert_int_equal(k.family, AF_INET6);
+    /* an IPv6 packet of 20..39 octets is short, not a length mismatch */
+    for (size_t len = 20; len < 40; len++)
+        assert_int_equal(ae_ippkt_parse(p, len, &k), AE_IPPKT_ERR_SHORT);
+    for (size_t len = 0; len < 20; len++)
+        assert_int_equal(ae_ippkt_parse(p, len, &k), AE_IPPKT_ERR_SHORT);
+    assert_int_equal(ae_ippkt_parse(NULL, 0, &k), AE_IPPKT_ERR_SHORT); /* reads nothing */
+}
+
+/* The ones' complement corner: 0x0000 and 0xffff are the same number. */
+static void test_checksum_zero(void **state)
+{
+    uint8_t p[256];
+    ae_ippkt k;
+    (void)state;
+
+    /* A pseudo-header sum of 0xffff: offload may leave 0xffff or 0x0000 in the field. */
+    size_t n = pkt4(p, 5, TH_ACK, 33);
+    put16(p + 14, 0);
+    uint32_t s = add16(p + 12, 8, 0);
+    uint8_t ph[4] = {0, 6, (uint8_t)((n - 20) >> 8), (uint8_t)(n - 20)};
+    put16(p + 14, (uint16_t)(0xffff - fold16(add16(ph, 4, s))));
+    assert_int_equal(fold16(add16(ph, 4, add16(p + 12, 8, 0))), 0xffff);
+    uint16_t good = tcp_sum(p + 12, p + 16, 4, p + 20, n - 20);
+    assert_int_equal(ae_ippkt_parse(p, n, &k), 0);
+    const uint16_t partials[] = {0xffff, 0x0000};
+    for (size_t i = 0; i < 2; i++) {
+        put16(p + 20 + 16, partials[i]);
+        assert_int_equal(ae_ippkt_tcp_csum_state(p, &k), AE_CSUM_PARTIAL);
+        ae_ippkt_tcp_csum_fill(p, &k);
+        assert_int_equal(get16(p + 20 + 16), good);
+        assert_int_equal(ae_ippkt_tcp_csum_state(p, &k), AE_CSUM_OK);
+    }
+
+    /* A segment whose checksum is 0x0000 (TCP sends it as is): both forms are valid. */
+    n = pkt6(p, TH_ACK, 20);
+    uint8_t *t = p + 40;
+    put16(t + 32, 0);
+    tcp_sum(p + 8, p + 24, 16, t, n - 40); /* zeroes the field */
+    uint8_t ph6[4] = {0, 6, (uint8_t)((n - 40) >> 8), (uint8_t)(n - 40)};
+    uint32_t rest = add16(t, n - 40, add16(ph6, 4, add16(p + 24, 16, add16(p + 8, 16, 0))));
+    put16(t + 32, (uint16_t)(0xffff - fold16(rest)));
+    assert_int_equal(tcp_sum(p + 8, p + 24, 16, t, n - 40), 0);
+    assert_int_equal(ae_ippkt_parse(p, n, &k), 0);
+    assert_int_equal(ae_ippkt_tcp_csum_state(p, &k), AE_CSUM_OK);
+    put16(t + 16, 0xffff);
+    assert_int_equal(ae_ippkt_tcp_csum_state(p, &k), AE_CSUM_OK);
+    ae_ippkt_tcp_csum_fill(p, &k);
+    assert_int_equal(get16(t + 16), 0);
+
+    /* fill repairs any bad checksum */
+    n = pkt4(p, 7, TH_FIN, 51);
+    assert_int_equal(ae_ippkt_parse(p, n, &k), 0);
+    good = get16(p + 28 + 16);
+    put16(p + 28 + 16, (uint16_t)(good ^ 0x0101));
+    assert_int_equal(ae_ippkt_tcp_csum_state(p, &k), AE_CSUM_BAD);
+    ae_ippkt_tcp_csum_fill(p, &k);
+    assert_int_equal(get16(p + 28 + 16), good);
+}
+
+/* What parse must say for template p (valid, ihl header words, or IPv6 when ihl is 0) cut to
+ * len octets with its length field made to match: an independent statement of the rules. */
+static int expect_cut(const uint8_t *p, unsigned ihl, size_t len)
+{
+    size_t hl = ihl ? ihl * 4 : 40;
+    if (len < 20 || (!ihl && len < 40))
+        return AE_IPPKT_ERR_SHORT;
+    if (hl > len)
+        return AE_IPPKT_ERR_LENGTH;
+    if (len - hl < 20)
+        return AE_IPPKT_ERR_TCP;
+    size_t doff = (size_t)(p[hl + 12] >> 4) * 4;
+    return doff < 20 || doff > len - hl ? AE_IPPKT_ERR_TCP : 0;
+}
+
+/* Truncation with the length field kept consistent, so that the cut reaches the TCP checks;
+ * exact-size buffers (ASan); then buffers of random octets. */
+static void test_truncation_consistent(void **state)
+{
+    uint8_t p[2048];
+    ae_ippkt k;
+    (void)state;
+    srand(12345);
+    for (int round = 0; round < 200; round++) {
+        size_t plen = (size_t)(rand() % 200);
+        unsigned ihl = (round % 3 == 0) ? 0 : 5 + (unsigned)(rand() % 11);
+        uint8_t flags = (uint8_t)rand();
+        size_t n = ihl ? pkt4(p, ihl, flags, plen) : pkt6(p, flags, plen);
+        uint8_t *tcp = p + (ihl ? ihl * 4 : 40);
+        if (round % 4 == 1) /* a data offset that may not fit */
+            tcp[12] = (uint8_t)((rand() & 0xf) << 4);
+        for (size_t len = 0; len <= n; len++) {
+            uint8_t *b = malloc(len ? len : 1);
+            assert_non_null(b);
+            memcpy(b, p, len);
+            if (ihl && len >= 4)
+                put16(b + 2, (uint16_t)len);
+            else if (!ihl && len >= 6)
+                put16(b + 4, (uint16_t)(len >= 40 ? len - 40 : 0));
+            int want = expect_cut(p, ihl, len), rc = ae_ippkt_parse(b, len, &k);
+            assert_int_equal(rc, want);
+            if (rc == 0) {
+                assert_int_equal(k.family, ihl ? AF_INET : AF_INET6);
+                assert_int_equal(k.l4_off, ihl ? ihl * 4 : 40);
+                assert_int_equal(k.l4_off + k.l4_len, len);
+                assert_int_equal(k.sport, ihl ? 40000 : 50000);
+                assert_int_equal(k.tcp_flags, flags);
+                assert_memory_equal(k.src, ihl ? p + 12 : p + 8, ihl ? 4 : 16);
+                (void)ae_ippkt_tcp_csum_state(b, &k);
+                ae_ippkt_tcp_csum_fill(b, &k);
+                assert_int_equal(ae_ippkt_tcp_csum_state(b, &k), AE_CSUM_OK);
+                uint8_t *bt = b + k.l4_off;
+                uint16_t c = get16(bt + 16);
+                assert_int_equal(ihl ? tcp_sum(b + 12, b + 16, 4, bt, k.l4_len)
+                                     : tcp_sum(b + 8, b + 24, 16, bt, k.l4_len),
+                                 c);
+            }
+            free(b);
+        }
+    }
+    /* random octets, with a version nibble of 4 or 6 half of the time */
+    for (int round = 0; round < 2000; round++) {
+        size_t len = (size_t)(rand() % 128);
+        uint8_t *b = malloc(len ? len : 1);
+        assert_non_null(b);
+        for (size_t i = 0; i < len; i++)
+            b[i] = (uint8_t)rand();
+        if (len > 0 && round % 2)
+            b[0] = (uint8_t)((round % 4 == 1 ? 0x40 : 0x60) | (b[0] & 0x0f));
+        if (len >= 6 && round % 8 == 1)
+            put16(b + 2, (uint16_t)len);
+        if (len >= 6 && round % 8 == 3)
+            put16(b + 4, (uint16_t)(len >= 40 ? len - 40 : 0));
+        int rc = ae_ippkt_parse(b, len, &k);
+        if (rc == 0) {
+            assert_int_equal(k.l4_off + k.l4_len, len);
+            assert_true(k.l4_len >= 20);
+            (void)ae_ippkt_tcp_csum_state(b, &k);
+        } else {
+            assert_true(rc < 0 && rc >= AE_IPPKT_ERR_TCP);
+            assert_string_not_equal(ae_ippkt_reason_name(rc), "?");
+        }
+        free(b);
+    }
+}
+
+static void test_reason_names_all(void **state)
+{
+    static const char *const want[] = {"ok",    "short",    "version", "length",
+                                       "proto", "fragment", "tcp"};
+    (void)state;
+    for (int i = 0; i <= 6; i++)
+        assert_string_equal(ae_ippkt_reason_name(-i), want[i]);
+    assert_int_equal(AE_IPPKT_ERR_TCP, -6);
+    assert_string_equal(ae_ippkt_reason_name(-1000), "?");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ipv4),         cmocka_unit_test(test_ipv6),
-        cmocka_unit_test(test_refusals),     cmocka_unit_test(test_checksum_states),
-        cmocka_unit_test(test_reason_names), cmocka_unit_test(test_truncation_random),
+        cmocka_unit_test(test_ipv4),
+        cmocka_unit_test(test_ipv6),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_checksum_states),
+        cmocka_unit_test(test_reason_names),
+        cmocka_unit_test(test_truncation_random),
+        cmocka_unit_test(test_boundaries),
+        cmocka_unit_test(test_checksum_zero),
+        cmocka_unit_test(test_truncation_consistent),
+        cmocka_unit_test(test_reason_names_all),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
