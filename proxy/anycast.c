@@ -158,6 +158,8 @@ typedef struct {
     size_t linelen, logged;
 } ac_cmd;
 
+#define AE_ANYCAST_REDIS_GRACE_MS 5000
+
 struct ae_anycast {
     struct ev_loop *loop;
     ae_server_main *srv;
@@ -173,6 +175,7 @@ struct ae_anycast {
     ae_anycast_state state;
     char reason[160];
     uint64_t last_transition_ms, drain_started_ms;
+    uint64_t created_ms; /* monotonic: the start-up grace for the first Redis connection */
     struct {
         const char *action, *result;
         int exit_status;
@@ -220,8 +223,12 @@ static void sample_input(ae_anycast *a, ae_anycast_input *in)
         ae_state_get_info(st, &si);
         in->redis_ok = si.connected;
         /* Announcing before the forwarding table exists would reset the flows ECMP re-hashes
-         * to this site. Without Redis there is no table to wait for. */
-        in->registry_wait = si.connected && ae_server_peers(a->srv) == NULL;
+         * to this site (QUIC forwarding, TCP hand-off). Without Redis there is no table to wait
+         * for; at start-up, before the first connection, wait for one for a bounded time (a
+         * site that starts while Redis is down still announces, after the grace). */
+        int starting =
+            si.last_sync_ms == 0 && ae_now_ms() - a->created_ms < AE_ANYCAST_REDIS_GRACE_MS;
+        in->registry_wait = (si.connected || starting) && ae_server_peers(a->srv) == NULL;
     }
     if (!in->listeners_ok)
         snprintf(a->reason, sizeof(a->reason), "listeners closed (shutting down)");
@@ -663,6 +670,7 @@ int ae_anycast_new(struct ev_loop *loop, ae_server_main *srv, ae_anycast **out)
         return AE_ERR_NOMEM;
     a->loop = loop;
     a->srv = srv;
+    a->created_ms = ae_now_ms();
     a->mode = conf->anycast.mode;
     snprintf(a->prefix, sizeof(a->prefix), "%s",
              conf->anycast.prefix != NULL ? conf->anycast.prefix : "");

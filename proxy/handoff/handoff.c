@@ -387,9 +387,14 @@ static int hold(ae_handoff *h, hflow *f, const uint8_t *pkt, size_t len)
     return 0;
 }
 
+/* A peer that may hold TCP connections: live (heartbeat fresh), reachable (no ICMP error
+ * lately) and publishing an endpoint. A draining peer counts as long as it is live: unlike its
+ * QUIC connections (which it ends with GOAWAY, so `draining` stops forwarding to it after the
+ * drain deadline), its TCP connections run until their clients or upstreams end them, and
+ * their segments must keep reaching it. */
 static int peer_usable(const ae_handoff *h, const ae_fwd_peer *p)
 {
-    return p != NULL && p->site != h->site && p->live && !p->draining && p->addrlen > 0 &&
+    return p != NULL && p->site != h->site && p->live && p->addrlen > 0 &&
            h->down_until[p->site] <= ae_now_ms();
 }
 
@@ -585,7 +590,8 @@ static void orphan(ae_handoff *h, uint8_t *pkt, size_t len, uint64_t now, uint64
                 return;
             }
             /* The owner is gone: the client's connection cannot continue anywhere. */
-            AE_INFO("tcp handoff: owner site %u of a moved flow is no longer live; resetting",
+            AE_INFO("tcp handoff: owner site %u of a moved flow is no longer live or "
+                    "reachable; giving the flow back (RST)",
                     f->owner);
             f->state = F_LOCAL;
             give_back(h, pkt, len, RET_OWNER_GONE);
