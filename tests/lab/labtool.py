@@ -11,11 +11,13 @@
       retry fails too (or no answer within the timeout); every broken connection counts as a
       reset; every reconnection records whether the session was resumed ("Reused").
       Events (one line each, "ms kind client ..."): req ok SITE ORIGIN | req fail REASON |
-      reset REASON | conn SITE reused=0|1.  Summary: JSON per client.
+      reset REASON port=P | conn SITE reused=0|1 port=P (P: the connection's local port, to
+      find its flow 10.77.1.2:P in the sites' logs).  Summary: JSON per client.
   labtool.py timeline --t0 MS --events FILE --samples FILE --sites N --out CSV [--h3 FILE]
       per-second CSV: requests ok/failed, resets, resumptions (TCP Reused reconnects), H3
       completions/failures, and per site the deltas of its /metrics counters and whether the
-      router routes the anycast /32 to it.
+      router routes the anycast /32 to it; then, per site, its TCP hand-off counters (flows
+      it found an owner for, segments it injected, segments it gave back to its kernel).
 """
 import argparse
 import json
@@ -49,6 +51,7 @@ class Client(threading.Thread):
             self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         self.session = None
         self.sock = None
+        self.port = 0
         self.buf = b""
         self.st = {"client": idx, "ok": 0, "failed": 0, "resets": 0, "conns": 0, "reused": 0,
                    "origins": [], "sites": [], "first_origin": None, "last_site": None,
@@ -67,13 +70,14 @@ class Client(threading.Thread):
                 self.sock.close()
             except OSError:
                 pass
-        self.sock, self.buf = None, b""
+        self.sock, self.buf, self.port = None, b"", 0
 
     def connect(self):
         raw = socket.create_connection((self.a.addr, 443), timeout=self.a.timeout)
         s = self.ctx.wrap_socket(raw, server_hostname="localhost", session=self.session)
         s.settimeout(self.a.timeout)
         self.sock = s
+        self.port = s.getsockname()[1]
         self.st["conns"] += 1
         reused = 1 if s.session_reused else 0
         self.st["reused"] += reused
@@ -119,7 +123,7 @@ class Client(threading.Thread):
             pending_conn.append(reused)
         site, origin = self.get()
         for reused in pending_conn:
-            self.log("conn", site, "reused=%d" % reused)
+            self.log("conn", site, "reused=%d" % reused, "port=%d" % self.port)
         pending_conn.clear()
         return site, origin
 
@@ -146,13 +150,14 @@ class Client(threading.Thread):
                 return
             except Exception as e:  # any error: the connection is gone
                 reason = type(e).__name__
+                port = self.port
                 self.close()
                 pending.clear()
                 if self.fail_since is None:
                     self.fail_since = now_ms()
                 if attempt == 0:
                     self.st["resets"] += 1
-                    self.log("reset", reason)
+                    self.log("reset", reason, "port=%d" % port)
                 else:
                     self.st["failed"] += 1
                     self.log("req", "fail", reason)
@@ -217,6 +222,9 @@ def cmd_timeline(a):
     metrics = ["quic_datagrams_in_total", "connections_accepted_total",
                "quic_connections_opened_total", "quic_stateless_resets_total",
                "forward_out_total", "forward_in_total", "handshakes_resumed"]
+    # after every site's columns above, so that the plot's column numbers stay as they were
+    ho_metrics = ["tcp_handoff_flows_moved_total", "tcp_handoff_injected_total",
+                  "tcp_handoff_returned_total"]
     last = {}
     per = {}
     routes = {}
@@ -248,6 +256,8 @@ def cmd_timeline(a):
     for s in sites:
         hdr += [s + "_route", s + "_pkts_in", s + "_tcp_accepted", s + "_quic_opened",
                 s + "_resets_sent", s + "_fwd_out", s + "_fwd_in", s + "_resumed_hs"]
+    for s in sites:
+        hdr += [s + "_ho_moved", s + "_ho_injected", s + "_ho_returned"]
     cur_routes = []
     with open(a.out, "w") as f:
         f.write(",".join(hdr) + "\n")
@@ -260,6 +270,9 @@ def cmd_timeline(a):
             for s in sites:
                 out.append(1 if s in cur_routes else 0)
                 for m in metrics:
+                    out.append(int(d.get((s, m), 0)))
+            for s in sites:
+                for m in ho_metrics:
                     out.append(int(d.get((s, m), 0)))
             f.write(",".join(str(x) for x in out) + "\n")
 

@@ -68,7 +68,7 @@ sampler_start() {
                         name = $1; v = $NF
                         if (name ~ /^anyedge_handshakes_total\{.*type="resumed"/ || name ~ /^anyedge_quic_handshakes_resumed_total/) { acc["handshakes_resumed"] += v; next }
                         sub(/\{.*/, "", name); sub(/^anyedge_/, "", name)
-                        if (name ~ /^(quic_datagrams_in_total|connections_accepted_total|quic_connections_opened_total|quic_stateless_resets_total|forward_out_total|forward_in_total|forward_resets_owner_dead_total)$/) acc[name] += v
+                        if (name ~ /^(quic_datagrams_in_total|connections_accepted_total|quic_connections_opened_total|quic_stateless_resets_total|forward_out_total|forward_in_total|forward_resets_owner_dead_total|tcp_handoff_flows_moved_total|tcp_handoff_injected_total|tcp_handoff_returned_total)$/) acc[name] += v
                     }
                     END { for (k in acc) printf "%s %s %s %s\n", ms, s, k, acc[k] }'
             done
@@ -82,11 +82,20 @@ sampler_start() {
 
 # ---- load ----
 
+# tcp_load SECS: the TCP clients, for SECS seconds; returns once each has had its first answer
+# (at most 15 s: on a busy machine Python and 20 TLS handshakes can take seconds), so that the
+# scenario's event finds them all connected.
 tcp_load() {
-    local secs=$1
+    local secs=$1 n=0
     lab_bg tcpload client python3 "$LAB_DIR/labtool.py" tcp --addr "$LAB_ANYCAST" \
         --clients "$SC_TCP_CLIENTS" --interval 0.2 --duration "$secs" --timeout 2 \
         --events "$SC_DIR/tcp.events" --summary "$SC_DIR/tcp.json"
+    for _ in $(seq 150); do
+        n=$(awk '$2 == "conn" && !($3 in c) { c[$3]; n++ } END { print n + 0 }' "$SC_DIR/tcp.events")
+        [ "$n" -ge "$SC_TCP_CLIENTS" ] && return 0
+        sleep 0.1
+    done
+    check "TCP clients connected" INFO "only $n of $SC_TCP_CLIENTS had an answer 15 s after the start"
 }
 tcp_wait() {
     local i
@@ -97,19 +106,28 @@ tcp_wait() {
     lab_stop tcpload
 }
 
-# tcp_analyze AT_MS FROM_SITE [WINDOW_MS]: labtool's TCP run around the event at AT_MS (ms after
-# the scenario start) that moved clients off FROM_SITE; tcp_stat KEY prints one number of it.
-# moved: clients whose last answer before AT came from FROM_SITE; of them, moved_kept kept their
-# connection through [AT, AT + WINDOW) (no reset, no reconnect: the TCP hand-off),
-# moved_resumed reconnected with Reused after AT; resets_window: resets of all clients in
-# [AT, AT + WINDOW) (WINDOW default: to the end of the run).
+# tcp_analyze AT_MS FROM_SITE: labtool's TCP run around the event at AT_MS (ms after the
+# scenario start, taken just before the action that moves the route) that moves clients off
+# FROM_SITE ("none": no site in particular); tcp_stat KEY prints one number of it.
+#   whole run: clients ok failed resets reconnects reconnects_reused origin_changes, gaps
+#     gap_med_ms gap_max_ms (interruptions: first failure -> next answer)
+#   after AT, all clients: resets_after, failed_after; reset_first_ms, reset_last_ms (first and
+#     last reset, ms after AT; -1: none); continued (served after AT on the connection they had
+#     at AT: no reset, no reconnection after AT), reconnected (reconnected after AT),
+#     reconnected_reused (of those, every reconnection after AT resumed TLS: Reused)
+#   moved: clients whose last answer before AT came from FROM_SITE; of them moved_continued
+#     (the TCP hand-off kept their connection), moved_reconnected_reused (did not continue,
+#     reconnected, every time with Reused), moved_resumed (reconnected with Reused at another
+#     site), moved_same_origin (every answer after AT from the origin they had),
+#     moved_served_elsewhere (last answer from another site), moved_resets (their resets
+#     after AT)
+# The resets after AT are listed in $SC_DIR/tcp.resets, one "+MS client port=P reason" a line
+# (P finds the flow 10.77.1.2:P in the sites' "tcp handoff:" log lines).
 tcp_analyze() {
-    python3 - "$SC_DIR/tcp.events" "$SC_DIR/tcp.json" "${1:-0}" "${2:-none}" "$SC_T0" "${3:-0}" <<'EOF' >"$SC_DIR/tcp.analysis"
+    python3 - "$SC_DIR/tcp.events" "$SC_DIR/tcp.json" "${1:-0}" "${2:-none}" "$SC_T0" "$SC_DIR/tcp.resets" <<'EOF' >"$SC_DIR/tcp.analysis"
 import json, sys
-evf, sumf, at, frm, t0 = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-win = int(sys.argv[6])
+evf, sumf, at, frm, t0, resf = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
 at = t0 + at if at else 0
-until = at + win if win else 1 << 62
 per = {}
 for line in open(evf):
     p = line.split()
@@ -122,31 +140,73 @@ resets = sum(s["resets"] for s in st)
 recon = sum(s["reconnects_after_first"] for s in st); reused = sum(s["reused_after_first"] for s in st)
 changes = sum(s["origin_changes"] for s in st)
 gaps = sorted(g for s in st for g in s["gaps_ms"])
-moved = moved_resumed = moved_same = moved_back_ok = moved_kept = 0
-resets_window = sum(1 for evs in per.values() for e in evs if e[1] == "reset" and at <= e[0] < until)
-for c, evs in per.items():
+k = dict.fromkeys(("resets_after", "failed_after", "continued", "reconnected", "reconnected_reused",
+                   "moved", "moved_continued", "moved_reconnected_reused", "moved_resumed",
+                   "moved_same_origin", "moved_served_elsewhere", "moved_resets"), 0)
+rs = []
+for c, evs in sorted(per.items()):
+    after = [e for e in evs if e[0] >= at]
+    oks = [e for e in after if e[1] == "req" and e[2][0] == "ok"]
+    conns = [e for e in after if e[1] == "conn"]
+    cres = [e for e in after if e[1] == "reset"]
+    rs += [(e[0] - at, c, e[2][1] if len(e[2]) > 1 else "port=?", e[2][0]) for e in cres]
+    k["failed_after"] += sum(1 for e in after if e[1] == "req" and e[2][0] == "fail")
+    cont = bool(oks) and not conns and not cres
+    rec_reused = bool(conns) and all(e[2][1] == "reused=1" for e in conns)
+    k["continued"] += cont
+    k["reconnected"] += bool(conns)
+    k["reconnected_reused"] += rec_reused
     before = [e for e in evs if e[0] < at and e[1] == "req" and e[2][0] == "ok"] if at else []
     if not before or before[-1][2][1] != frm: continue
-    moved += 1
+    k["moved"] += 1
     origin = before[-1][2][2]
-    after = [e for e in evs if e[0] >= at]
-    conns = [e for e in after if e[1] == "conn" and e[2][0] != frm]
-    if any(e[2][1] == "reused=1" for e in conns): moved_resumed += 1
-    oks = [e for e in after if e[1] == "req" and e[2][0] == "ok"]
-    if oks and all(e[2][2] == origin for e in oks): moved_same += 1
-    if oks and oks[-1][2][1] != frm: moved_back_ok += 1
-    inwin = [e for e in after if e[0] < until]
-    if not any(e[1] in ("reset", "conn") for e in inwin) and any(e[1] == "req" and e[2][0] == "ok" for e in inwin):
-        moved_kept += 1
+    k["moved_continued"] += cont
+    k["moved_reconnected_reused"] += rec_reused
+    k["moved_resumed"] += any(e[2][0] != frm and e[2][1] == "reused=1" for e in conns)
+    k["moved_same_origin"] += bool(oks) and all(e[2][2] == origin for e in oks)
+    k["moved_served_elsewhere"] += bool(oks) and oks[-1][2][1] != frm
+    k["moved_resets"] += len(cres)
+rs.sort()
+k["resets_after"] = len(rs)
+k["reset_first_ms"] = rs[0][0] if rs else -1
+k["reset_last_ms"] = rs[-1][0] if rs else -1
+with open(resf, "w") as f:
+    f.writelines("+%d %d %s %s\n" % r for r in rs)
 med = gaps[len(gaps) // 2] if gaps else 0
 print("clients=%d ok=%d failed=%d resets=%d reconnects=%d reconnects_reused=%d origin_changes=%d "
-      "moved=%d moved_resumed=%d moved_same_origin=%d moved_served_elsewhere=%d gaps=%d gap_med_ms=%d gap_max_ms=%d "
-      "moved_kept=%d resets_window=%d"
-      % (len(st), ok, failed, resets, recon, reused, changes, moved, moved_resumed, moved_same,
-         moved_back_ok, len(gaps), med, gaps[-1] if gaps else 0, moved_kept, resets_window))
+      "gaps=%d gap_med_ms=%d gap_max_ms=%d "
+      % (len(st), ok, failed, resets, recon, reused, changes, len(gaps), med, gaps[-1] if gaps else 0)
+      + " ".join("%s=%d" % kv for kv in k.items()))
 EOF
 }
+# tcp_resets_detail: the resets after AT, when (ms after AT) and whose (client:port@+ms, the
+# first 6), for a check's detail.
+tcp_resets_detail() {
+    if [ "$(tcp_stat resets_after)" = 0 ]; then
+        printf '0 resets'
+        return
+    fi
+    local whose=""
+    [ "$(tcp_stat moved)" = 0 ] || whose=" ($(tcp_stat moved_resets) on the moved clients' connections)"
+    printf '%s resets%s at +%s..+%s ms: %s' "$(tcp_stat resets_after)" "$whose" \
+        "$(tcp_stat reset_first_ms)" "$(tcp_stat reset_last_ms)" \
+        "$(awk 'NR > 6 { printf ",..."; exit }
+            { sub(/^port=/, "", $3); printf "%sc%s:%s@%s", (NR > 1 ? "," : ""), $2, $3, $1 }' "$SC_DIR/tcp.resets")"
+}
 tcp_stat() { tr ' ' '\n' <"$SC_DIR/tcp.analysis" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+
+# moved_ok_if NAME: the clients tcp_analyze found at FROM_SITE either continued on their
+# connection (TCP hand-off) or reconnected with TLS resumption (Reused); how many of each.
+moved_ok_if() {
+    ok_if "$1" "$(tcp_stat moved_continued) continued on the same connection (TCP hand-off), $(tcp_stat moved_reconnected_reused) reconnected with Reused, of $(tcp_stat moved)" \
+        '[ "$(tcp_stat moved)" -ge 1 ] && [ $(($(tcp_stat moved_continued) + $(tcp_stat moved_reconnected_reused))) = "$(tcp_stat moved)" ]'
+}
+# tcp_no_resets_ok_if EVENT: the promise of a route change that leaves every site running: no
+# TCP request failed and no connection was reset, over the whole run.
+tcp_no_resets_ok_if() {
+    ok_if "TCP failed requests = 0, resets = 0" "$(tcp_stat ok) ok, $(tcp_stat failed) failed (after 1 retry), $(tcp_stat resets) resets, reconnects $(tcp_stat reconnects) ($(tcp_stat reconnects_reused) Reused); after $1: $(tcp_resets_detail)" \
+        '[ "$(tcp_stat failed)" = 0 ] && [ "$(tcp_stat resets)" = 0 ]'
+}
 
 # h3_downloads N PATH: N concurrent ae-h3get downloads; each appends "ms ok|fail rc output" to
 # h3.events when it ends.
@@ -197,13 +257,56 @@ site_delta() {
     v=$(smetric "$2" "anyedge_$1")
     eval "echo \$(( v - \${SD_$1_$2:-0} ))"
 }
-# handoff_counters: the TCP hand-off counters summed over the sites (flows claimed by another
-# site, segments injected, segments given back to the kernel).
-handoff_counters() {
-    printf 'hand-off: %s flows moved, %s segments injected, %s given back' \
-        "$(sum_sites_metric anyedge_tcp_handoff_flows_moved_total)" \
-        "$(sum_sites_metric anyedge_tcp_handoff_injected_total)" \
-        "$(sum_sites_metric anyedge_tcp_handoff_returned_total)"
+# handoff_check MOVED|INFO: one row with the TCP hand-off counters summed over the sites (flows
+# a receiving site found the owner of, segments the owners injected, segments given back to the
+# receiving site's kernel, which answers them with a RST) and per site, with the reasons for
+# giving back when the build labels them. MOVED: the scenario moved TCP flows, so PASS only when
+# flows were moved and segments injected. When segments were given back, one more INFO row with
+# the sites' log lines that say why (or, without reason labels and log lines, what can be silent).
+handoff_check() {
+    local n m i r why per="" tm=0 ti=0 tr=0 res=INFO labelled=0 logged
+    for n in $(seq 1 "$LAB_NSITES"); do
+        read -r m i r why < <(ip netns exec "${LAB_PREFIX}site$n" curl -s --max-time 2 \
+            "http://127.0.0.1:$LAB_ADMIN/metrics" 2>/dev/null | awk '
+            { name = $1; v = $NF; sub(/\{.*/, "", name) }
+            name == "anyedge_tcp_handoff_flows_moved_total" { m += v }
+            name == "anyedge_tcp_handoff_injected_total" { i += v }
+            name == "anyedge_tcp_handoff_returned_total" {
+                r += v
+                if (v > 0 && match($1, /reason="[^"]*"/))
+                    why = why (why == "" ? "" : ",") substr($1, RSTART + 8, RLENGTH - 9) ":" v
+            }
+            END { printf "%d %d %d %s\n", m, i, r, (why == "" ? "-" : why) }')
+        tm=$((tm + m)) ti=$((ti + i)) tr=$((tr + r))
+        per="$per${per:+, }site$n $m/$i/$r"
+        [ "$why" = - ] || { per="$per ($why)"; labelled=1; }
+    done
+    if [ "$1" = MOVED ]; then
+        res=FAIL
+        [ "$tm" -ge 1 ] && [ "$ti" -ge 1 ] && res=PASS
+    fi
+    check "TCP hand-off (sum over sites)" "$res" \
+        "$tm flows moved, $ti segments injected, $tr given back (RST); per site moved/injected/given back: $per"
+    [ "$tr" = 0 ] && return
+    logged=$(handoff_log_reasons)
+    if [ -n "$logged" ]; then
+        check "  given back: site logs" INFO "$logged"
+    elif [ $labelled = 0 ]; then
+        check "  given back: site logs" INFO "none logged: given back silently (no usable peer or keys yet, over the query budget, a RST, or a flow given back before)"
+    fi
+}
+# handoff_log_reasons: the sites' "tcp handoff:" log lines about giving flows back, counted
+# (flow addresses blanked).
+handoff_log_reasons() {
+    local n l out=""
+    for n in $(seq 1 "$LAB_NSITES"); do
+        l=$(sed -n 's/^.* tcp handoff: //p' "$LAB_RUN/anyedge-site$n.log" 2>/dev/null |
+            grep -E 'RST|resetting|giving|given back' |
+            sed -E 's/[0-9a-fA-F.:]+>[0-9a-fA-F.:]+/FLOW/g' | sort | uniq -c |
+            awk '{ c = $1; $1 = ""; printf "%s%sx%s", (NR > 1 ? "; " : ""), c, $0 }')
+        [ -n "$l" ] && out="$out${out:+ | }site$n: $l"
+    done
+    printf '%s' "$out"
 }
 sum_sites_metric() {
     local n t=0
@@ -260,9 +363,9 @@ sc_end() {
     return $rc
 }
 
-# plot CSV PNG MARKS: two panels sharing the time axis: client requests per second (TCP ok /
-# failed / resets / Reused reconnects, H3 completions), and per-site QUIC datagrams in plus the
-# route state (site announced: a band at the bottom).
+# plot CSV PNG MARKS: three panels sharing the time axis: client requests per second (TCP ok /
+# failed / resets / Reused reconnects, H3 completions), per site QUIC datagrams in, forwarded
+# out and TCP segments injected by the hand-off, and the route state (site announced).
 plot() {
     command -v gnuplot >/dev/null || { say "gnuplot not installed: no PNG"; return 0; }
     local csv=$1 png=$2 marks=$3 arrows="" ms label col ns=$LAB_NSITES
@@ -271,12 +374,14 @@ plot() {
         arrows="$arrows set label '$label' at $((ms / 1000)).$(((ms % 1000) / 100)), graph 0.97 rotate by 90 right font ',7' tc rgb '#333333';"
     done <"$marks"
     # columns: 1 t, 2 ok, 3 failed, 4 resets, 5 resumed, 6 h3_ok, 7 h3_failed, then per site 8
-    # (route, pkts_in, tcp_accepted, quic_opened, resets_sent, fwd_out, fwd_in, resumed_hs)
+    # (route, pkts_in, tcp_accepted, quic_opened, resets_sent, fwd_out, fwd_in, resumed_hs),
+    # then per site 3 (ho_moved, ho_injected, ho_returned)
     local site_plots="" route_plots="" n base
     for n in $(seq 1 "$ns"); do
         base=$((8 + (n - 1) * 8))
         site_plots="$site_plots '$csv' using 1:$((base + 1)) with lines lw 1.5 title 'site$n QUIC pkts in',"
         site_plots="$site_plots '$csv' using 1:$((base + 5)) with lines dt 3 lw 1.2 title 'site$n fwd out',"
+        site_plots="$site_plots '$csv' using 1:$((8 + ns * 8 + (n - 1) * 3 + 1)) with lines dt 4 lw 1.2 title 'site$n TCP injected',"
         route_plots="$route_plots '$csv' using 1:(\$$base > 0 ? $n : NaN) with points pt 5 ps 0.6 title 'site$n announced',"
     done
     gnuplot <<EOF
@@ -296,7 +401,7 @@ plot '$csv' using 1:2 with lines lw 2 lc rgb '#1a9850' title 'TCP ok', \
      '' using 1:(\$5 > 0 ? \$5 : NaN) with points pt 7 ps 0.8 lc rgb '#4575b4' title 'TCP Reused reconnects', \
      '' using 1:(\$6 > 0 ? \$6 : NaN) with points pt 9 ps 0.9 lc rgb '#542788' title 'H3 downloads done', \
      '' using 1:(\$7 > 0 ? \$7 : NaN) with points pt 11 ps 1.0 lc rgb '#b2182b' title 'H3 downloads failed'
-set ylabel 'datagrams/s'
+set ylabel 'packets/s'
 plot ${site_plots%,}
 set ylabel 'route'
 set yrange [0.5:$ns.5]
@@ -323,10 +428,10 @@ scenario_shift() {
     sleep 2.5
     q1=$(site_delta quic_connections_opened_total site1)
     mark "withdraw site1"
+    SHIFT_AT=$(($(now_ms) - SC_T0))
     lab_bird_withdraw 1
     ms=$(route_wait_ms "site2 site3")
     ok_if "route withdrawn (router)" "paths $(lab_bird_paths) after ${ms} ms" '[ "$ms" -ge 0 ]'
-    SHIFT_AT=$(($(now_ms) - SC_T0))
     h3_downloads_wait "$SC_H3_DOWNLOADS" 60 || true
     mark "downloads ended"
     dl_ok=$(awk '$2 == "ok"' "$SC_DIR/h3.events" | wc -l)
@@ -349,12 +454,11 @@ scenario_shift() {
     tcp_analyze "$SHIFT_AT" site1
     check "TCP clients at site1 at the shift" "$([ "$(tcp_stat moved)" -ge 1 ] && echo PASS || echo FAIL)" \
         "$(tcp_stat moved) of $(tcp_stat clients)"
-    ok_if "  kept their connection (TCP hand-off)" "$(tcp_stat moved_kept)/$(tcp_stat moved) without a reset or reconnect; $(handoff_counters)" \
-        '[ "$(tcp_stat moved_kept)" = "$(tcp_stat moved)" ]'
+    moved_ok_if "  continued or resumed (Reused)"
     ok_if "  same upstream (affinity)" "$(tcp_stat moved_same_origin)/$(tcp_stat moved) kept their X-Origin" \
         '[ "$(tcp_stat moved_same_origin)" = "$(tcp_stat moved)" ]'
-    ok_if "TCP failed requests = 0, resets = 0" "$(tcp_stat ok) ok, $(tcp_stat failed) failed (after 1 retry), $(tcp_stat resets) resets, reconnects $(tcp_stat reconnects) ($(tcp_stat reconnects_reused) Reused), gap median $(tcp_stat gap_med_ms) ms max $(tcp_stat gap_max_ms) ms" \
-        '[ "$(tcp_stat failed)" = 0 ] && [ "$(tcp_stat resets)" = 0 ]'
+    tcp_no_resets_ok_if "the withdrawal"
+    handoff_check MOVED
     ok_if "TCP origin changes (all clients)" "$(tcp_stat origin_changes)" '[ "$(tcp_stat origin_changes)" = 0 ]'
     tc -n "${LAB_PREFIX}router" qdisc del dev to-client root 2>/dev/null || true
     sc_end
@@ -374,8 +478,8 @@ scenario_crash() {
     site_delta_start forward_resets_owner_dead_total
     mark "kill -9 site1 anyedge"
     p=$(lab_pid anyedge-site1)
-    kill -KILL "$p"
     CRASH_AT=$(($(now_ms) - SC_T0))
+    kill -KILL "$p"
     ms=$(route_wait_ms "site2 site3")
     ok_if "route withdrawn (watchdog + BGP)" "router paths '$(lab_bird_paths)' ${ms} ms after the kill (watchdog log: $(grep -m1 withdraw "$LAB_RUN/watchdog-site1.log" 2>/dev/null | cut -d" " -f2-))" \
         '[ "$ms" -ge 0 ] && [ "$ms" -le 3000 ]'
@@ -390,6 +494,11 @@ scenario_crash() {
     ok_if "  same upstream (affinity)" "$(tcp_stat moved_same_origin)/$(tcp_stat moved)" '[ "$(tcp_stat moved_same_origin)" = "$(tcp_stat moved)" ]'
     ok_if "TCP recovery gap (max <= 5 s)" "median $(tcp_stat gap_med_ms) ms, max $(tcp_stat gap_max_ms) ms over $(tcp_stat gaps) interruptions; failed requests $(tcp_stat failed) (retry also failed; expected during the gap)" \
         '[ "$(tcp_stat gap_max_ms)" -le 5000 ]'
+    # site1's connections died with its anyedge: their resets are expected. The other clients'
+    # flows that the route change moved between site2 and site3 are handed off: no reset.
+    ok_if "  other clients: 0 resets" "$(($(tcp_stat resets_after) - $(tcp_stat moved_resets))) resets of the $(($(tcp_stat clients) - $(tcp_stat moved))) clients not at site1; after the kill: $(tcp_resets_detail)" \
+        '[ "$(tcp_stat resets_after)" = "$(tcp_stat moved_resets)" ]'
+    handoff_check INFO
     res0=$(($(site_delta quic_stateless_resets_total site2) + $(site_delta quic_stateless_resets_total site3)))
     r=$(($(site_delta quic_handshakes_resumed_total site2) + $(site_delta quic_handshakes_resumed_total site3)))
     check "H3 load (ae-h3load, 10 conns)" INFO "$H3L"
@@ -431,12 +540,12 @@ scenario_drain() {
     h3_load 22
     sleep 5
     mark "anyedgectl drain site2"
+    DRAIN_AT=$(($(now_ms) - SC_T0))
     out=$(ip netns exec "${LAB_PREFIX}site2" "$AE_BIN/anyedgectl" -a "127.0.0.1:$LAB_ADMIN" drain 2>&1)
     rc=$?
     ok_if "anyedgectl drain" "exit $rc: $(head -c 160 <<<"$out" | tr '\n' ' ')" '[ $rc = 0 ]'
     ms=$(route_wait_ms "site1 site3")
     ok_if "route withdrawn by anyedge" "router paths '$(lab_bird_paths)' (${ms} ms)" '[ "$ms" -ge 0 ]'
-    DRAIN_AT=$(($(now_ms) - SC_T0))
     # anyedge_anycast_draining: 0 active, 1 draining, 2 drained
     st=$(smetric site2 anyedge_anycast_draining)
     for _ in $(seq 150); do
@@ -448,14 +557,14 @@ scenario_drain() {
     ok_if "site2 reports drained (/status)" "anyedge_anycast_draining=${st:-none} (2 = drained) within 15 s of the drain (drain_timeout 8s)" '[ "$st" = 2 ]'
     tcp_wait
     h3_load_wait
-    # until the drain deadline (timeouts.drain 10 s) site2 keeps its connections: the moved
-    # clients' segments are handed to it; at the deadline it closes them and they resume
-    tcp_analyze "$DRAIN_AT" site2 5000
-    ok_if "TCP failed requests = 0" "$(tcp_stat ok) ok, $(tcp_stat failed) failed, $(tcp_stat resets) resets, $(tcp_stat moved) clients moved off site2, $(tcp_stat moved_resumed) Reused" \
-        '[ "$(tcp_stat failed)" = 0 ]'
-    ok_if "  kept their connection 5 s after the withdrawal (TCP hand-off)" "$(tcp_stat moved_kept)/$(tcp_stat moved), $(tcp_stat resets_window) resets in that time; $(handoff_counters)" \
-        '[ "$(tcp_stat moved_kept)" = "$(tcp_stat moved)" ] && [ "$(tcp_stat resets_window)" = 0 ]'
-    ok_if "  closed at the drain deadline, resumed (Reused)" "$(tcp_stat moved_resumed)/$(tcp_stat moved)" '[ "$(tcp_stat moved_resumed)" = "$(tcp_stat moved)" ]'
+    # site2 keeps serving its TCP connections while it drains and once drained (it does not
+    # close them); the other sites hand their segments to it, so none is reset.
+    tcp_analyze "$DRAIN_AT" site2
+    check "TCP clients at site2 at the drain" "$([ "$(tcp_stat moved)" -ge 1 ] && echo PASS || echo FAIL)" \
+        "$(tcp_stat moved) of $(tcp_stat clients)"
+    moved_ok_if "  continued or resumed (Reused)"
+    tcp_no_resets_ok_if "the drain"
+    handoff_check MOVED
     ok_if "H3 failed requests = 0" "$H3L" '[ "$(h3l errors)" = 0 ] && [ "$(h3l requests)" -ge 1 ]'
     out=$(ip netns exec "${LAB_PREFIX}site2" "$AE_BIN/anyedgectl" -a "127.0.0.1:$LAB_ADMIN" undrain 2>&1)
     rc=$?
@@ -483,9 +592,9 @@ scenario_redis_loss() {
     ok_if "sites notice (redis_connected 0)" "$c/$LAB_NSITES sites" '[ $c = "$LAB_NSITES" ]'
     sleep 2
     mark "withdraw site1 (Redis down)"
+    MOVE_AT=$(($(now_ms) - SC_T0))
     lab_bird_withdraw 1
     ms=$(route_wait_ms "site2 site3")
-    MOVE_AT=$(($(now_ms) - SC_T0))
     ok_if "route withdrawn" "${ms} ms" '[ "$ms" -ge 0 ]'
     sleep 6
     mark "announce site1"
@@ -493,9 +602,14 @@ scenario_redis_loss() {
     tcp_wait
     h3_load_wait
     tcp_analyze "$MOVE_AT" site1
-    ok_if "TCP failed requests = 0" "$(tcp_stat ok) ok, $(tcp_stat failed) failed, $(tcp_stat resets) resets" '[ "$(tcp_stat failed)" = 0 ]'
-    ok_if "moved clients continue without Redis" "$(tcp_stat moved) clients moved off site1: $(tcp_stat moved_kept) kept their connection (TCP hand-off), $(tcp_stat moved_resumed) resumed (Reused) elsewhere, $(tcp_stat moved_same_origin) same origin; $(handoff_counters)" \
-        '[ "$(tcp_stat moved)" -ge 1 ] && [ $(($(tcp_stat moved_kept) + $(tcp_stat moved_resumed))) -ge "$(tcp_stat moved)" ] && [ "$(tcp_stat moved_same_origin)" = "$(tcp_stat moved)" ]'
+    # the hand-off works from the cached peer table and key ring while Redis is away
+    check "TCP clients at site1 at the withdrawal" "$([ "$(tcp_stat moved)" -ge 1 ] && echo PASS || echo FAIL)" \
+        "$(tcp_stat moved) of $(tcp_stat clients)"
+    moved_ok_if "  continued or resumed without Redis"
+    ok_if "  same upstream (affinity)" "$(tcp_stat moved_same_origin)/$(tcp_stat moved) kept their X-Origin" \
+        '[ "$(tcp_stat moved_same_origin)" = "$(tcp_stat moved)" ]'
+    tcp_no_resets_ok_if "the withdrawal"
+    handoff_check MOVED
     ok_if "H3 failed requests = 0" "$H3L" '[ "$(h3l errors)" = 0 ] && [ "$(h3l requests)" -ge 1 ]'
     c=0
     for n in $(seq 1 "$LAB_NSITES"); do lab_alive "anyedge-site$n" && c=$((c + 1)); done
@@ -514,11 +628,11 @@ scenario_scale_out() {
     h3_load 20
     sleep 5
     mark "site3 starts"
+    SCALE_AT=$(($(now_ms) - SC_T0))
     site_start 3
     site_wait 3 || check "site3 starts" FAIL "anyedge does not listen"
     [ "$(routectl)" = lab ] && lab_bird_announce 3
     ms=$(route_wait_ms "site1 site2 site3")
-    SCALE_AT=$(($(now_ms) - SC_T0))
     ok_if "site3 announced (3-way ECMP)" "${ms} ms after it listens" '[ "$ms" -ge 0 ]'
     sleep 1
     site_delta_start forward_out_total
@@ -526,8 +640,11 @@ scenario_scale_out() {
     h3_load_wait
     f3=$(site_delta forward_out_total site3)
     tcp_analyze "$SCALE_AT" none
-    ok_if "TCP failed requests = 0, resets = 0 (re-hashed flows handed off)" "$(tcp_stat ok) ok, $(tcp_stat failed) failed, $(tcp_stat resets) resets, $(tcp_stat reconnects_reused)/$(tcp_stat reconnects) reconnects Reused; $(handoff_counters)" \
-        '[ "$(tcp_stat failed)" = 0 ] && [ "$(tcp_stat resets)" = 0 ]'
+    # re-hashed flows (to site3, and between site1 and site2) are handed to their sites
+    ok_if "TCP clients continued or resumed (Reused)" "$(tcp_stat continued) of $(tcp_stat clients) continued on their connection through the re-hash, $(tcp_stat reconnected_reused) reconnected with Reused, $(($(tcp_stat reconnected) - $(tcp_stat reconnected_reused))) reconnected without" \
+        '[ $(($(tcp_stat continued) + $(tcp_stat reconnected_reused))) = "$(tcp_stat clients)" ]'
+    tcp_no_resets_ok_if "site3's start"
+    handoff_check MOVED
     ok_if "H3 flows re-hashed continue (0 errors)" "$H3L; site3 forwarded $(smetric site3 anyedge_forward_out_total) datagrams to the owners, sent $(smetric site3 anyedge_forward_resets_owner_dead_total) stateless resets for owner dead/unknown" \
         '[ "$(h3l errors)" = 0 ] && [ "$(h3l requests)" -ge 1 ]'
     sc_end
