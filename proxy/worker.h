@@ -2,14 +2,8 @@
 #ifndef AE_WORKER_H
 #define AE_WORKER_H
 
+#include "proxy/buf.h"
 #include "proxy/proxy.h"
-
-/* A relay buffer: data[off, off+len) is pending. Buffers come from the worker's free list. */
-typedef struct ae_buf {
-    struct ae_buf *next;
-    uint32_t cap, off, len;
-    uint8_t data[];
-} ae_buf;
 
 typedef struct ae_worker ae_worker;
 typedef struct ae_tconn ae_tconn;
@@ -72,8 +66,7 @@ struct ae_worker {
     int stopping;
     int site_draining; /* AE_MSG_SITE_DRAIN received (not undrained): QUIC conns get GOAWAY */
 
-    ae_buf *free_bufs;
-    size_t nfree_bufs;
+    ae_bufpool bufs; /* relay buffers; kept at the size of rt's tune.buffer_size */
     uint64_t next_conn_id;
 
     ae_counters counters;
@@ -96,9 +89,16 @@ void ae_worker_post(ae_worker *w, ae_msg *msg);
 /* Joins the thread and frees the worker. */
 void ae_worker_free(ae_worker *w);
 
-/* Buffer pool. get returns an empty buffer of the runtime's size or NULL; put accepts NULL. */
-ae_buf *ae_worker_buf_get(ae_worker *w, uint32_t size);
-void ae_worker_buf_put(ae_worker *w, ae_buf *b);
+/* The worker's buffer pool (buf.h): get returns an empty buffer of size bytes or NULL; put
+ * accepts NULL. */
+static inline ae_buf *ae_worker_buf_get(ae_worker *w, uint32_t size)
+{
+    return ae_buf_get(&w->bufs, size);
+}
+static inline void ae_worker_buf_put(ae_worker *w, ae_buf *b)
+{
+    ae_buf_put(&w->bufs, b);
+}
 
 /* TCP relay (tcp_relay.c). Takes ownership of fd. */
 void ae_tconn_accept(ae_worker *w, ae_wlistener *l, int fd, const struct sockaddr *peer,
