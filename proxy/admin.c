@@ -8,9 +8,14 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* accept4; CMake defines it for the whole build */
 #endif
-#include "proxy.h"
-#include "proxy/handoff/handoff.h"
+#include "proxy/admin.h"
+
+#include "proxy/anycast.h"
 #include "proxy/forward.h"
+#include "proxy/handoff/handoff.h"
+#include "proxy/metrics.h"
+#include "proxy/runtime.h"
+#include "proxy/server.h"
 #include "state/state.h"
 
 #include <errno.h>

@@ -2,7 +2,7 @@
  * Metric names and help texts, indexed by ae_metric. The admin endpoint renders each as
  * anyedge_<name>_total, except the handshake counters, which it renders as labelled families.
  */
-#include "proxy/proxy.h"
+#include "proxy/metrics.h"
 
 const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_ACCEPTED] = "connections_accepted",

@@ -8,6 +8,8 @@
  * as a half-close to the other (close_notify towards the client, shutdown(SHUT_WR) towards the
  * upstream) while the opposite direction keeps flowing.
  */
+#include "proxy/tcp_relay.h"
+
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -16,8 +18,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "proxy/buf.h"
 #include "proxy/handoff/conntab.h"
-#include "proxy/worker.h"
+#include "proxy/proxy_proto.h"
+#include "proxy/runtime.h"
 
 typedef enum {
     TC_HANDSHAKE = 0, /* TLS handshake with the client in progress */

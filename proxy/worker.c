@@ -2,6 +2,8 @@
  * Worker threads: one libev loop each, listening sockets in an SO_REUSEPORT group, messages
  * from the main thread, a buffer pool (buf.c).
  */
+#include "proxy/worker.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -10,7 +12,7 @@
 #include <unistd.h>
 
 #include "proxy/forward.h"
-#include "proxy/worker.h"
+#include "proxy/tcp_relay.h"
 
 #define AE_ACCEPT_BATCH   64  /* accepts per readiness event: fairness against connections */
 #define AE_ACCEPT_PAUSE_S 0.1 /* pause after EMFILE/ENFILE/ENOBUFS */

@@ -1,9 +1,26 @@
-/* Internal to proxy/: worker threads, their listeners and buffer pools, the TCP relay. */
+/*
+ * Worker threads (worker.c): one libev loop each, its listening sockets, messages from the main
+ * thread; the worker context the engines (tcp_relay.c, quic.c, forward.c) work in.
+ *
+ * Each worker thread owns its loop, its listening sockets (handed over by the main thread in a
+ * message), its connections, its buffer pool and its metric counters. Workers never touch each
+ * other's objects; the main thread talks to a worker only through ae_worker_post.
+ */
 #ifndef AE_WORKER_H
 #define AE_WORKER_H
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+#include "conf/conf.h"
 #include "proxy/buf.h"
-#include "proxy/proxy.h"
+#include "proxy/metrics.h"
+#include "proxy/qsecrets.h"
+#include "proxy/runtime.h"
 
 typedef struct ae_worker ae_worker;
 typedef struct ae_tconn ae_tconn;
@@ -99,16 +116,6 @@ static inline void ae_worker_buf_put(ae_worker *w, ae_buf *b)
 {
     ae_buf_put(&w->bufs, b);
 }
-
-/* TCP relay (tcp_relay.c). Takes ownership of fd. */
-void ae_tconn_accept(ae_worker *w, ae_wlistener *l, int fd, const struct sockaddr *peer,
-                     socklen_t peerlen);
-/* Frees connections queued on w->dead. */
-void ae_tconn_gc(ae_worker *w);
-/* Closes every connection now (end of drain). */
-void ae_tconn_close_all(ae_worker *w, ae_metric why);
-/* Frees a closed connection's memory (used by gc). */
-void ae_tconn_free(ae_tconn *c);
 
 /* QUIC + HTTP/3 (quic.c). Socket options for a QUIC listening socket (main thread): 0 or -1
  * with errno. */
