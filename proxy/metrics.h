@@ -10,6 +10,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "proxy/reason.h"
+
 typedef enum {
     AE_M_ACCEPTED = 0,      /* TCP connections accepted */
     AE_M_CLOSED,            /* connections closed (any reason) */
@@ -80,8 +82,8 @@ typedef enum {
     AE_M_FWD_LAT_B0, /* forward latency histogram (accepted tunnel frames): AE_FWD_LAT_NBUCKETS */
     AE_M_FWD_LAT_LAST = AE_M_FWD_LAT_B0 + 13, /* per-bucket counts, the last is +Inf */
     AE_M_FWD_LAT_SUM_US,                      /* sum of the observations, microseconds */
-    AE_M_QUIC_CLOSE_B0, /* QUIC connections ended, by cause (ae_quic_close_cause_names order) */
-    AE_M_QUIC_CLOSE_LAST = AE_M_QUIC_CLOSE_B0 + 4,
+    AE_M_QUIC_CLOSE_B0, /* QUIC connections ended, by cause: + ae_quic_close_cause (reason.h) */
+    AE_M_QUIC_CLOSE_LAST = AE_M_QUIC_CLOSE_B0 + AE_QCAUSE__COUNT - 1,
     AE_M__COUNT
 } ae_metric;
 
@@ -100,8 +102,6 @@ extern const double ae_fwd_lat_bounds[AE_FWD_LAT_NBUCKETS - 1];
 
 /* Metric name (without the anyedge_ prefix and _total suffix) and help text, by ae_metric. */
 extern const char *const ae_metric_names[AE_M__COUNT];
-/* Label values of the QUIC close causes (AE_M_QUIC_CLOSE_B0 + i), defined in quic.c. */
-extern const char *const ae_quic_close_cause_names[5];
 extern const char *const ae_metric_help[AE_M__COUNT];
 
 typedef struct {
