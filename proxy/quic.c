@@ -728,7 +728,7 @@ static void conn_read(qconn *c, const uint8_t *data, size_t len, const struct so
         case NGTCP2_ERR_DROP_CONN:
             conn_kill(c, AE_QCLOSE_DROPPED);
             return;
-        case NGTCP2_ERR_RETRY: /* not used: no Retry tokens yet */
+        case NGTCP2_ERR_RETRY: /* Retry is decided in admit_initial; too late now: drop */
             conn_kill(c, AE_QCLOSE_RETRY);
             return;
         case NGTCP2_ERR_CRYPTO:
