@@ -8,9 +8,15 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* accept4; CMake defines it for the whole build */
 #endif
-#include "proxy.h"
-#include "proxy/handoff/handoff.h"
+#include "proxy/admin.h"
+
+#include "proxy/anycast.h"
 #include "proxy/forward.h"
+#include "proxy/handoff/handoff.h"
+#include "proxy/metrics.h"
+#include "proxy/reason.h"
+#include "proxy/runtime.h"
+#include "proxy/server.h"
 #include "state/state.h"
 
 #include <errno.h>
@@ -551,7 +557,7 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
     prom_head(&b, "quic_connections_closed_by_reason_total", "counter",
               "QUIC connections ended, by cause: idle timeout, closed by the peer, closed by "
               "us (error or GOAWAY end), shutdown, other errors.");
-    for (i = 0; i <= AE_M_QUIC_CLOSE_LAST - AE_M_QUIC_CLOSE_B0; i++)
+    for (i = 0; i < AE_QCAUSE__COUNT; i++)
         sb_printf(&b, "anyedge_quic_connections_closed_by_reason_total{reason=\"%s\"} %llu\n",
                   ae_quic_close_cause_names[i], (unsigned long long)c.v[AE_M_QUIC_CLOSE_B0 + i]);
     render_histogram(&b, "forward_latency_seconds",

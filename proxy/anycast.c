@@ -16,8 +16,12 @@
  * drain timeout; the process keeps serving and accepting. Undrain re-announces after `rise`
  * healthy samples.
  */
-#include "proxy.h"
+#include "proxy/anycast.h"
+
 #include "proxy/forward.h"
+#include "proxy/metrics.h"
+#include "proxy/runtime.h"
+#include "proxy/server.h"
 #include "state/state.h"
 
 #include <errno.h>

@@ -14,6 +14,7 @@
 
 #include "proxy/forward.h"
 #include "proxy/quic_int.h"
+#include "proxy/server.h"
 
 #define FWD_INBOX_SLOTS 512 /* hand-off slots per worker (power of two) */
 #define FWD_BATCH       32  /* frames per sendmmsg / recvmmsg */

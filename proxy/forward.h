@@ -157,14 +157,6 @@ const char *ae_fwd_drop_name(int i);
  * (malloc'd); *code is the HTTP status (200, 400 bad query, 404 undecodable). 0 or
  * AE_ERR_NOMEM. */
 struct ae_server_main;
-/* server.c accessors (main thread): the ring the QUIC secrets come from, the newest peer
- * table (borrowed; may be NULL), the forwarding group (for the per-site counters). */
-const ae_ring *ae_server_qring(struct ae_server_main *s);
-ae_fwd_peers *ae_server_peers(struct ae_server_main *s);
-ae_fwd_group *ae_server_fwd_group(struct ae_server_main *s);
-/* The TCP hand-off engine and its connection table (NULL when off). */
-struct ae_handoff *ae_server_handoff(struct ae_server_main *s);
-struct ae_conntab *ae_server_conntab(struct ae_server_main *s);
 int ae_fwd_whereis(struct ae_server_main *s, const char *query, size_t qlen, char **out,
                    size_t *outlen, int *code);
 

@@ -2,7 +2,17 @@
  * Metric names and help texts, indexed by ae_metric. The admin endpoint renders each as
  * anyedge_<name>_total, except the handshake counters, which it renders as labelled families.
  */
-#include "proxy/proxy.h"
+#include "proxy/metrics.h"
+
+#include "tls/tls.h"
+
+/* The handshake failure counters follow ae_tls_fail_reason (AE_M_HS_FAIL_PROTOCOL + reason). */
+_Static_assert(AE_M_HS_FAIL_NO_SHARED - AE_M_HS_FAIL_PROTOCOL == AE_TLS_FAIL_NO_SHARED &&
+                   AE_M_HS_FAIL_SNI - AE_M_HS_FAIL_PROTOCOL == AE_TLS_FAIL_SNI &&
+                   AE_M_HS_FAIL_PEER_CLOSED - AE_M_HS_FAIL_PROTOCOL == AE_TLS_FAIL_PEER_CLOSED &&
+                   AE_M_HS_FAIL_OTHER - AE_M_HS_FAIL_PROTOCOL == AE_TLS_FAIL_OTHER &&
+                   AE_M_HS_FAIL_OTHER - AE_M_HS_FAIL_PROTOCOL + 1 == AE_TLS_FAIL__COUNT,
+               "one handshake failure counter per ae_tls_fail_reason, in its order");
 
 const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_ACCEPTED] = "connections_accepted",

@@ -10,12 +10,14 @@
  *  - "quic-ticket": GnuTLS session-ticket master key (current only: GnuTLS takes one key).
  * The connection-ID keys ("quic-cid", state/cid.c) are built per worker from the ring copy.
  */
+#include "proxy/qsecrets.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
 
-#include "proxy/proxy.h"
+#include "conf/base.h"
 #include "state/cid.h"
 
 int ae_qsecrets_new(const ae_ring *ring, ae_qsecrets **out)

@@ -284,34 +284,31 @@ static void arm_timer(qconn *c)
     ev_timer_start(c->w->loop, &c->timer);
 }
 
-/* Detaches c from everything (CIDs, streams, lists, timer) and queues it for gc. */
-const char *const ae_quic_close_cause_names[5] = {"idle_timeout", "peer_closed", "local_close",
-                                                  "shutdown", "error"};
-
 /* Why a connection ended, for anyedge_quic_connections_closed_by_reason_total: the period it
  * was in (draining: the peer closed; closing: we did) or the reason given to conn_kill. */
-static int close_cause(qc_state was, const char *reason)
+static ae_quic_close_cause close_cause(qc_state was, ae_quic_close reason)
 {
-    if (strcmp(reason, "idle_timeout") == 0)
-        return 0;
-    if (strcmp(reason, "shutdown") == 0)
-        return 3;
+    if (reason == AE_QCLOSE_IDLE_TIMEOUT)
+        return AE_QCAUSE_IDLE_TIMEOUT;
+    if (reason == AE_QCLOSE_SHUTDOWN)
+        return AE_QCAUSE_SHUTDOWN;
     if (was == QC_DRAINING)
-        return 1;
+        return AE_QCAUSE_PEER_CLOSED;
     if (was == QC_CLOSING)
-        return 2;
-    return 4;
+        return AE_QCAUSE_LOCAL_CLOSE;
+    return AE_QCAUSE_ERROR;
 }
 
-static void conn_kill(qconn *c, const char *reason)
+/* Detaches c from everything (CIDs, streams, lists, timer) and queues it for gc. */
+static void conn_kill(qconn *c, ae_quic_close reason)
 {
     if (c->state == QC_DEAD)
         return;
     qc_state was = c->state;
     ae_worker *w = c->w;
     ae_qep *ep = c->ep;
-    AE_CDEBUG(c->id, "quic connection closed: %s", reason);
-    ae_h3_close_all(c, reason);
+    AE_CDEBUG(c->id, "quic connection closed: %s", ae_quic_close_names[reason]);
+    ae_h3_close_all(c, ae_quic_close_names[reason]);
     for (size_t i = 0; i < c->ncids; i++)
         cid_del(ep, &c->cids[i]);
     c->ncids = 0;
@@ -365,7 +362,7 @@ static void conn_close_err(qconn *c)
     ngtcp2_ssize n = ngtcp2_conn_write_connection_close(c->conn, &ps.path, &pi, qw->tx,
                                                         AE_QUIC_MAX_PKT, &c->err, ae_quic_now());
     if (n <= 0 || (c->close_pkt = malloc((size_t)n)) == NULL) {
-        conn_kill(c, "closed");
+        conn_kill(c, AE_QCLOSE_CLOSED);
         return;
     }
     memcpy(c->close_pkt, qw->tx, (size_t)n);
@@ -556,14 +553,14 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     qconn *c = t->data;
     if (c->state != QC_OPEN) {
-        conn_kill(c, c->state == QC_DRAINING ? "peer_closed" : "closed");
+        conn_kill(c, c->state == QC_DRAINING ? AE_QCLOSE_PEER_CLOSED : AE_QCLOSE_CLOSED);
         return;
     }
     int rv = ngtcp2_conn_handle_expiry(c->conn, ae_quic_now());
     if (rv != 0) {
         if (rv == NGTCP2_ERR_IDLE_CLOSE) {
             ae_count(&c->w->counters, AE_M_QUIC_IDLE_CLOSED, 1);
-            conn_kill(c, "idle_timeout");
+            conn_kill(c, AE_QCLOSE_IDLE_TIMEOUT);
             return;
         }
         ngtcp2_ccerr_set_liberr(&c->err, rv, NULL, 0);
@@ -729,10 +726,10 @@ static void conn_read(qconn *c, const uint8_t *data, size_t len, const struct so
             start_period(c, QC_DRAINING);
             return;
         case NGTCP2_ERR_DROP_CONN:
-            conn_kill(c, "dropped");
+            conn_kill(c, AE_QCLOSE_DROPPED);
             return;
-        case NGTCP2_ERR_RETRY: /* not used: no Retry tokens yet */
-            conn_kill(c, "retry");
+        case NGTCP2_ERR_RETRY: /* Retry is decided in admit_initial; too late now: drop */
+            conn_kill(c, AE_QCLOSE_RETRY);
             return;
         case NGTCP2_ERR_CRYPTO:
             if (!c->err_set)
@@ -841,16 +838,16 @@ static void conn_new(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_p
     if (reset_token(w, &scid, params.stateless_reset_token) != 0 ||
         ngtcp2_conn_server_new(&c->conn, &hd->scid, &scid, &path, hd->version, &callbacks,
                                &settings, &params, NULL, c) != 0) {
-        conn_kill(c, "quic_alloc");
+        conn_kill(c, AE_QCLOSE_QUIC_ALLOC);
         return;
     }
     if (ae_quic_tls_new(c->tlsctx, c->conn, &c->ref, qw->sec != NULL ? qw->sec->ticket : NULL,
                         &c->tls) != 0) {
-        conn_kill(c, "tls_alloc");
+        conn_kill(c, AE_QCLOSE_TLS_ALLOC);
         return;
     }
     if (conn_cid_add(c, &hd->dcid) != 0 || conn_cid_add(c, &scid) != 0) {
-        conn_kill(c, "nomem");
+        conn_kill(c, AE_QCLOSE_NOMEM);
         return;
     }
     conn_read(c, data, len, remote, remotelen, local, locallen);
@@ -1189,7 +1186,7 @@ void ae_quic_listener_stop(ae_worker *w, ae_wlistener *l)
             ngtcp2_ccerr_set_application_error(&c->err, NGHTTP3_H3_NO_ERROR, NULL, 0);
             conn_close_err(c);
         }
-        conn_kill(c, "shutdown");
+        conn_kill(c, AE_QCLOSE_SHUTDOWN);
     }
     ev_io_stop(w->loop, &ep->wio);
     ae_quic_gc(w);
@@ -1216,7 +1213,7 @@ static void drain_conn(qconn *c, ev_tstamp now)
     if (c->state == QC_CLOSING || c->state == QC_DRAINING) {
         /* Shutting down: its CONNECTION_CLOSE went out (or the peer closed); the process does
          * not wait out the 3xPTO closing period. */
-        conn_kill(c, "shutdown");
+        conn_kill(c, AE_QCLOSE_SHUTDOWN);
         return;
     }
     if (c->state != QC_OPEN)

@@ -1,10 +1,10 @@
 /*
  * Runtime snapshots and upstream pools.
  */
+#include "proxy/runtime.h"
+
 #include <stdlib.h>
 #include <string.h>
-
-#include "proxy/proxy.h"
 
 /* Without an active health check, a server that failed `fall` connects in a row is kept out of
  * rotation this long, then tried again. */

@@ -1,6 +1,8 @@
 /*
  * The main thread: start-up, listening socket groups, reload, key rotation, signals, drain.
  */
+#include "proxy/server.h"
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -12,8 +14,13 @@
 
 #include <openssl/crypto.h>
 
-#include "proxy/handoff/handoff.h"
+#include "proxy/admin.h"
+#include "proxy/anycast.h"
 #include "proxy/forward.h"
+#include "proxy/handoff/conntab.h"
+#include "proxy/handoff/handoff.h"
+#include "proxy/health.h"
+#include "proxy/qsecrets.h"
 #include "proxy/worker.h"
 #include "state/state.h"
 

@@ -8,6 +8,8 @@
  * as a half-close to the other (close_notify towards the client, shutdown(SHUT_WR) towards the
  * upstream) while the opposite direction keeps flowing.
  */
+#include "proxy/tcp_relay.h"
+
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -16,8 +18,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "proxy/buf.h"
 #include "proxy/handoff/conntab.h"
-#include "proxy/worker.h"
+#include "proxy/proxy_proto.h"
+#include "proxy/reason.h"
+#include "proxy/runtime.h"
 
 typedef enum {
     TC_HANDSHAKE = 0, /* TLS handshake with the client in progress */
@@ -63,7 +68,7 @@ struct ae_tconn {
     ev_tstamp started, c_last, u_last, deadline;
     uint64_t bytes_in, bytes_out;
     struct sockaddr_storage peer, local;
-    const char *reason;   /* why it closed, for the access log */
+    ae_tcp_close reason;  /* why it closed, for the access log */
     ae_conntab_entry *ct; /* in w->conntab (TCP hand-off), or NULL */
 };
 
@@ -107,7 +112,7 @@ static void access_log(ae_tconn *c)
                   hs && ae_tls_conn_resumed(c->tls) ? "1" : "0", "upstream",
                   c->server_idx >= 0 ? c->pool->servers[c->server_idx]->addr.text : "-", "affinity",
                   aff_names[hs && ae_tls_conn_resumed(c->tls) ? c->affinity : AFF_NONE], "bytes_in",
-                  in, "bytes_out", out, "duration_ms", dur, "reason", c->reason,
+                  in, "bytes_out", out, "duration_ms", dur, "reason", ae_tcp_close_name(c->reason),
                   (const char *)NULL);
 }
 
@@ -126,7 +131,7 @@ static void close_upstream(ae_tconn *c)
 
 /* Closes both sides now. The object stays allocated until the worker's gc runs, after every
  * callback of this loop iteration has returned. */
-static void conn_close(ae_tconn *c, const char *reason)
+static void conn_close(ae_tconn *c, ae_tcp_close reason)
 {
     if (c->state == TC_CLOSED)
         return;
@@ -162,7 +167,7 @@ static void conn_close(ae_tconn *c, const char *reason)
 }
 
 /* Ends the connection politely: close_notify to the client (best effort), then close. */
-static void conn_close_clean(ae_tconn *c, const char *reason)
+static void conn_close_clean(ae_tconn *c, ae_tcp_close reason)
 {
     if (c->tls != NULL && c->state != TC_HANDSHAKE && !c->c_shut)
         (void)ae_tls_conn_shutdown(c->tls);
@@ -188,7 +193,7 @@ void ae_tconn_close_all(ae_worker *w, ae_metric why)
 {
     while (w->conns != NULL) {
         ae_count(&w->counters, why, 1);
-        conn_close_clean(w->conns, "shutdown");
+        conn_close_clean(w->conns, AE_TCLOSE_SHUTDOWN);
     }
 }
 
@@ -220,7 +225,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     switch (c->state) {
     case TC_HANDSHAKE:
         ae_count(&c->w->counters, AE_M_HS_TIMEOUT, 1);
-        conn_close(c, "handshake_timeout");
+        conn_close(c, AE_TCLOSE_HANDSHAKE_TIMEOUT);
         return;
     case TC_CONNECTING: {
         ae_count(&c->w->counters, AE_M_UP_CONNECT_TIMEOUT, 1);
@@ -235,7 +240,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         ev_tstamp d = idle_deadline(c);
         if (d <= ev_now(loop) + 0.001) {
             ae_count(&c->w->counters, AE_M_IDLE_TIMEOUT, 1);
-            conn_close_clean(c, "idle_timeout");
+            conn_close_clean(c, AE_TCLOSE_IDLE_TIMEOUT);
             return;
         }
         arm_timer(c, d);
@@ -257,14 +262,14 @@ static void relay_start(ae_tconn *c)
     if (c->lis->proxy_protocol != AE_PP_NONE) {
         c->c2u = ae_worker_buf_get(w, c->rt->conf->tune.buffer_size);
         if (c->c2u == NULL) {
-            conn_close_clean(c, "nomem");
+            conn_close_clean(c, AE_TCLOSE_NOMEM);
             return;
         }
         int n = ae_pp_encode(c->lis->proxy_protocol, (struct sockaddr *)&c->peer,
                              (struct sockaddr *)&c->local, ae_tls_conn_alpn(c->tls),
                              ae_tls_conn_sni(c->tls), c->c2u->data, c->c2u->cap);
         if (n < 0) {
-            conn_close_clean(c, "proxy_header");
+            conn_close_clean(c, AE_TCLOSE_PROXY_HEADER);
             return;
         }
         c->c2u->len = (uint32_t)n;
@@ -309,7 +314,7 @@ static void try_connect(ae_tconn *c)
             ae_count(&w->counters, AE_M_NO_UPSTREAM, 1);
             AE_CWARN(c->id, "upstream pool %s: no server available after %u attempts",
                      c->pool->conf->name, c->attempts);
-            conn_close_clean(c, "no_upstream");
+            conn_close_clean(c, AE_TCLOSE_NO_UPSTREAM);
             return;
         }
         c->attempts++;
@@ -319,7 +324,7 @@ static void try_connect(ae_tconn *c)
         c->ufd = socket(s->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (c->ufd < 0) {
             AE_CERROR(c->id, "upstream socket: %s", strerror(errno));
-            conn_close_clean(c, "upstream_socket");
+            conn_close_clean(c, AE_TCLOSE_UPSTREAM_SOCKET);
             return;
         }
         int one = 1;
@@ -389,7 +394,7 @@ static void handshake(ae_tconn *c)
     if (rv != 0) {
         ae_count(&w->counters, (ae_metric)(AE_M_HS_FAIL_PROTOCOL + why), 1);
         AE_CDEBUG(c->id, "handshake failed: %s", ae_tls_fail_reason_names[why]);
-        conn_close(c, ae_tls_fail_reason_names[why]);
+        conn_close(c, ae_tcp_close_hs_fail(why));
         return;
     }
     int resumed = ae_tls_conn_resumed(c->tls);
@@ -435,7 +440,7 @@ static void relay(ae_tconn *c)
         ae_buf *b = c->c2u;
         if (!c->c_eof && c->c_ready && (b == NULL || b->off + b->len < b->cap)) {
             if (need_buf(c, &c->c2u) == NULL) {
-                conn_close_clean(c, "nomem");
+                conn_close_clean(c, AE_TCLOSE_NOMEM);
                 return;
             }
             b = c->c2u;
@@ -462,7 +467,7 @@ static void relay(ae_tconn *c)
                 progress = 1;
             } else {
                 {
-                    conn_close(c, "client_error");
+                    conn_close(c, AE_TCLOSE_CLIENT_ERROR);
                     return;
                 }
             }
@@ -480,7 +485,7 @@ static void relay(ae_tconn *c)
                 uev |= EV_WRITE;
             } else {
                 {
-                    conn_close_clean(c, "upstream_write_error");
+                    conn_close_clean(c, AE_TCLOSE_UPSTREAM_WRITE_ERROR);
                     return;
                 }
             }
@@ -494,7 +499,7 @@ static void relay(ae_tconn *c)
         b = c->u2c;
         if (!c->u_eof && c->u_ready && (b == NULL || b->off + b->len < b->cap)) {
             if (need_buf(c, &c->u2c) == NULL) {
-                conn_close_clean(c, "nomem");
+                conn_close_clean(c, AE_TCLOSE_NOMEM);
                 return;
             }
             b = c->u2c;
@@ -516,7 +521,7 @@ static void relay(ae_tconn *c)
                 uev |= EV_READ;
             } else {
                 {
-                    conn_close_clean(c, "upstream_read_error");
+                    conn_close_clean(c, AE_TCLOSE_UPSTREAM_READ_ERROR);
                     return;
                 }
             }
@@ -535,7 +540,7 @@ static void relay(ae_tconn *c)
                 cev |= tls_want_events(n);
             } else {
                 {
-                    conn_close(c, "client_write_error");
+                    conn_close(c, AE_TCLOSE_CLIENT_WRITE_ERROR);
                     return;
                 }
             }
@@ -552,7 +557,7 @@ static void relay(ae_tconn *c)
             }
         }
         if (c->c_eof && c->u_eof && c->c_shut && c->c2u == NULL && c->u2c == NULL) {
-            conn_close(c, "done");
+            conn_close(c, AE_TCLOSE_DONE);
             return;
         }
         if (!progress)
@@ -637,7 +642,7 @@ void ae_tconn_accept(ae_worker *w, ae_wlistener *l, int fd, const struct sockadd
     c->ufd = -1;
     c->server_idx = -1;
     c->pre_idx = -1;
-    c->reason = "";
+    c->reason = AE_TCLOSE_NONE;
     memcpy(&c->peer, peer, peerlen < sizeof(c->peer) ? peerlen : sizeof(c->peer));
     if (c->lis->proxy_protocol != AE_PP_NONE || w->conntab != NULL) {
         socklen_t sl = sizeof(c->local);
@@ -662,7 +667,7 @@ void ae_tconn_accept(ae_worker *w, ae_wlistener *l, int fd, const struct sockadd
     w->nconns++;
     atomic_fetch_add_explicit(&w->counters.active, 1, memory_order_relaxed);
     if (ae_tls_conn_new(rt->tls, fd, &c->tls) != 0) {
-        conn_close(c, "tls_alloc");
+        conn_close(c, AE_TCLOSE_TLS_ALLOC);
         return;
     }
     if (c->pool->conf->balance == AE_BAL_AFFINITY) {

@@ -1,7 +1,9 @@
 /*
  * Worker threads: one libev loop each, listening sockets in an SO_REUSEPORT group, messages
- * from the main thread, a buffer pool.
+ * from the main thread, a buffer pool (buf.c).
  */
+#include "proxy/worker.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -10,42 +12,10 @@
 #include <unistd.h>
 
 #include "proxy/forward.h"
-#include "proxy/worker.h"
+#include "proxy/tcp_relay.h"
 
 #define AE_ACCEPT_BATCH   64  /* accepts per readiness event: fairness against connections */
-#define AE_FREE_BUFS_MAX  256 /* buffers kept per worker beyond those in use */
 #define AE_ACCEPT_PAUSE_S 0.1 /* pause after EMFILE/ENFILE/ENOBUFS */
-
-ae_buf *ae_worker_buf_get(ae_worker *w, uint32_t size)
-{
-    ae_buf *b = w->free_bufs;
-    if (b != NULL && b->cap == size) {
-        w->free_bufs = b->next;
-        w->nfree_bufs--;
-    } else {
-        b = malloc(sizeof(*b) + size);
-        if (b == NULL)
-            return NULL;
-        b->cap = size;
-    }
-    b->next = NULL;
-    b->off = b->len = 0;
-    return b;
-}
-
-void ae_worker_buf_put(ae_worker *w, ae_buf *b)
-{
-    if (b == NULL)
-        return;
-    /* After a reload that changed tune.buffer_size, old-size buffers are simply freed. */
-    if (w->nfree_bufs >= AE_FREE_BUFS_MAX || (w->rt && b->cap != w->rt->conf->tune.buffer_size)) {
-        free(b);
-        return;
-    }
-    b->next = w->free_bufs;
-    w->free_bufs = b;
-    w->nfree_bufs++;
-}
 
 static void listener_close(ae_worker *w, ae_wlistener *l)
 {
@@ -175,6 +145,7 @@ static void handle_msg(ae_worker *w, ae_msg *m)
         ae_fwd_set_socket(w, m->fwd_fd);
         ae_runtime_unref(w->rt);
         w->rt = m->rt;
+        ae_bufpool_set_size(&w->bufs, w->rt->conf->tune.buffer_size);
         break;
     case AE_MSG_STOP:
         if (w->stopping) {
@@ -339,11 +310,7 @@ void ae_worker_free(ae_worker *w)
         free(m);
         m = next;
     }
-    while (w->free_bufs != NULL) {
-        ae_buf *b = w->free_bufs;
-        w->free_bufs = b->next;
-        free(b);
-    }
+    ae_bufpool_clear(&w->bufs);
     ae_runtime_unref(w->rt);
     ae_fwd_worker_stop(w);
     ev_async_stop(w->loop, &w->wake);

@@ -1,15 +1,26 @@
-/* Internal to proxy/: worker threads, their listeners and buffer pools, the TCP relay. */
+/*
+ * Worker threads (worker.c): one libev loop each, its listening sockets, messages from the main
+ * thread; the worker context the engines (tcp_relay.c, quic.c, forward.c) work in.
+ *
+ * Each worker thread owns its loop, its listening sockets (handed over by the main thread in a
+ * message), its connections, its buffer pool and its metric counters. Workers never touch each
+ * other's objects; the main thread talks to a worker only through ae_worker_post.
+ */
 #ifndef AE_WORKER_H
 #define AE_WORKER_H
 
-#include "proxy/proxy.h"
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 
-/* A relay buffer: data[off, off+len) is pending. Buffers come from the worker's free list. */
-typedef struct ae_buf {
-    struct ae_buf *next;
-    uint32_t cap, off, len;
-    uint8_t data[];
-} ae_buf;
+#include <ev.h>
+
+#include "conf/conf.h"
+#include "proxy/buf.h"
+#include "proxy/metrics.h"
+#include "proxy/qsecrets.h"
+#include "proxy/runtime.h"
 
 typedef struct ae_worker ae_worker;
 typedef struct ae_tconn ae_tconn;
@@ -72,8 +83,7 @@ struct ae_worker {
     int stopping;
     int site_draining; /* AE_MSG_SITE_DRAIN received (not undrained): QUIC conns get GOAWAY */
 
-    ae_buf *free_bufs;
-    size_t nfree_bufs;
+    ae_bufpool bufs; /* relay buffers; kept at the size of rt's tune.buffer_size */
     uint64_t next_conn_id;
 
     ae_counters counters;
@@ -96,19 +106,16 @@ void ae_worker_post(ae_worker *w, ae_msg *msg);
 /* Joins the thread and frees the worker. */
 void ae_worker_free(ae_worker *w);
 
-/* Buffer pool. get returns an empty buffer of the runtime's size or NULL; put accepts NULL. */
-ae_buf *ae_worker_buf_get(ae_worker *w, uint32_t size);
-void ae_worker_buf_put(ae_worker *w, ae_buf *b);
-
-/* TCP relay (tcp_relay.c). Takes ownership of fd. */
-void ae_tconn_accept(ae_worker *w, ae_wlistener *l, int fd, const struct sockaddr *peer,
-                     socklen_t peerlen);
-/* Frees connections queued on w->dead. */
-void ae_tconn_gc(ae_worker *w);
-/* Closes every connection now (end of drain). */
-void ae_tconn_close_all(ae_worker *w, ae_metric why);
-/* Frees a closed connection's memory (used by gc). */
-void ae_tconn_free(ae_tconn *c);
+/* The worker's buffer pool (buf.h): get returns an empty buffer of size bytes or NULL; put
+ * accepts NULL. */
+static inline ae_buf *ae_worker_buf_get(ae_worker *w, uint32_t size)
+{
+    return ae_buf_get(&w->bufs, size);
+}
+static inline void ae_worker_buf_put(ae_worker *w, ae_buf *b)
+{
+    ae_buf_put(&w->bufs, b);
+}
 
 /* QUIC + HTTP/3 (quic.c). Socket options for a QUIC listening socket (main thread): 0 or -1
  * with errno. */

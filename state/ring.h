@@ -5,8 +5,8 @@
  * a creation time and a state (next -> current -> previous; older ones are dropped = retired).
  * Consumers never use a master secret directly: each derives its own keys from it with
  * HKDF-SHA256 and a purpose label (ae_ring_derive), so one rotation schedule serves the TLS
- * ticket keys now and the QUIC token / CID / reset / tunnel keys of later milestones, and a key
- * leaked from one purpose reveals nothing about the others.
+ * ticket keys, the QUIC ticket / token / CID / reset keys and the tunnel keys, and a key leaked
+ * from one purpose reveals nothing about the others.
  *
  * Text format (what Redis stores; one line per item, unknown lines and unknown fields are
  * ignored so that older and newer versions can read each other's rings):

@@ -4,7 +4,7 @@
  * Objects:
  *  - ae_keyring: the session-ticket key ring (next -> current -> previous -> retired). Shared by
  *    every worker thread; read under a read lock in the ticket callback, changed by the main
- *    thread (rotation timer now, the Redis-backed state module in a later milestone).
+ *    thread (its own rotation timer standalone, the shared ring from Redis via state/).
  *  - ae_tls_ctx: server contexts built from one config snapshot (certificates, SNI, ALPN,
  *    ciphers, tickets). Immutable once built; reference-counted by the proxy's runtime.
  *  - ae_tls_conn: one server-side TLS connection over a non-blocking socket.

@@ -19,7 +19,7 @@
 #include "proxy/handoff/capture.h"
 #include "proxy/handoff/ippkt.h"
 #include "proxy/handoff/sockdiag.h"
-#include "proxy/proxy.h"
+#include "proxy/qsecrets.h"
 #include "state/replay.h"
 #include "state/tunnel.h"
 

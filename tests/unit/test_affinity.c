@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/proxy.h"
+#include "proxy/runtime.h"
 
 static const char pool_yaml[] = "upstreams:\n"
                                 "  sticky:\n"

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "proxy/proxy.h"
+#include "proxy/anycast.h"
 
 static const ae_anycast_input healthy = {.pools_ok = 1, .listeners_ok = 1, .redis_ok = 1};
 static const ae_anycast_input no_pool = {.pools_ok = 0, .listeners_ok = 1, .redis_ok = 1};

@@ -1,0 +1,56 @@
+/* Names of the close reasons (reason.h): one table per enum, checked against its size. */
+#include "proxy/reason.h"
+
+#include "conf/base.h"
+
+static const char *const tcp_close_names[] = {
+    [AE_TCLOSE_NONE] = "",
+    [AE_TCLOSE_DONE] = "done",
+    [AE_TCLOSE_HANDSHAKE_TIMEOUT] = "handshake_timeout",
+    [AE_TCLOSE_IDLE_TIMEOUT] = "idle_timeout",
+    [AE_TCLOSE_SHUTDOWN] = "shutdown",
+    [AE_TCLOSE_NO_UPSTREAM] = "no_upstream",
+    [AE_TCLOSE_UPSTREAM_SOCKET] = "upstream_socket",
+    [AE_TCLOSE_UPSTREAM_READ_ERROR] = "upstream_read_error",
+    [AE_TCLOSE_UPSTREAM_WRITE_ERROR] = "upstream_write_error",
+    [AE_TCLOSE_CLIENT_ERROR] = "client_error",
+    [AE_TCLOSE_CLIENT_WRITE_ERROR] = "client_write_error",
+    [AE_TCLOSE_PROXY_HEADER] = "proxy_header",
+    [AE_TCLOSE_NOMEM] = "nomem",
+    [AE_TCLOSE_TLS_ALLOC] = "tls_alloc",
+};
+_Static_assert(AE_ARRAY_LEN(tcp_close_names) == AE_TCLOSE_HS_FAIL_B0,
+               "one name per TCP close reason (handshake failures are named by tls/)");
+
+const char *ae_tcp_close_name(ae_tcp_close r)
+{
+    if ((unsigned)r < AE_TCLOSE_HS_FAIL_B0)
+        return tcp_close_names[r];
+    if ((unsigned)r < AE_TCLOSE__COUNT)
+        return ae_tls_fail_reason_names[r - AE_TCLOSE_HS_FAIL_B0];
+    return "?";
+}
+
+const char *const ae_quic_close_names[] = {
+    [AE_QCLOSE_CLOSED] = "closed",
+    [AE_QCLOSE_PEER_CLOSED] = "peer_closed",
+    [AE_QCLOSE_IDLE_TIMEOUT] = "idle_timeout",
+    [AE_QCLOSE_DROPPED] = "dropped",
+    [AE_QCLOSE_RETRY] = "retry",
+    [AE_QCLOSE_QUIC_ALLOC] = "quic_alloc",
+    [AE_QCLOSE_TLS_ALLOC] = "tls_alloc",
+    [AE_QCLOSE_NOMEM] = "nomem",
+    [AE_QCLOSE_SHUTDOWN] = "shutdown",
+};
+_Static_assert(AE_ARRAY_LEN(ae_quic_close_names) == AE_QCLOSE__COUNT,
+               "one name per QUIC close reason");
+
+const char *const ae_quic_close_cause_names[] = {
+    [AE_QCAUSE_IDLE_TIMEOUT] = "idle_timeout",
+    [AE_QCAUSE_PEER_CLOSED] = "peer_closed",
+    [AE_QCAUSE_LOCAL_CLOSE] = "local_close",
+    [AE_QCAUSE_SHUTDOWN] = "shutdown",
+    [AE_QCAUSE_ERROR] = "error",
+};
+_Static_assert(AE_ARRAY_LEN(ae_quic_close_cause_names) == AE_QCAUSE__COUNT,
+               "one label per QUIC close cause");

@@ -1,0 +1,75 @@
+/*
+ * Close reasons: every enum value has a name, the names are the ones logs and metric labels
+ * have always shown, handshake failures take tls/'s names.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "proxy/metrics.h"
+#include "proxy/reason.h"
+
+static void test_tcp_names(void **state)
+{
+    (void)state;
+    for (int r = 0; r < AE_TCLOSE__COUNT; r++) {
+        const char *n = ae_tcp_close_name((ae_tcp_close)r);
+        assert_non_null(n);
+        assert_string_not_equal(n, "?");
+        if (r != AE_TCLOSE_NONE)
+            assert_true(n[0] != '\0');
+    }
+    assert_string_equal(ae_tcp_close_name(AE_TCLOSE_NONE), "");
+    assert_string_equal(ae_tcp_close_name(AE_TCLOSE_DONE), "done");
+    assert_string_equal(ae_tcp_close_name(AE_TCLOSE_UPSTREAM_WRITE_ERROR), "upstream_write_error");
+    assert_string_equal(ae_tcp_close_name(AE_TCLOSE_TLS_ALLOC), "tls_alloc");
+    assert_string_equal(ae_tcp_close_name(AE_TCLOSE__COUNT), "?");
+}
+
+static void test_tcp_handshake_failures(void **state)
+{
+    (void)state;
+    for (int r = 0; r < AE_TLS_FAIL__COUNT; r++)
+        assert_string_equal(ae_tcp_close_name(ae_tcp_close_hs_fail((ae_tls_fail_reason)r)),
+                            ae_tls_fail_reason_names[r]);
+    assert_string_equal(ae_tcp_close_name(ae_tcp_close_hs_fail(AE_TLS_FAIL_SNI)), "sni");
+}
+
+static void test_quic_names(void **state)
+{
+    (void)state;
+    for (int r = 0; r < AE_QCLOSE__COUNT; r++) {
+        assert_non_null(ae_quic_close_names[r]);
+        assert_true(ae_quic_close_names[r][0] != '\0');
+    }
+    assert_string_equal(ae_quic_close_names[AE_QCLOSE_PEER_CLOSED], "peer_closed");
+    assert_string_equal(ae_quic_close_names[AE_QCLOSE_SHUTDOWN], "shutdown");
+}
+
+static void test_quic_causes(void **state)
+{
+    static const char *const want[] = {"idle_timeout", "peer_closed", "local_close", "shutdown",
+                                       "error"};
+    (void)state;
+    assert_int_equal(AE_QCAUSE__COUNT, sizeof(want) / sizeof(want[0]));
+    assert_int_equal(AE_M_QUIC_CLOSE_LAST - AE_M_QUIC_CLOSE_B0 + 1, AE_QCAUSE__COUNT);
+    for (int r = 0; r < AE_QCAUSE__COUNT; r++)
+        assert_string_equal(ae_quic_close_cause_names[r], want[r]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tcp_names),
+        cmocka_unit_test(test_tcp_handshake_failures),
+        cmocka_unit_test(test_quic_names),
+        cmocka_unit_test(test_quic_causes),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
