@@ -26,6 +26,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "proxy/dgram.h"
 #include "proxy/worker.h"
 #include "state/cid.h"
 #include "state/state.h"
@@ -103,12 +104,10 @@ void ae_fwd_set_peers(ae_worker *w, ae_fwd_peers *p);
 /* Worker thread, worker exit: closes the forward socket, stops watchers. */
 void ae_fwd_worker_stop(ae_worker *w);
 
-/* Hook in quic.c's handle_datagram for a datagram whose DCID is in no table of ep. Returns 1
+/* Hook in quic.c's handle_datagram for a datagram dg whose DCID is in no table of ep. Returns 1
  * when the datagram was handled here (handed off, forwarded or dropped), 0 when quic.c goes on
  * as before (stateless reset for a short header, Initial processing for a long header). */
-int ae_fwd_unknown(struct ae_qep *ep, const uint8_t *data, size_t len, const uint8_t *dcid,
-                   size_t dcidlen, const struct sockaddr *remote, socklen_t remotelen,
-                   const struct sockaddr *local, socklen_t locallen);
+int ae_fwd_unknown(struct ae_qep *ep, const ae_dgram *dg, const uint8_t *dcid, size_t dcidlen);
 
 /* Datagrams forwarded to (out) and received from (in) site, summed over the workers. */
 void ae_fwd_site_counts(const ae_fwd_group *g, uint16_t site, uint64_t *out, uint64_t *in);
@@ -116,9 +115,6 @@ void ae_fwd_site_counts(const ae_fwd_group *g, uint16_t site, uint64_t *out, uin
 void ae_fwd_site_reply_counts(const ae_fwd_group *g, uint16_t site, uint64_t *out, uint64_t *in);
 
 /* ---- site.return: tunnel ---- */
-/* Worker thread, inside ae_quic_input: the site whose tunnel frame carried the datagram being
- * processed (also after a hand-off between workers), 0 when it arrived directly. */
-uint16_t ae_fwd_input_site(ae_worker *w);
 /* Worker thread: site's forward endpoint from the worker's peer table; 0, or -1 (unknown site,
  * no endpoint published). */
 int ae_fwd_peer_addr(ae_worker *w, uint16_t site, struct sockaddr_storage *addr, socklen_t *len);
@@ -171,9 +167,7 @@ int ae_fwd_whereis(struct ae_server_main *s, const char *query, size_t qlen, cha
 /* ---- quic.c entry points used here ---- */
 /* Processes one datagram on ep as if read from its socket (inside a batch: set ep->in_batch
  * before, call ae_quic_flush after). */
-void ae_quic_input(struct ae_qep *ep, const uint8_t *data, size_t len,
-                   const struct sockaddr *remote, socklen_t remotelen, const struct sockaddr *local,
-                   socklen_t locallen);
+void ae_quic_input(struct ae_qep *ep, const ae_dgram *dg);
 /* Ends a batch on ep: writes the connections it touched. */
 void ae_quic_flush(struct ae_qep *ep);
 /* Sends one datagram of a reply frame from ep's socket to `to`, from `from` (PKTINFO when ep is

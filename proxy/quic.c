@@ -228,10 +228,10 @@ static int conn_tunnel(const qconn *c)
     return c->ret_site != 0 && c->w->rt != NULL && c->w->rt->conf->site.ret == AE_RETURN_TUNNEL;
 }
 
-/* After a packet of c was accepted: remember through which site it came (the one being read). */
-static void conn_note_entry(qconn *c)
+/* After a packet of c was accepted: remember through which site it came (dg's tunnel origin). */
+static void conn_note_entry(qconn *c, const ae_dgram *dg)
 {
-    uint16_t site = ae_fwd_input_site(c->w);
+    uint16_t site = dg->origin == AE_DGRAM_TUNNEL ? dg->site : 0;
     uint16_t was = c->ret_site;
     if (site == 0 || ae_fwd_peer_addr(c->w, site, &c->ret_addr, &c->ret_addrlen) != 0) {
         c->ret_site = 0;
@@ -710,19 +710,19 @@ static void drop(ae_qep *ep)
     ae_count(&ep->w->counters, AE_M_QUIC_PKTS_DROPPED, 1);
 }
 
-static void conn_read(qconn *c, const uint8_t *data, size_t len, const struct sockaddr *remote,
-                      socklen_t remotelen, const struct sockaddr *local, socklen_t locallen)
+static void conn_read(qconn *c, const ae_dgram *dg)
 {
     if (c->state == QC_CLOSING) {
-        conn_send(c, remote, remotelen, local, c->close_pkt, c->close_len);
+        conn_send(c, dg->peer, dg->peerlen, dg->local, c->close_pkt, c->close_len);
         return;
     }
     if (c->state != QC_OPEN)
         return;
-    ngtcp2_path path = {
-        {(ngtcp2_sockaddr *)local, locallen}, {(ngtcp2_sockaddr *)remote, remotelen}, NULL};
-    ngtcp2_pkt_info pi = {.ecn = c->ep->rx_ecn};
-    int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, data, len, ae_quic_now());
+    ngtcp2_path path = {{(ngtcp2_sockaddr *)dg->local, dg->locallen},
+                        {(ngtcp2_sockaddr *)dg->peer, dg->peerlen},
+                        NULL};
+    ngtcp2_pkt_info pi = {.ecn = dg->ecn};
+    int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, dg->data, dg->len, ae_quic_now());
     if (rv != 0) {
         switch (rv) {
         case NGTCP2_ERR_DRAINING:
@@ -750,15 +750,13 @@ static void conn_read(qconn *c, const uint8_t *data, size_t len, const struct so
     /* The current path: replies go where the last packet came from (ngtcp2 validates new
      * paths itself and reports the one to use in each written packet), through the site that
      * packet came from when this site's site.return is tunnel. */
-    conn_note_entry(c);
+    conn_note_entry(c, dg);
     ae_quic_conn_kick(c);
 }
 
 /* tt: the kind of valid token hd carries (the address is validated: no amplification limit),
  * NGTCP2_TOKEN_TYPE_UNKNOWN for none; odcid: the client's first DCID when tt is RETRY. */
-static void conn_new(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_pkt_hd *hd,
-                     const struct sockaddr *remote, socklen_t remotelen,
-                     const struct sockaddr *local, socklen_t locallen, ngtcp2_token_type tt,
+static void conn_new(ae_qep *ep, const ae_dgram *dg, const ngtcp2_pkt_hd *hd, ngtcp2_token_type tt,
                      const ngtcp2_cid *odcid)
 {
     ae_worker *w = ep->w;
@@ -788,10 +786,10 @@ static void conn_new(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_p
     c->ref.get_conn = get_conn;
     c->ref.user_data = c;
     c->started = ev_now(w->loop);
-    memcpy(&c->remote, remote, remotelen);
-    c->remotelen = remotelen;
-    memcpy(&c->local, local, locallen);
-    c->locallen = locallen;
+    memcpy(&c->remote, dg->peer, dg->peerlen);
+    c->remotelen = dg->peerlen;
+    memcpy(&c->local, dg->local, dg->locallen);
+    c->locallen = dg->locallen;
     ngtcp2_ccerr_default(&c->err);
     ev_timer_init(&c->timer, timer_cb, 0, 0);
     c->timer.data = c;
@@ -836,8 +834,9 @@ static void conn_new(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_p
         params.retry_scid_present = 1;
     }
     params.stateless_reset_token_present = 1;
-    ngtcp2_path path = {
-        {(ngtcp2_sockaddr *)local, locallen}, {(ngtcp2_sockaddr *)remote, remotelen}, NULL};
+    ngtcp2_path path = {{(ngtcp2_sockaddr *)dg->local, dg->locallen},
+                        {(ngtcp2_sockaddr *)dg->peer, dg->peerlen},
+                        NULL};
     if (reset_token(w, &scid, params.stateless_reset_token) != 0 ||
         ngtcp2_conn_server_new(&c->conn, &hd->scid, &scid, &path, hd->version, &callbacks,
                                &settings, &params, NULL, c) != 0) {
@@ -853,42 +852,39 @@ static void conn_new(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_p
         conn_kill(c, "nomem");
         return;
     }
-    conn_read(c, data, len, remote, remotelen, local, locallen);
+    conn_read(c, dg);
 }
 
-static void send_version_negotiation(ae_qep *ep, const ngtcp2_version_cid *vc,
-                                     const struct sockaddr *remote, socklen_t remotelen,
-                                     const struct sockaddr *local)
+static void send_version_negotiation(ae_qep *ep, const ae_dgram *dg, const ngtcp2_version_cid *vc)
 {
     static const uint32_t sv[] = {NGTCP2_PROTO_VER_V1, NGTCP2_PROTO_VER_V2};
     uint8_t buf[256], r;
     rand_bytes(&r, 1);
     ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(
         buf, sizeof(buf), r, vc->scid, vc->scidlen, vc->dcid, vc->dcidlen, sv, AE_ARRAY_LEN(sv));
-    if (n > 0 && ep_send(ep, remote, remotelen, local, buf, (size_t)n) == 0)
+    if (n > 0 && ep_send(ep, dg->peer, dg->peerlen, dg->local, buf, (size_t)n) == 0)
         ae_count(&ep->w->counters, AE_M_QUIC_VN_SENT, 1);
 }
 
 /* A short-header packet for a CID we do not know: a stateless reset (RFC 9000 §10.3), always
  * smaller than the packet that caused it so two endpoints cannot loop. */
-static void send_stateless_reset(ae_qep *ep, const uint8_t *dcid, size_t dcidlen, size_t len,
-                                 const struct sockaddr *remote, socklen_t remotelen,
-                                 const struct sockaddr *local)
+static void send_stateless_reset(ae_qep *ep, const ae_dgram *dg, const uint8_t *dcid,
+                                 size_t dcidlen)
 {
     if (dcidlen != AE_QUIC_CIDLEN ||
-        len < 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN + 1)
+        dg->len < 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN + 1)
         return;
     ngtcp2_cid cid;
     ngtcp2_cid_init(&cid, dcid, dcidlen);
     uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN], rnd[64], buf[128];
     if (reset_token(ep->w, &cid, token) != 0)
         return;
-    size_t randlen = len - 2 - NGTCP2_STATELESS_RESET_TOKENLEN;
+    size_t randlen = dg->len - 2 - NGTCP2_STATELESS_RESET_TOKENLEN;
     if (randlen > sizeof(rnd))
         randlen = sizeof(rnd);
     rand_bytes(rnd, randlen);
     ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(buf, sizeof(buf), token, rnd, randlen);
-    if (n > 0 && ep_send(ep, remote, remotelen, local, buf, (size_t)n) == 0)
+    if (n > 0 && ep_send(ep, dg->peer, dg->peerlen, dg->local, buf, (size_t)n) == 0)
         ae_count(&ep->w->counters, AE_M_QUIC_RESET_SENT, 1);
 }
 
@@ -937,34 +933,32 @@ static int retry_wanted(ae_qworker *qw, const ae_conf *conf)
     return qw->rate_cur > conf->quic.retry_threshold || qw->rate_prev > conf->quic.retry_threshold;
 }
 
-static void send_retry(ae_qep *ep, const ngtcp2_pkt_hd *hd, const struct sockaddr *remote,
-                       socklen_t remotelen, const struct sockaddr *local)
+static void send_retry(ae_qep *ep, const ae_dgram *dg, const ngtcp2_pkt_hd *hd)
 {
     ae_qworker *qw = ep->w->quic;
     uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN2], buf[NGTCP2_MAX_UDP_PAYLOAD_SIZE];
     ngtcp2_cid scid;
     quic_new_cid(ep, &scid); /* the client's next DCID: ours, QUIC-LB encoded */
     ngtcp2_ssize tlen = ngtcp2_crypto_generate_retry_token2(
-        token, token_key(qw, 0), 32, hd->version, (const ngtcp2_sockaddr *)remote,
-        (ngtcp2_socklen)remotelen, &scid, &hd->dcid, ae_quic_now());
+        token, token_key(qw, 0), 32, hd->version, (const ngtcp2_sockaddr *)dg->peer,
+        (ngtcp2_socklen)dg->peerlen, &scid, &hd->dcid, ae_quic_now());
     if (tlen < 0)
         return;
     ngtcp2_ssize n = ngtcp2_crypto_write_retry(buf, sizeof(buf), hd->version, &hd->scid, &scid,
                                                &hd->dcid, token, (size_t)tlen);
-    if (n > 0 && ep_send(ep, remote, remotelen, local, buf, (size_t)n) == 0)
+    if (n > 0 && ep_send(ep, dg->peer, dg->peerlen, dg->local, buf, (size_t)n) == 0)
         ae_count(&ep->w->counters, AE_M_QUIC_RETRY_SENT, 1);
 }
 
 /* An Initial whose Retry token is readable but wrong (address, lifetime, CID): CONNECTION_CLOSE
  * with INVALID_TOKEN from no state (RFC 9000 §8.1.2). Smaller than the Initial. */
-static void send_invalid_token(ae_qep *ep, const ngtcp2_pkt_hd *hd, const struct sockaddr *remote,
-                               socklen_t remotelen, const struct sockaddr *local)
+static void send_invalid_token(ae_qep *ep, const ae_dgram *dg, const ngtcp2_pkt_hd *hd)
 {
     uint8_t buf[256];
     ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(buf, sizeof(buf), hd->version, &hd->scid,
                                                           &hd->dcid, NGTCP2_INVALID_TOKEN, NULL, 0);
     if (n > 0)
-        ep_send(ep, remote, remotelen, local, buf, (size_t)n);
+        ep_send(ep, dg->peer, dg->peerlen, dg->local, buf, (size_t)n);
 }
 
 /* 0 and *odcid for a valid Retry token; NGTCP2_CRYPTO_ERR_UNREADABLE_TOKEN when no key opens
@@ -1029,9 +1023,7 @@ static void send_new_token(qconn *c)
 
 /* A client Initial for a new connection: check its token, answer with a Retry when the policy
  * wants a validated address and it has none, or start the connection. */
-static void admit_initial(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_pkt_hd *hd,
-                          const struct sockaddr *remote, socklen_t remotelen,
-                          const struct sockaddr *local, socklen_t locallen)
+static void admit_initial(ae_qep *ep, const ae_dgram *dg, const ngtcp2_pkt_hd *hd)
 {
     ae_worker *w = ep->w;
     ae_qworker *qw = w->quic;
@@ -1042,18 +1034,18 @@ static void admit_initial(ae_qep *ep, const uint8_t *data, size_t len, const ngt
 
     if (hd->tokenlen > 0) {
         if (hd->token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2) {
-            int rv = verify_retry_token(qw, hd, remote, remotelen, &odcid);
+            int rv = verify_retry_token(qw, hd, dg->peer, dg->peerlen, &odcid);
             if (rv != 0) {
                 ae_count(&w->counters, AE_M_QUIC_TOKEN_REJECTED, 1);
                 drop(ep);
                 if (rv != NGTCP2_CRYPTO_ERR_UNREADABLE_TOKEN)
-                    send_invalid_token(ep, hd, remote, remotelen, local);
+                    send_invalid_token(ep, dg, hd);
                 return;
             }
             ae_count(&w->counters, AE_M_QUIC_TOKEN_RETRY_OK, 1);
             tt = NGTCP2_TOKEN_TYPE_RETRY;
         } else if (hd->token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR) {
-            int rv = verify_regular_token(qw, conf, hd, remote, remotelen);
+            int rv = verify_regular_token(qw, conf, hd, dg->peer, dg->peerlen);
             if (rv == AE_SEEN_NEW) {
                 ae_count(&w->counters, AE_M_QUIC_TOKEN_NEW_OK, 1);
                 tt = NGTCP2_TOKEN_TYPE_NEW_TOKEN;
@@ -1068,22 +1060,22 @@ static void admit_initial(ae_qep *ep, const uint8_t *data, size_t len, const ngt
         }
     }
     if (tt == NGTCP2_TOKEN_TYPE_UNKNOWN && want_retry) {
-        send_retry(ep, hd, remote, remotelen, local);
+        send_retry(ep, dg, hd);
         return;
     }
-    conn_new(ep, data, len, hd, remote, remotelen, local, locallen, tt, &odcid);
+    conn_new(ep, dg, hd, tt, &odcid);
 }
 
-static void handle_datagram(ae_qep *ep, const uint8_t *data, size_t len,
-                            const struct sockaddr *remote, socklen_t remotelen,
-                            const struct sockaddr *local, socklen_t locallen)
+static void handle_datagram(ae_qep *ep, const ae_dgram *dg)
 {
+    const uint8_t *data = dg->data;
+    size_t len = dg->len;
     ngtcp2_version_cid vc;
     int rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, AE_QUIC_CIDLEN);
     if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
         drop(ep);
         if (len >= NGTCP2_MAX_UDP_PAYLOAD_SIZE) /* only for Initial-sized datagrams */
-            send_version_negotiation(ep, &vc, remote, remotelen, local);
+            send_version_negotiation(ep, dg, &vc);
         return;
     }
     if (rv != 0) {
@@ -1092,15 +1084,15 @@ static void handle_datagram(ae_qep *ep, const uint8_t *data, size_t len,
     }
     ae_cid_slot *s = cid_find(ep, vc.dcid, vc.dcidlen);
     if (s != NULL) {
-        conn_read(s->c, data, len, remote, remotelen, local, locallen);
+        conn_read(s->c, dg);
         return;
     }
     /* Owned by another worker or site: handed off, forwarded or dropped (proxy/forward.c). */
-    if (ae_fwd_unknown(ep, data, len, vc.dcid, vc.dcidlen, remote, remotelen, local, locallen))
+    if (ae_fwd_unknown(ep, dg, vc.dcid, vc.dcidlen))
         return;
     if (!(data[0] & 0x80)) {
         drop(ep);
-        send_stateless_reset(ep, vc.dcid, vc.dcidlen, len, remote, remotelen, local);
+        send_stateless_reset(ep, dg, vc.dcid, vc.dcidlen);
         return;
     }
     /* A long header for an unknown connection can only be a client's first Initial, which
@@ -1119,7 +1111,7 @@ static void handle_datagram(ae_qep *ep, const uint8_t *data, size_t len,
         drop(ep);
         return;
     }
-    admit_initial(ep, data, len, &hd, remote, remotelen, local, locallen);
+    admit_initial(ep, dg, &hd);
 }
 
 static void ep_write_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -1336,10 +1328,9 @@ void ae_quic_free(ae_worker *w)
 
 /* ---- entry points for proxy/forward.c (hand-off between workers, tunnel input) ---- */
 
-void ae_quic_input(ae_qep *ep, const uint8_t *data, size_t len, const struct sockaddr *remote,
-                   socklen_t remotelen, const struct sockaddr *local, socklen_t locallen)
+void ae_quic_input(ae_qep *ep, const ae_dgram *dg)
 {
-    handle_datagram(ep, data, len, remote, remotelen, local, locallen);
+    handle_datagram(ep, dg);
 }
 
 void ae_quic_flush(ae_qep *ep)

@@ -16,6 +16,7 @@
 #include <ngtcp2/ngtcp2.h>
 #include <ngtcp2/ngtcp2_crypto.h>
 
+#include "proxy/dgram.h"
 #include "proxy/worker.h"
 #include "state/cid.h"
 #include "tls/quic_tls.h"
@@ -52,11 +53,10 @@ struct ae_qep {
     size_t cap, used, n; /* used counts tombstones */
     uint64_t hkey[2];
     qconn *conns;
-    qconn *dirty;   /* connections to write after the current read batch */
-    int wblocked;   /* socket buffer full: connections wait for EV_WRITE */
-    int no_gso;     /* the kernel refused UDP_SEGMENT: one sendmsg per packet */
-    uint8_t rx_ecn; /* ECN codepoint of the datagram being handled (from IP_TOS/IPV6_TCLASS) */
-    int in_batch;   /* inside a read batch: writes are deferred to its end */
+    qconn *dirty; /* connections to write after the current read batch */
+    int wblocked; /* socket buffer full: connections wait for EV_WRITE */
+    int no_gso;   /* the kernel refused UDP_SEGMENT: one sendmsg per packet */
+    int in_batch; /* inside a read batch: writes are deferred to its end */
     ev_io wio;
 };
 
