@@ -369,8 +369,9 @@ void ae_fwd_site_reply_counts(const ae_fwd_group *g, uint16_t site, uint64_t *ou
     }
 }
 
-int ae_fwd_peer_addr(ae_worker *w, uint16_t site, struct sockaddr_storage *addr, socklen_t *len)
+int ae_fwd_peer_addr(void *ctx, uint16_t site, struct sockaddr_storage *addr, socklen_t *len)
 {
+    ae_worker *w = ctx;
     const ae_fwd_peer *p = w->fwd != NULL ? ae_fwd_peers_find(w->fwd->peers, site) : NULL;
     if (p == NULL || p->addrlen == 0 || p->addrlen > sizeof(*addr))
         return -1;
@@ -641,10 +642,11 @@ static int forward_out(ae_fwd_worker *fw, const ae_fwd_peer *peer, const ae_dgra
     return 0;
 }
 
-int ae_fwd_reply(ae_worker *w, uint16_t site, const struct sockaddr *fwd, socklen_t fwdlen,
+int ae_fwd_reply(void *ctx, uint16_t site, const struct sockaddr *fwd, socklen_t fwdlen,
                  const struct sockaddr *client, const struct sockaddr *local, uint8_t ecn,
                  const uint8_t *data, size_t len)
 {
+    ae_worker *w = ctx;
     ae_fwd_worker *fw = w->fwd;
     if (fw == NULL || w->rt == NULL || site > AE_CID_SITE_MAX || fwdlen == 0 ||
         fwdlen > sizeof(fw->odst[0]))
@@ -668,9 +670,9 @@ int ae_fwd_reply(ae_worker *w, uint16_t site, const struct sockaddr *fwd, sockle
     return 0;
 }
 
-int ae_fwd_unknown(ae_qep *ep, const ae_dgram *dg, const uint8_t *dcid, size_t dcidlen)
+int ae_fwd_unknown(void *hctx, ae_qep *ep, const ae_dgram *dg, const uint8_t *dcid, size_t dcidlen)
 {
-    ae_worker *w = ep->w;
+    ae_worker *w = hctx;
     ae_fwd_worker *fw = w->fwd;
     ae_qworker *qw = w->quic;
     int tunnelled = dg->origin == AE_DGRAM_TUNNEL;

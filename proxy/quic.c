@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include "conf/seen.h"
-#include "proxy/forward.h"
 #include "proxy/quic_int.h"
 
 /* ---- small utilities ---- */
@@ -231,9 +230,11 @@ static int conn_tunnel(const qconn *c)
 /* After a packet of c was accepted: remember through which site it came (dg's tunnel origin). */
 static void conn_note_entry(qconn *c, const ae_dgram *dg)
 {
+    const ae_quic_hooks *h = &c->w->quic->hooks;
     uint16_t site = dg->origin == AE_DGRAM_TUNNEL ? dg->site : 0;
     uint16_t was = c->ret_site;
-    if (site == 0 || ae_fwd_peer_addr(c->w, site, &c->ret_addr, &c->ret_addrlen) != 0) {
+    if (site == 0 || h->site_addr == NULL ||
+        h->site_addr(h->ctx, site, &c->ret_addr, &c->ret_addrlen) != 0) {
         c->ret_site = 0;
         c->ret_addrlen = 0;
     } else {
@@ -248,8 +249,9 @@ static void conn_note_entry(qconn *c, const ae_dgram *dg)
 static void conn_send_tunnel(qconn *c, const struct sockaddr *to, const struct sockaddr *from,
                              uint8_t ecn, const uint8_t *data, size_t len)
 {
-    if (ae_fwd_reply(c->w, c->ret_site, (const struct sockaddr *)&c->ret_addr, c->ret_addrlen, to,
-                     from, ecn, data, len) != 0)
+    const ae_quic_hooks *h = &c->w->quic->hooks;
+    if (h->reply == NULL || h->reply(h->ctx, c->ret_site, (const struct sockaddr *)&c->ret_addr,
+                                     c->ret_addrlen, to, from, ecn, data, len) != 0)
         ae_count(&c->w->counters, AE_M_FWD_SEND_ERRORS, 1); /* QUIC recovers the loss */
 }
 
@@ -1087,8 +1089,10 @@ static void handle_datagram(ae_qep *ep, const ae_dgram *dg)
         conn_read(s->c, dg);
         return;
     }
-    /* Owned by another worker or site: handed off, forwarded or dropped (proxy/forward.c). */
-    if (ae_fwd_unknown(ep, dg, vc.dcid, vc.dcidlen))
+    /* Owned by another worker or site: handed off, forwarded or dropped (the forwarding hook,
+     * proxy/forward.c). */
+    const ae_quic_hooks *h = &ep->w->quic->hooks;
+    if (h->unknown_cid != NULL && h->unknown_cid(h->ctx, ep, dg, vc.dcid, vc.dcidlen))
         return;
     if (!(data[0] & 0x80)) {
         drop(ep);
@@ -1326,11 +1330,25 @@ void ae_quic_free(ae_worker *w)
     w->quic = NULL;
 }
 
-/* ---- entry points for proxy/forward.c (hand-off between workers, tunnel input) ---- */
+/* ---- hooks, and entry points for proxy/forward.c (hand-off, tunnel input, replies) ---- */
+
+int ae_quic_set_hooks(ae_worker *w, const ae_quic_hooks *hooks)
+{
+    ae_qworker *qw = qw_get(w);
+    if (qw == NULL)
+        return AE_ERR_NOMEM;
+    qw->hooks = *hooks;
+    return 0;
+}
 
 void ae_quic_input(ae_qep *ep, const ae_dgram *dg)
 {
     handle_datagram(ep, dg);
+}
+
+void ae_quic_batch_begin(ae_qep *ep)
+{
+    ep->in_batch = 1;
 }
 
 void ae_quic_flush(ae_qep *ep)
@@ -1342,6 +1360,43 @@ void ae_quic_flush(ae_qep *ep)
         c->is_dirty = 0;
         conn_write(c);
     }
+}
+
+ae_wlistener *ae_quic_ep_listener(const ae_qep *ep)
+{
+    return ep->l;
+}
+
+int ae_quic_ep_serves(const ae_qep *ep, const struct sockaddr *local)
+{
+    if (local->sa_family != ep->family)
+        return AE_QUIC_EP_NONE;
+    if (ep->family == AF_INET) {
+        const struct sockaddr_in *b = (const struct sockaddr_in *)&ep->bound;
+        const struct sockaddr_in *a = (const struct sockaddr_in *)local;
+        if (b->sin_port != a->sin_port)
+            return AE_QUIC_EP_NONE;
+        if (b->sin_addr.s_addr == a->sin_addr.s_addr)
+            return AE_QUIC_EP_EXACT;
+    } else {
+        const struct sockaddr_in6 *b = (const struct sockaddr_in6 *)&ep->bound;
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)local;
+        if (b->sin6_port != a->sin6_port)
+            return AE_QUIC_EP_NONE;
+        if (memcmp(&b->sin6_addr, &a->sin6_addr, sizeof(b->sin6_addr)) == 0)
+            return AE_QUIC_EP_EXACT;
+    }
+    return ep->wildcard ? AE_QUIC_EP_WILDCARD : AE_QUIC_EP_NONE;
+}
+
+ae_cid_keys *ae_quic_cid_keys(ae_worker *w)
+{
+    return w->quic != NULL ? w->quic->cidk : NULL;
+}
+
+ae_qsecrets *ae_quic_current_secrets(ae_worker *w)
+{
+    return w->quic != NULL ? w->quic->sec : NULL;
 }
 
 /* ---- site drain (anycast.c): GOAWAY without stopping ---- */

@@ -16,24 +16,21 @@
 #include <ngtcp2/ngtcp2.h>
 #include <ngtcp2/ngtcp2_crypto.h>
 
-#include "proxy/dgram.h"
-#include "proxy/worker.h"
-#include "state/cid.h"
+#include "proxy/quic.h"
 #include "tls/quic_tls.h"
 
 #define AE_QUIC_CIDLEN   17   /* server connection IDs: fixed length (QUIC-LB ready) */
 #define AE_QUIC_MAX_PKT  1472 /* largest UDP payload we build */
 #define AE_QUIC_GSO_SEGS 40   /* packets per UDP GSO send (kernel limit 64) */
 #define AE_QUIC_TX_BUF   (AE_QUIC_GSO_SEGS * AE_QUIC_MAX_PKT) /* < 64 KiB: one GSO datagram */
-#define AE_QUIC_RX_BUF   2048         /* receive buffer per datagram (transport param too) */
-#define AE_QUIC_RX_BATCH 32           /* datagrams per recvmmsg */
+
+#define AE_QUIC_RX_BATCH 32           /* datagrams per recvmmsg (of AE_QUIC_RX_BUF bytes) */
 #define AE_QUIC_MAX_CIDS 10           /* CIDs a connection can have in the table (odcid + ours) */
 #define AE_H3_DOWN_LIMIT (256 * 1024) /* response bytes held per stream (sent, not acked) */
 #define AE_H3_HEAD_MAX   (64 * 1024)  /* request header section limit */
 
 typedef struct qconn qconn;
 typedef struct qstream qstream;
-typedef struct ae_qep ae_qep;
 
 typedef struct {
     uint8_t len; /* 0 empty, 0xff tombstone */
@@ -76,6 +73,7 @@ typedef struct ae_qworker {
     struct ae_cid_keys *cidk;     /* this worker's CID cipher contexts for that ring */
     struct ae_h3_upool *upool;    /* idle keep-alive upstream connections (h3_upstream.c) */
     ev_timer drain_tick;          /* while the worker drains: GOAWAY steps (quic.c) */
+    ae_quic_hooks hooks;          /* forwarding layer (ae_quic_set_hooks) */
 } ae_qworker;
 
 typedef enum { QC_OPEN = 0, QC_CLOSING, QC_DRAINING, QC_DEAD } qc_state;

@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "proxy/forward.h"
 #include "proxy/quic_int.h"
 
 /* ---- socket ---- */

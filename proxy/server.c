@@ -14,6 +14,7 @@
 
 #include "proxy/handoff/handoff.h"
 #include "proxy/forward.h"
+#include "proxy/quic.h"
 #include "proxy/worker.h"
 #include "state/state.h"
 

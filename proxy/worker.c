@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "proxy/forward.h"
+#include "proxy/quic.h"
 #include "proxy/worker.h"
 
 #define AE_ACCEPT_BATCH   64  /* accepts per readiness event: fairness against connections */
@@ -277,6 +278,16 @@ int ae_worker_new(int id, ae_worker **out)
     ev_prepare_start(w->loop, &w->gc);
     ev_timer_init(&w->drain, drain_timeout_cb, 0, 0);
     w->drain.data = w;
+    /* QUIC tells the forwarding layer about datagrams whose connection is not here and sends
+     * tunnel replies through it (calls go down only: quic never calls forward.c itself). */
+    ae_quic_hooks hooks = {.ctx = w,
+                           .unknown_cid = ae_fwd_unknown,
+                           .site_addr = ae_fwd_peer_addr,
+                           .reply = ae_fwd_reply};
+    if (ae_quic_set_hooks(w, &hooks) != 0) {
+        ae_worker_free(w);
+        return AE_ERR_NOMEM;
+    }
     *out = w;
     return 0;
 }
