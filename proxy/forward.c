@@ -13,7 +13,7 @@
 #include <linux/errqueue.h>
 
 #include "proxy/forward.h"
-#include "proxy/quic_int.h"
+#include "proxy/quic.h"
 
 #define FWD_INBOX_SLOTS 512 /* hand-off slots per worker (power of two) */
 #define FWD_BATCH       32  /* frames per sendmmsg / recvmmsg */
@@ -394,17 +394,17 @@ int ae_fwd_socket_setup(int fd, int family)
 /* The tunnel keys of the worker's newest ring (rebuilt when the secrets changed). */
 static ae_tunnel_keys *tunnel_keys(ae_fwd_worker *fw)
 {
-    ae_qworker *qw = fw->w->quic;
-    if (qw == NULL || qw->sec == NULL)
+    ae_qsecrets *sec = ae_quic_current_secrets(fw->w);
+    if (sec == NULL)
         return NULL;
-    if (fw->tk_sec != qw->sec) {
+    if (fw->tk_sec != sec) {
         ae_tunnel_keys *k;
-        if (ae_tunnel_keys_from_ring(&qw->sec->ring, &k) != 0)
+        if (ae_tunnel_keys_from_ring(&sec->ring, &k) != 0)
             return fw->tk; /* keep the previous keys */
         ae_tunnel_keys_free(fw->tk);
         ae_qsecrets_unref(fw->tk_sec);
         fw->tk = k;
-        fw->tk_sec = ae_qsecrets_ref(qw->sec);
+        fw->tk_sec = ae_qsecrets_ref(sec);
     }
     return fw->tk;
 }
@@ -497,7 +497,7 @@ static void ep_set_add(ep_set *s, ae_qep *ep)
         ae_quic_flush(s->ep[0]);
         s->ep[0] = s->ep[--s->n];
     }
-    ep->in_batch = 1;
+    ae_quic_batch_begin(ep);
     s->ep[s->n++] = ep;
 }
 
@@ -674,10 +674,10 @@ int ae_fwd_unknown(void *hctx, ae_qep *ep, const ae_dgram *dg, const uint8_t *dc
 {
     ae_worker *w = hctx;
     ae_fwd_worker *fw = w->fwd;
-    ae_qworker *qw = w->quic;
+    ae_cid_keys *cidk = ae_quic_cid_keys(w);
     int tunnelled = dg->origin == AE_DGRAM_TUNNEL;
 
-    if (fw == NULL || qw == NULL || qw->cidk == NULL || w->rt == NULL)
+    if (fw == NULL || cidk == NULL || w->rt == NULL)
         return 0; /* no CID keys yet: as before */
     uint64_t now = ae_wall_ms();
     ae_fwd_ctx ctx = {.self_site = (uint16_t)w->rt->conf->site.id,
@@ -687,8 +687,7 @@ int ae_fwd_unknown(void *hctx, ae_qep *ep, const ae_dgram *dg, const uint8_t *dc
                       .from_tunnel = tunnelled};
     uint16_t site = 0;
     uint8_t worker = 0;
-    ae_fwd_action a =
-        ae_fwd_decide(qw->cidk, &ctx, dg->data, dg->len, dcid, dcidlen, &site, &worker);
+    ae_fwd_action a = ae_fwd_decide(cidk, &ctx, dg->data, dg->len, dcid, dcidlen, &site, &worker);
     if (a == AE_FWD_FORWARD &&
         atomic_load_explicit(&fw->g->unreach_until[site], memory_order_relaxed) > now)
         a = (dg->data[0] & 0x80) ? AE_FWD_DROP : AE_FWD_RESET_DEAD;
@@ -700,7 +699,7 @@ int ae_fwd_unknown(void *hctx, ae_qep *ep, const ae_dgram *dg, const uint8_t *dc
         ae_count(&w->counters, AE_M_FWD_RESET_DEAD, 1);
         return 0; /* quic.c sends the stateless reset */
     case AE_FWD_HANDOFF:
-        if (inbox_push(fw->g->fw[worker], ep->l->index, dg) != 0) {
+        if (inbox_push(fw->g->fw[worker], ae_quic_ep_listener(ep)->index, dg) != 0) {
             ae_count(&w->counters, AE_M_FWD_HANDOFF_FULL, 1);
             ae_count(&w->counters, AE_M_QUIC_PKTS_DROPPED, 1);
         } else {
@@ -730,24 +729,13 @@ static ae_qep *ep_by_local(ae_worker *w, const ae_tunnel_addr *local)
 {
     ae_qep *wild = NULL;
     for (ae_wlistener *l = w->listeners; l != NULL; l = l->next) {
-        ae_qep *ep = l->qep;
-        if (l->proto != AE_LPROTO_QUIC || ep == NULL || ep->family != local->sa.sa_family)
+        if (l->proto != AE_LPROTO_QUIC || l->qep == NULL)
             continue;
-        if (ep->family == AF_INET) {
-            const struct sockaddr_in *b = (const struct sockaddr_in *)&ep->bound;
-            if (b->sin_port != local->in.sin_port)
-                continue;
-            if (b->sin_addr.s_addr == local->in.sin_addr.s_addr)
-                return ep;
-        } else {
-            const struct sockaddr_in6 *b = (const struct sockaddr_in6 *)&ep->bound;
-            if (b->sin6_port != local->in6.sin6_port)
-                continue;
-            if (memcmp(&b->sin6_addr, &local->in6.sin6_addr, sizeof(b->sin6_addr)) == 0)
-                return ep;
-        }
-        if (ep->wildcard)
-            wild = ep;
+        int m = ae_quic_ep_serves(l->qep, &local->sa);
+        if (m == AE_QUIC_EP_EXACT)
+            return l->qep;
+        if (m == AE_QUIC_EP_WILDCARD)
+            wild = l->qep;
     }
     return wild;
 }
