@@ -6,7 +6,9 @@
  * open-addressing table (all CIDs a connection issued plus the client's original DCID), and
  * handed to ngtcp2. Connections touched by a batch are written once at its end, so ACKs and
  * stream data coalesce. Each connection has one ev_timer armed at ngtcp2_conn_get_expiry().
- * HTTP/3 and the upstream side live in h3.c.
+ * The protocol on the streams (HTTP/3, h3.c) is reached only through the application ops the
+ * worker registered (ae_quic_app_ops, proxy/quic.h), datagrams for connections elsewhere only
+ * through the forwarding hooks (ae_quic_hooks).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -286,6 +288,21 @@ static void arm_timer(qconn *c)
     ev_timer_start(c->w->loop, &c->timer);
 }
 
+/* ---- the application (ae_quic_app_ops) ---- */
+
+/* The connection is going away: the application detaches its streams (once it has a session). */
+static void app_close(qconn *c, const char *reason)
+{
+    if (c->app != NULL)
+        c->w->quic->app->close(c->app, reason);
+}
+
+/* The application error code of a graceful close. */
+static uint64_t app_no_error(ae_worker *w)
+{
+    return w->quic->app != NULL ? w->quic->app->no_error : 0;
+}
+
 /* Detaches c from everything (CIDs, streams, lists, timer) and queues it for gc. */
 const char *const ae_quic_close_cause_names[5] = {"idle_timeout", "peer_closed", "local_close",
                                                   "shutdown", "error"};
@@ -313,7 +330,7 @@ static void conn_kill(qconn *c, const char *reason)
     ae_worker *w = c->w;
     ae_qep *ep = c->ep;
     AE_CDEBUG(c->id, "quic connection closed: %s", reason);
-    ae_h3_close_all(c, reason);
+    app_close(c, reason);
     for (size_t i = 0; i < c->ncids; i++)
         cid_del(ep, &c->cids[i]);
     c->ncids = 0;
@@ -335,7 +352,8 @@ static void conn_kill(qconn *c, const char *reason)
 
 static void conn_free(qconn *c)
 {
-    nghttp3_conn_del(c->h3);
+    if (c->app != NULL)
+        c->w->quic->app->free(c->app);
     ngtcp2_conn_del(c->conn);
     ae_quic_tls_free(c->tls);
     ae_quic_tls_ctx_unref(c->tlsctx);
@@ -348,7 +366,7 @@ static void conn_free(qconn *c)
 static void start_period(qconn *c, qc_state st)
 {
     c->state = st;
-    ae_h3_close_all(c, st == QC_DRAINING ? "peer_closed" : "closed");
+    app_close(c, st == QC_DRAINING ? "peer_closed" : "closed");
     ev_timer_stop(c->w->loop, &c->timer);
     ev_timer_set(&c->timer, 3.0 * (ev_tstamp)ngtcp2_conn_get_pto(c->conn) / NGTCP2_SECONDS, 0);
     ev_timer_start(c->w->loop, &c->timer);
@@ -375,11 +393,6 @@ static void conn_close_err(qconn *c)
     conn_send(c, (struct sockaddr *)&c->remote, c->remotelen, (struct sockaddr *)&c->local,
               c->close_pkt, c->close_len);
     start_period(c, QC_CLOSING);
-}
-
-void ae_quic_conn_fail(qconn *c)
-{
-    conn_close_err(c);
 }
 
 void ae_quic_conn_kick(qconn *c)
@@ -492,18 +505,17 @@ static void conn_write(qconn *c)
     ngtcp2_path_storage ps;
     ngtcp2_path_storage_zero(&ps);
     gso_batch b = {0};
+    const ae_quic_app_ops *app = qw->app;
     for (size_t npkt = 0; npkt < limit;) {
         if (b.len + maxpkt > sizeof(qw->tx) && batch_flush(c, &b) != 0)
             break;
-        int64_t sid = -1;
+        int64_t sid = -1; /* >= 0 only from app->write_stream: c->app is set */
         int fin = 0;
-        nghttp3_vec vec[16];
-        nghttp3_ssize nvec = 0;
-        if (c->h3 != NULL && ngtcp2_conn_get_max_data_left(c->conn) > 0) {
-            nvec = nghttp3_conn_writev_stream(c->h3, &sid, &fin, vec, AE_ARRAY_LEN(vec));
-            if (nvec < 0) {
-                ngtcp2_ccerr_set_application_error(
-                    &c->err, nghttp3_err_infer_quic_app_error_code((int)nvec), NULL, 0);
+        ngtcp2_vec vec[16];
+        int nvec = 0;
+        if (c->app != NULL && ngtcp2_conn_get_max_data_left(c->conn) > 0) {
+            nvec = app->write_stream(c->app, &sid, &fin, vec, AE_ARRAY_LEN(vec));
+            if (nvec < 0) { /* the application set the error */
                 conn_close_err(c);
                 return;
             }
@@ -511,25 +523,20 @@ static void conn_write(qconn *c)
         uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE | (fin ? NGTCP2_WRITE_STREAM_FLAG_FIN : 0);
         ngtcp2_ssize ndatalen = -1;
         ngtcp2_pkt_info pi;
-        ngtcp2_ssize n =
-            ngtcp2_conn_writev_stream(c->conn, &ps.path, &pi, qw->tx + b.len, maxpkt, &ndatalen,
-                                      flags, sid, (const ngtcp2_vec *)vec, (size_t)nvec, ts);
+        ngtcp2_ssize n = ngtcp2_conn_writev_stream(c->conn, &ps.path, &pi, qw->tx + b.len, maxpkt,
+                                                   &ndatalen, flags, sid, vec, (size_t)nvec, ts);
         if (n < 0) {
-            int rv = 0;
             switch (n) {
             case NGTCP2_ERR_STREAM_DATA_BLOCKED:
-                nghttp3_conn_block_stream(c->h3, sid);
+                app->stream_blocked(c->app, sid);
                 continue;
             case NGTCP2_ERR_STREAM_SHUT_WR:
-                nghttp3_conn_shutdown_stream_write(c->h3, sid);
+                app->stream_shut_wr(c->app, sid);
                 continue;
             case NGTCP2_ERR_WRITE_MORE:
-                rv = nghttp3_conn_add_write_offset(c->h3, sid, (size_t)ndatalen);
-                if (rv == 0)
+                if (app->add_write_offset(c->app, sid, (size_t)ndatalen) == 0)
                     continue;
-                ngtcp2_ccerr_set_application_error(
-                    &c->err, nghttp3_err_infer_quic_app_error_code(rv), NULL, 0);
-                break;
+                break; /* the application set the error */
             default:
                 ngtcp2_ccerr_set_liberr(&c->err, (int)n, NULL, 0);
                 break;
@@ -537,8 +544,7 @@ static void conn_write(qconn *c)
             conn_close_err(c);
             return;
         }
-        if (ndatalen >= 0 && nghttp3_conn_add_write_offset(c->h3, sid, (size_t)ndatalen) != 0) {
-            ngtcp2_ccerr_set_application_error(&c->err, NGHTTP3_H3_INTERNAL_ERROR, NULL, 0);
+        if (ndatalen >= 0 && app->add_write_offset(c->app, sid, (size_t)ndatalen) != 0) {
             conn_close_err(c);
             return;
         }
@@ -598,50 +604,66 @@ static int cb_handshake_completed(ngtcp2_conn *conn, void *ud)
     return 0;
 }
 
+/* Stream events go to the application once it has a session on c (before: data fails the
+ * connection, anything else is ignored). */
 static int cb_recv_stream_data(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t offset,
                                const uint8_t *data, size_t len, void *ud, void *sud)
 {
     qconn *c = ud;
-    c->rx_early = (flags & NGTCP2_STREAM_DATA_FLAG_0RTT) != 0;
-    int rv = ae_h3_recv_stream_data(c, flags, sid, data, len);
-    c->rx_early = 0;
-    return rv == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    if (c->app == NULL || c->w->quic->app->recv_stream_data(c->app, flags, sid, data, len) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 static int cb_acked(ngtcp2_conn *conn, int64_t sid, uint64_t offset, uint64_t len, void *ud,
                     void *sud)
 {
-    return ae_h3_acked(ud, sid, len) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    qconn *c = ud;
+    if (c->app != NULL && c->w->quic->app->acked_stream_data(c->app, sid, len) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 static int cb_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t code, void *ud,
                            void *sud)
 {
-    return ae_h3_stream_close(ud, flags, sid, code) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    qconn *c = ud;
+    if (c->app != NULL && c->w->quic->app->stream_close(c->app, flags, sid, code) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 static int cb_stream_reset(ngtcp2_conn *conn, int64_t sid, uint64_t final_size, uint64_t code,
                            void *ud, void *sud)
 {
-    return ae_h3_stream_reset(ud, sid) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    qconn *c = ud;
+    if (c->app != NULL && c->w->quic->app->stream_reset(c->app, sid) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 static int cb_stop_sending(ngtcp2_conn *conn, int64_t sid, uint64_t code, void *ud, void *sud)
 {
-    return ae_h3_stream_reset(ud, sid) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    qconn *c = ud;
+    if (c->app != NULL && c->w->quic->app->stream_reset(c->app, sid) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 static int cb_extend_max_stream_data(ngtcp2_conn *conn, int64_t sid, uint64_t max_data, void *ud,
                                      void *sud)
 {
-    return ae_h3_extend_max_stream_data(ud, sid) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    qconn *c = ud;
+    if (c->app != NULL && c->w->quic->app->extend_max_stream_data(c->app, sid) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 static int cb_extend_max_remote_bidi(ngtcp2_conn *conn, uint64_t max_streams, void *ud)
 {
     qconn *c = ud;
-    if (c->h3 != NULL)
-        nghttp3_conn_set_max_client_streams_bidi(c->h3, max_streams);
+    if (c->app != NULL)
+        c->w->quic->app->extend_max_streams_bidi(c->app, max_streams);
     return 0;
 }
 
@@ -677,7 +699,12 @@ static int cb_recv_tx_key(ngtcp2_conn *conn, ngtcp2_encryption_level level, void
     int early = ae_quic_tls_early_data(c->tls);
     if (early != 0)
         ae_count(&c->w->counters, early > 0 ? AE_M_QUIC_0RTT_ACCEPTED : AE_M_QUIC_0RTT_REJECTED, 1);
-    return ae_h3_setup(c) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    if (c->app != NULL)
+        return 0;
+    ae_qworker *qw = c->w->quic;
+    if (qw->app == NULL || qw->app->setup(qw->app_ctx, c, &c->app) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 static const ngtcp2_callbacks callbacks = {
@@ -813,9 +840,9 @@ static void conn_new(ae_qep *ep, const ae_dgram *dg, const ngtcp2_pkt_hd *hd, ng
     settings.max_tx_udp_payload_size = AE_QUIC_MAX_PKT;
     ngtcp2_transport_params params;
     ngtcp2_transport_params_default(&params);
-    params.initial_max_stream_data_bidi_local = AE_H3_DOWN_LIMIT;
-    params.initial_max_stream_data_bidi_remote = AE_H3_DOWN_LIMIT; /* request bodies */
-    params.initial_max_stream_data_uni = AE_H3_DOWN_LIMIT;
+    params.initial_max_stream_data_bidi_local = AE_QUIC_STREAM_WINDOW;
+    params.initial_max_stream_data_bidi_remote = AE_QUIC_STREAM_WINDOW; /* request bodies */
+    params.initial_max_stream_data_uni = AE_QUIC_STREAM_WINDOW;
     params.initial_max_data = 4 * 1024 * 1024;
     params.initial_max_streams_bidi = 100;
     params.initial_max_streams_uni = 3;
@@ -1182,7 +1209,7 @@ void ae_quic_listener_stop(ae_worker *w, ae_wlistener *l)
     while (ep->conns != NULL) {
         qconn *c = ep->conns;
         if (c->state == QC_OPEN) {
-            ngtcp2_ccerr_set_application_error(&c->err, NGHTTP3_H3_NO_ERROR, NULL, 0);
+            ngtcp2_ccerr_set_application_error(&c->err, app_no_error(w), NULL, 0);
             conn_close_err(c);
         }
         conn_kill(c, "shutdown");
@@ -1195,9 +1222,10 @@ void ae_quic_listener_stop(ae_worker *w, ae_wlistener *l)
 }
 
 /* ---- graceful drain (worker stopping) ----
- * Every open connection gets a GOAWAY notice at once (RFC 9114 §5.2: no new requests), the
- * final GOAWAY one tick later (at least an RTT for requests already in flight to arrive), and
- * is closed with H3_NO_ERROR once its last request stream is done. Handshakes in progress are
+ * Every open connection gets a GOAWAY notice at once (the application's goaway step 0; HTTP/3:
+ * RFC 9114 §5.2, no new requests), the final GOAWAY one tick later (at least an RTT for
+ * requests already in flight to arrive), and is closed with the application's no_error
+ * (H3_NO_ERROR) once its last request stream is done. Handshakes in progress are
  * closed at once. The listener keeps reading datagrams until its last connection is gone; the
  * worker waits for ae_quic_nconns() == 0 or the drain timeout. */
 
@@ -1207,7 +1235,7 @@ static void drain_conn(qconn *c, ev_tstamp now)
 {
     /* A site drain (anycast.c) only sends GOAWAY: closings run their course, handshakes
      * complete and get their GOAWAY on a later tick. */
-    if (!c->w->stopping && (c->state != QC_OPEN || !c->hs_done || c->h3 == NULL))
+    if (!c->w->stopping && (c->state != QC_OPEN || !c->hs_done || c->app == NULL))
         return;
     if (c->state == QC_CLOSING || c->state == QC_DRAINING) {
         /* Shutting down: its CONNECTION_CLOSE went out (or the peer closed); the process does
@@ -1217,25 +1245,26 @@ static void drain_conn(qconn *c, ev_tstamp now)
     }
     if (c->state != QC_OPEN)
         return;
-    if (!c->hs_done || c->h3 == NULL) {
-        ngtcp2_ccerr_set_application_error(&c->err, NGHTTP3_H3_NO_ERROR, NULL, 0);
+    const ae_quic_app_ops *app = c->w->quic->app;
+    if (!c->hs_done || c->app == NULL) {
+        ngtcp2_ccerr_set_application_error(&c->err, app_no_error(c->w), NULL, 0);
         conn_close_err(c);
         return;
     }
     if (c->goaway == 0) {
-        ae_h3_goaway(c, 0);
+        app->goaway(c->app, 0);
         c->goaway = 1;
         c->goaway_at = now;
         return;
     }
     ev_tstamp rtt = (ev_tstamp)ngtcp2_conn_get_pto(c->conn) / NGTCP2_SECONDS;
     if (c->goaway == 1 && now - c->goaway_at >= rtt) {
-        ae_h3_goaway(c, 1);
+        app->goaway(c->app, 1);
         c->goaway = 2;
         return; /* let the final GOAWAY leave before a close */
     }
-    if (c->goaway == 2 && c->streams == NULL) {
-        ngtcp2_ccerr_set_application_error(&c->err, NGHTTP3_H3_NO_ERROR, NULL, 0);
+    if (c->goaway == 2 && app->nstreams(c->app) == 0) {
+        ngtcp2_ccerr_set_application_error(&c->err, app_no_error(c->w), NULL, 0);
         conn_close_err(c);
     }
 }
@@ -1308,7 +1337,8 @@ void ae_quic_gc(ae_worker *w)
     ae_qworker *qw = w->quic;
     if (qw == NULL)
         return;
-    ae_h3_gc(qw);
+    if (qw->app != NULL && qw->app->gc != NULL)
+        qw->app->gc(qw->app_ctx); /* streams first: they may point at their connections */
     while (qw->dead != NULL) {
         qconn *c = qw->dead;
         qw->dead = c->next;
@@ -1322,7 +1352,8 @@ void ae_quic_free(ae_worker *w)
         return;
     ae_quic_gc(w);
     ev_timer_stop(w->loop, &w->quic->drain_tick);
-    ae_h3_upool_free(w);
+    if (w->quic->app != NULL && w->quic->app->release != NULL)
+        w->quic->app->release(w->quic->app_ctx);
     ae_quic_tls_ctx_unref(w->quic->tls);
     ae_qsecrets_unref(w->quic->sec);
     ae_cid_keys_free(w->quic->cidk);
@@ -1338,6 +1369,16 @@ int ae_quic_set_hooks(ae_worker *w, const ae_quic_hooks *hooks)
     if (qw == NULL)
         return AE_ERR_NOMEM;
     qw->hooks = *hooks;
+    return 0;
+}
+
+int ae_quic_set_app(ae_worker *w, const ae_quic_app_ops *ops, void *wctx)
+{
+    ae_qworker *qw = qw_get(w);
+    if (qw == NULL)
+        return AE_ERR_NOMEM;
+    qw->app = ops;
+    qw->app_ctx = wctx;
     return 0;
 }
 
@@ -1415,4 +1456,53 @@ void ae_quic_site_drain(ae_worker *w, int on)
         qw->drain_tick.data = w;
         ev_timer_start(w->loop, &qw->drain_tick);
     }
+}
+
+/* ---- a connection, for the application ---- */
+
+void ae_quic_conn_set_app_error(qconn *c, uint64_t code)
+{
+    ngtcp2_ccerr_set_application_error(&c->err, code, NULL, 0);
+    c->err_set = 1;
+}
+
+ngtcp2_conn *ae_quic_conn_ngtcp2(qconn *c)
+{
+    return c->conn;
+}
+
+uint64_t ae_quic_conn_id(const qconn *c)
+{
+    return c->id;
+}
+
+ae_worker *ae_quic_conn_worker(const qconn *c)
+{
+    return c->w;
+}
+
+ae_runtime *ae_quic_conn_runtime(const qconn *c)
+{
+    return c->rt;
+}
+
+const ae_conf_listener *ae_quic_conn_listener(const qconn *c)
+{
+    return c->lis;
+}
+
+ae_pool *ae_quic_conn_pool(const qconn *c)
+{
+    return c->pool;
+}
+
+const struct sockaddr *ae_quic_conn_remote(const qconn *c, socklen_t *len)
+{
+    *len = c->remotelen;
+    return (const struct sockaddr *)&c->remote;
+}
+
+const char *ae_quic_conn_sni(const qconn *c)
+{
+    return c->sni;
 }
