@@ -14,8 +14,8 @@
  * forward.c and h3.c call down into the functions below.
  *
  * Threads: all of it runs on the worker thread that owns the endpoint or connection, except
- * ae_quic_socket_setup (main thread) and ae_quic_set_hooks (main thread, before the worker
- * starts). Nothing here may be called from another worker.
+ * ae_quic_socket_setup (main thread) and ae_quic_set_hooks / ae_quic_set_app (main thread,
+ * before the worker starts). Nothing here may be called from another worker.
  */
 #ifndef AE_QUIC_H
 #define AE_QUIC_H
@@ -40,7 +40,7 @@ typedef struct ae_qconn ae_qconn;
  *
  * Registered by the worker with ae_quic_set_hooks() (main thread, before the worker starts;
  * copied). Called on the worker thread, from inside ae_quic_input() (unknown_cid, site_addr)
- * or while a connection writes (reply). A hook must not call back into quic for the same
+ * or while a connection sends (reply). A hook must not call back into quic for the same
  * endpoint (no ae_quic_input, no ae_quic_flush); it may queue work for later. A NULL member
  * (or no registration) behaves as "no forwarding": unknown_cid returns 0, site_addr -1. */
 typedef struct ae_quic_hooks {
@@ -153,8 +153,8 @@ void ae_quic_runtime(ae_worker *w, ae_runtime *rt);
 /* Adopts the QUIC secrets of a new ring (takes over the reference). */
 void ae_quic_secrets(ae_worker *w, ae_qsecrets *sec);
 /* Worker drain: the application's graceful drain (HTTP/3 GOAWAY) on the listener's
- * connections, each closed once its requests are done. Returns 1 when the listener must stay open
- * (connections to drain), 0 when it can be closed now. */
+ * connections, each closed once its requests are done. Returns 1 when the listener must stay
+ * open (connections to drain), 0 when it can be closed now. */
 int ae_quic_listener_drain(ae_worker *w, ae_wlistener *l);
 /* Open QUIC connections of the worker (the drain waits for them too). */
 size_t ae_quic_nconns(ae_worker *w);
