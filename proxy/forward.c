@@ -13,7 +13,7 @@
 #include <linux/errqueue.h>
 
 #include "proxy/forward.h"
-#include "proxy/quic_int.h"
+#include "proxy/quic.h"
 #include "proxy/server.h"
 
 #define FWD_INBOX_SLOTS 512 /* hand-off slots per worker (power of two) */
@@ -190,9 +190,9 @@ const char *ae_fwd_drop_name(int i)
 
 typedef struct {
     _Atomic size_t seq;
-    uint16_t lindex;     /* listener index the datagram arrived on */
-    uint8_t from_tunnel; /* never forward it again */
-    uint16_t from_site;  /* the site whose tunnel frame carried it (0: arrived directly) */
+    uint16_t lindex;        /* listener index the datagram arrived on */
+    ae_dgram_origin origin; /* AE_DGRAM_HANDOFF, or AE_DGRAM_TUNNEL: never forward it again */
+    uint16_t site;          /* AE_DGRAM_TUNNEL: the site whose tunnel frame carried it */
     uint16_t len;
     socklen_t remotelen, locallen;
     struct sockaddr_storage remote, local;
@@ -214,8 +214,6 @@ struct ae_fwd_worker {
     ae_fwd_peers *peers;
     ae_qsecrets *tk_sec; /* the secrets tk was built from (a reference) */
     ae_tunnel_keys *tk;
-    int from_tunnel;    /* inside ae_quic_input for a datagram that came through the tunnel */
-    uint16_t from_site; /* ... from this site (0 when from_tunnel is 0) */
     /* out batch: forward frames and reply frames (site.return: tunnel) */
     size_t on;
     uint16_t osite[FWD_BATCH];
@@ -372,13 +370,9 @@ void ae_fwd_site_reply_counts(const ae_fwd_group *g, uint16_t site, uint64_t *ou
     }
 }
 
-uint16_t ae_fwd_input_site(ae_worker *w)
+int ae_fwd_peer_addr(void *ctx, uint16_t site, struct sockaddr_storage *addr, socklen_t *len)
 {
-    return w->fwd != NULL && w->fwd->from_tunnel ? w->fwd->from_site : 0;
-}
-
-int ae_fwd_peer_addr(ae_worker *w, uint16_t site, struct sockaddr_storage *addr, socklen_t *len)
-{
+    ae_worker *w = ctx;
     const ae_fwd_peer *p = w->fwd != NULL ? ae_fwd_peers_find(w->fwd->peers, site) : NULL;
     if (p == NULL || p->addrlen == 0 || p->addrlen > sizeof(*addr))
         return -1;
@@ -401,17 +395,17 @@ int ae_fwd_socket_setup(int fd, int family)
 /* The tunnel keys of the worker's newest ring (rebuilt when the secrets changed). */
 static ae_tunnel_keys *tunnel_keys(ae_fwd_worker *fw)
 {
-    ae_qworker *qw = fw->w->quic;
-    if (qw == NULL || qw->sec == NULL)
+    ae_qsecrets *sec = ae_quic_current_secrets(fw->w);
+    if (sec == NULL)
         return NULL;
-    if (fw->tk_sec != qw->sec) {
+    if (fw->tk_sec != sec) {
         ae_tunnel_keys *k;
-        if (ae_tunnel_keys_from_ring(&qw->sec->ring, &k) != 0)
+        if (ae_tunnel_keys_from_ring(&sec->ring, &k) != 0)
             return fw->tk; /* keep the previous keys */
         ae_tunnel_keys_free(fw->tk);
         ae_qsecrets_unref(fw->tk_sec);
         fw->tk = k;
-        fw->tk_sec = ae_qsecrets_ref(qw->sec);
+        fw->tk_sec = ae_qsecrets_ref(sec);
     }
     return fw->tk;
 }
@@ -442,16 +436,16 @@ static void fwd_observe_latency(ae_worker *w, uint64_t now_ms, uint64_t ts_ms)
 
 /* ---- hand-off between workers ---- */
 
-/* Pushes the datagram into worker `to`'s inbox. 0, or -1 when the inbox is full. */
-static int inbox_push(ae_fwd_worker *to, size_t lindex, int from_tunnel, uint16_t from_site,
-                      const uint8_t *data, size_t len, const struct sockaddr *remote,
-                      socklen_t remotelen, const struct sockaddr *local, socklen_t locallen)
+/* Pushes the datagram into worker `to`'s inbox (a tunnelled one stays tunnelled, with its
+ * site). 0, or -1 when the inbox is full. */
+static int inbox_push(ae_fwd_worker *to, size_t lindex, const ae_dgram *dg)
 {
     const size_t mask = FWD_INBOX_SLOTS - 1;
     size_t pos = atomic_load_explicit(&to->enq, memory_order_relaxed);
     fwd_slot *s;
 
-    if (len > sizeof(s->data) || remotelen > sizeof(s->remote) || locallen > sizeof(s->local))
+    if (dg->len > sizeof(s->data) || dg->peerlen > sizeof(s->remote) ||
+        dg->locallen > sizeof(s->local))
         return -1;
     for (;;) {
         s = &to->slots[pos & mask];
@@ -468,14 +462,14 @@ static int inbox_push(ae_fwd_worker *to, size_t lindex, int from_tunnel, uint16_
         }
     }
     s->lindex = (uint16_t)lindex;
-    s->from_tunnel = (uint8_t)from_tunnel;
-    s->from_site = from_site;
-    s->len = (uint16_t)len;
-    memcpy(s->data, data, len);
-    memcpy(&s->remote, remote, remotelen);
-    s->remotelen = remotelen;
-    memcpy(&s->local, local, locallen);
-    s->locallen = locallen;
+    s->origin = dg->origin == AE_DGRAM_TUNNEL ? AE_DGRAM_TUNNEL : AE_DGRAM_HANDOFF;
+    s->site = dg->origin == AE_DGRAM_TUNNEL ? dg->site : 0;
+    s->len = (uint16_t)dg->len;
+    memcpy(s->data, dg->data, dg->len);
+    memcpy(&s->remote, dg->peer, dg->peerlen);
+    s->remotelen = dg->peerlen;
+    memcpy(&s->local, dg->local, dg->locallen);
+    s->locallen = dg->locallen;
     atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
     ev_async_send(to->w->loop, &to->wake);
     return 0;
@@ -504,7 +498,7 @@ static void ep_set_add(ep_set *s, ae_qep *ep)
         ae_quic_flush(s->ep[0]);
         s->ep[0] = s->ep[--s->n];
     }
-    ep->in_batch = 1;
+    ae_quic_batch_begin(ep);
     s->ep[s->n++] = ep;
 }
 
@@ -527,13 +521,16 @@ static void inbox_cb(struct ev_loop *loop, ev_async *a, int revents)
             break;
         ae_qep *ep = ep_by_index(fw->w, s->lindex);
         if (ep != NULL) {
+            ae_dgram dg = {.data = s->data,
+                           .len = s->len,
+                           .peer = (struct sockaddr *)&s->remote,
+                           .peerlen = s->remotelen,
+                           .local = (struct sockaddr *)&s->local,
+                           .locallen = s->locallen,
+                           .origin = s->origin,
+                           .site = s->site};
             ep_set_add(&eps, ep);
-            fw->from_tunnel = s->from_tunnel;
-            fw->from_site = s->from_site;
-            ae_quic_input(ep, s->data, s->len, (struct sockaddr *)&s->remote, s->remotelen,
-                          (struct sockaddr *)&s->local, s->locallen);
-            fw->from_tunnel = 0;
-            fw->from_site = 0;
+            ae_quic_input(ep, &dg);
         } else {
             ae_count(&fw->w->counters, AE_M_QUIC_PKTS_DROPPED, 1);
         }
@@ -624,8 +621,8 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *p, int revents)
         out_flush(fw);
 }
 
-static int forward_out(ae_fwd_worker *fw, const ae_fwd_peer *peer, const uint8_t *data, size_t len,
-                       const struct sockaddr *remote, const struct sockaddr *local)
+/* Queues dg in a tunnel frame for peer's forward endpoint. 0, or -1 (no keys, too big). */
+static int forward_out(ae_fwd_worker *fw, const ae_fwd_peer *peer, const ae_dgram *dg)
 {
     ae_tunnel_keys *tk = tunnel_keys(fw);
     if (tk == NULL)
@@ -633,8 +630,8 @@ static int forward_out(ae_fwd_worker *fw, const ae_fwd_peer *peer, const uint8_t
     if (fw->on == FWD_BATCH)
         out_flush(fw);
     size_t i = fw->on;
-    int n = ae_tunnel_encode(tk, (uint16_t)fw->w->rt->conf->site.id, ae_wall_ms(), remote, local,
-                             data, len, fw->obuf[i], sizeof(fw->obuf[i]));
+    int n = ae_tunnel_encode(tk, (uint16_t)fw->w->rt->conf->site.id, ae_wall_ms(), dg->peer,
+                             dg->local, dg->data, dg->len, fw->obuf[i], sizeof(fw->obuf[i]));
     if (n < 0)
         return -1;
     fw->olen[i] = (size_t)n;
@@ -646,10 +643,11 @@ static int forward_out(ae_fwd_worker *fw, const ae_fwd_peer *peer, const uint8_t
     return 0;
 }
 
-int ae_fwd_reply(ae_worker *w, uint16_t site, const struct sockaddr *fwd, socklen_t fwdlen,
+int ae_fwd_reply(void *ctx, uint16_t site, const struct sockaddr *fwd, socklen_t fwdlen,
                  const struct sockaddr *client, const struct sockaddr *local, uint8_t ecn,
                  const uint8_t *data, size_t len)
 {
+    ae_worker *w = ctx;
     ae_fwd_worker *fw = w->fwd;
     if (fw == NULL || w->rt == NULL || site > AE_CID_SITE_MAX || fwdlen == 0 ||
         fwdlen > sizeof(fw->odst[0]))
@@ -673,28 +671,27 @@ int ae_fwd_reply(ae_worker *w, uint16_t site, const struct sockaddr *fwd, sockle
     return 0;
 }
 
-int ae_fwd_unknown(ae_qep *ep, const uint8_t *data, size_t len, const uint8_t *dcid, size_t dcidlen,
-                   const struct sockaddr *remote, socklen_t remotelen, const struct sockaddr *local,
-                   socklen_t locallen)
+int ae_fwd_unknown(void *hctx, ae_qep *ep, const ae_dgram *dg, const uint8_t *dcid, size_t dcidlen)
 {
-    ae_worker *w = ep->w;
+    ae_worker *w = hctx;
     ae_fwd_worker *fw = w->fwd;
-    ae_qworker *qw = w->quic;
+    ae_cid_keys *cidk = ae_quic_cid_keys(w);
+    int tunnelled = dg->origin == AE_DGRAM_TUNNEL;
 
-    if (fw == NULL || qw == NULL || qw->cidk == NULL || w->rt == NULL)
+    if (fw == NULL || cidk == NULL || w->rt == NULL)
         return 0; /* no CID keys yet: as before */
     uint64_t now = ae_wall_ms();
     ae_fwd_ctx ctx = {.self_site = (uint16_t)w->rt->conf->site.id,
                       .self_worker = w->id,
                       .nworkers = (int)fw->g->n,
                       .peers = fw->peers,
-                      .from_tunnel = fw->from_tunnel};
+                      .from_tunnel = tunnelled};
     uint16_t site = 0;
     uint8_t worker = 0;
-    ae_fwd_action a = ae_fwd_decide(qw->cidk, &ctx, data, len, dcid, dcidlen, &site, &worker);
+    ae_fwd_action a = ae_fwd_decide(cidk, &ctx, dg->data, dg->len, dcid, dcidlen, &site, &worker);
     if (a == AE_FWD_FORWARD &&
         atomic_load_explicit(&fw->g->unreach_until[site], memory_order_relaxed) > now)
-        a = (data[0] & 0x80) ? AE_FWD_DROP : AE_FWD_RESET_DEAD;
+        a = (dg->data[0] & 0x80) ? AE_FWD_DROP : AE_FWD_RESET_DEAD;
     switch (a) {
     case AE_FWD_LOCAL:
     case AE_FWD_RESET_SELF:
@@ -703,8 +700,7 @@ int ae_fwd_unknown(ae_qep *ep, const uint8_t *data, size_t len, const uint8_t *d
         ae_count(&w->counters, AE_M_FWD_RESET_DEAD, 1);
         return 0; /* quic.c sends the stateless reset */
     case AE_FWD_HANDOFF:
-        if (inbox_push(fw->g->fw[worker], ep->l->index, fw->from_tunnel, fw->from_site, data, len,
-                       remote, remotelen, local, locallen) != 0) {
+        if (inbox_push(fw->g->fw[worker], ae_quic_ep_listener(ep)->index, dg) != 0) {
             ae_count(&w->counters, AE_M_FWD_HANDOFF_FULL, 1);
             ae_count(&w->counters, AE_M_QUIC_PKTS_DROPPED, 1);
         } else {
@@ -712,11 +708,11 @@ int ae_fwd_unknown(ae_qep *ep, const uint8_t *data, size_t len, const uint8_t *d
         }
         return 1;
     case AE_FWD_FORWARD:
-        if (forward_out(fw, ae_fwd_peers_find(fw->peers, site), data, len, remote, local) != 0)
+        if (forward_out(fw, ae_fwd_peers_find(fw->peers, site), dg) != 0)
             ae_count(&w->counters, AE_M_QUIC_PKTS_DROPPED, 1);
         return 1;
     case AE_FWD_DROP:
-        if (fw->from_tunnel)
+        if (tunnelled)
             tun_drop(w, AE_FWD_DROP_LOOP);
         else
             ae_count(&w->counters, AE_M_FWD_UNDECODABLE, 1);
@@ -734,24 +730,13 @@ static ae_qep *ep_by_local(ae_worker *w, const ae_tunnel_addr *local)
 {
     ae_qep *wild = NULL;
     for (ae_wlistener *l = w->listeners; l != NULL; l = l->next) {
-        ae_qep *ep = l->qep;
-        if (l->proto != AE_LPROTO_QUIC || ep == NULL || ep->family != local->sa.sa_family)
+        if (l->proto != AE_LPROTO_QUIC || l->qep == NULL)
             continue;
-        if (ep->family == AF_INET) {
-            const struct sockaddr_in *b = (const struct sockaddr_in *)&ep->bound;
-            if (b->sin_port != local->in.sin_port)
-                continue;
-            if (b->sin_addr.s_addr == local->in.sin_addr.s_addr)
-                return ep;
-        } else {
-            const struct sockaddr_in6 *b = (const struct sockaddr_in6 *)&ep->bound;
-            if (b->sin6_port != local->in6.sin6_port)
-                continue;
-            if (memcmp(&b->sin6_addr, &local->in6.sin6_addr, sizeof(b->sin6_addr)) == 0)
-                return ep;
-        }
-        if (ep->wildcard)
-            wild = ep;
+        int m = ae_quic_ep_serves(l->qep, &local->sa);
+        if (m == AE_QUIC_EP_EXACT)
+            return l->qep;
+        if (m == AE_QUIC_EP_WILDCARD)
+            wild = l->qep;
     }
     return wild;
 }
@@ -892,13 +877,16 @@ static void tunnel_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             ae_count(&w->counters, AE_M_FWD_IN, 1);
             ae_count(&w->counters, AE_M_QUIC_PKTS_IN, 1);
             ae_count(&w->counters, AE_M_QUIC_BYTES_IN, dglen);
+            ae_dgram d = {.data = dg,
+                          .len = dglen,
+                          .peer = &hdr.client.sa,
+                          .peerlen = hdr.client_len,
+                          .local = &hdr.local.sa,
+                          .locallen = hdr.local_len,
+                          .origin = AE_DGRAM_TUNNEL,
+                          .site = hdr.site};
             ep_set_add(&eps, ep);
-            fw->from_tunnel = 1;
-            fw->from_site = hdr.site;
-            ae_quic_input(ep, dg, dglen, &hdr.client.sa, hdr.client_len, &hdr.local.sa,
-                          hdr.local_len);
-            fw->from_tunnel = 0;
-            fw->from_site = 0;
+            ae_quic_input(ep, &d);
         }
         if (n < FWD_BATCH)
             break;

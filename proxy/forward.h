@@ -26,7 +26,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "proxy/worker.h"
+#include "proxy/quic.h"
 #include "state/cid.h"
 #include "state/state.h"
 #include "state/tunnel.h"
@@ -103,30 +103,27 @@ void ae_fwd_set_peers(ae_worker *w, ae_fwd_peers *p);
 /* Worker thread, worker exit: closes the forward socket, stops watchers. */
 void ae_fwd_worker_stop(ae_worker *w);
 
-/* Hook in quic.c's handle_datagram for a datagram whose DCID is in no table of ep. Returns 1
- * when the datagram was handled here (handed off, forwarded or dropped), 0 when quic.c goes on
- * as before (stateless reset for a short header, Initial processing for a long header). */
-int ae_fwd_unknown(struct ae_qep *ep, const uint8_t *data, size_t len, const uint8_t *dcid,
-                   size_t dcidlen, const struct sockaddr *remote, socklen_t remotelen,
-                   const struct sockaddr *local, socklen_t locallen);
-
 /* Datagrams forwarded to (out) and received from (in) site, summed over the workers. */
 void ae_fwd_site_counts(const ae_fwd_group *g, uint16_t site, uint64_t *out, uint64_t *in);
 /* Reply frames (site.return: tunnel) sent to (out) and received from (in) site. */
 void ae_fwd_site_reply_counts(const ae_fwd_group *g, uint16_t site, uint64_t *out, uint64_t *in);
 
-/* ---- site.return: tunnel ---- */
-/* Worker thread, inside ae_quic_input: the site whose tunnel frame carried the datagram being
- * processed (also after a hand-off between workers), 0 when it arrived directly. */
-uint16_t ae_fwd_input_site(ae_worker *w);
-/* Worker thread: site's forward endpoint from the worker's peer table; 0, or -1 (unknown site,
- * no endpoint published). */
-int ae_fwd_peer_addr(ae_worker *w, uint16_t site, struct sockaddr_storage *addr, socklen_t *len);
-/* Worker thread, the owner: queues a reply frame (datagram[0, len) to go to client from local
- * with ECN codepoint ecn) for site's forward endpoint fwd into the worker's out batch (the
- * forward frames' sendmmsg batch, sent from the forward socket). No allocation. 0, or -1 (no
- * tunnel keys, bad address or size). */
-int ae_fwd_reply(ae_worker *w, uint16_t site, const struct sockaddr *fwd, socklen_t fwdlen,
+/* ---- the QUIC hooks (ae_quic_hooks, proxy/quic.h), which the worker registers ----
+ * ctx is the ae_worker; worker thread. */
+
+/* unknown_cid: routes a datagram dg whose DCID is in no table of ep by the owner its CID
+ * names. Returns 1 when the datagram was handled here (handed off, forwarded or dropped), 0
+ * when quic goes on as without forwarding (stateless reset for a short header, Initial
+ * processing for a long header). */
+int ae_fwd_unknown(void *ctx, ae_qep *ep, const ae_dgram *dg, const uint8_t *dcid, size_t dcidlen);
+/* site_addr (site.return: tunnel): site's forward endpoint from the worker's peer table; 0,
+ * or -1 (unknown site, no endpoint published). */
+int ae_fwd_peer_addr(void *ctx, uint16_t site, struct sockaddr_storage *addr, socklen_t *len);
+/* reply (site.return: tunnel, at the owner): queues a reply frame (datagram[0, len) to go to
+ * client from local with ECN codepoint ecn) for site's forward endpoint fwd into the worker's
+ * out batch (the forward frames' sendmmsg batch, sent from the forward socket). No
+ * allocation. 0, or -1 (no tunnel keys, bad address or size). */
+int ae_fwd_reply(void *ctx, uint16_t site, const struct sockaddr *fwd, socklen_t fwdlen,
                  const struct sockaddr *client, const struct sockaddr *local, uint8_t ecn,
                  const uint8_t *data, size_t len);
 
@@ -159,18 +156,5 @@ const char *ae_fwd_drop_name(int i);
 struct ae_server_main;
 int ae_fwd_whereis(struct ae_server_main *s, const char *query, size_t qlen, char **out,
                    size_t *outlen, int *code);
-
-/* ---- quic.c entry points used here ---- */
-/* Processes one datagram on ep as if read from its socket (inside a batch: set ep->in_batch
- * before, call ae_quic_flush after). */
-void ae_quic_input(struct ae_qep *ep, const uint8_t *data, size_t len,
-                   const struct sockaddr *remote, socklen_t remotelen, const struct sockaddr *local,
-                   socklen_t locallen);
-/* Ends a batch on ep: writes the connections it touched. */
-void ae_quic_flush(struct ae_qep *ep);
-/* Sends one datagram of a reply frame from ep's socket to `to`, from `from` (PKTINFO when ep is
- * a wildcard), with ECN codepoint ecn. 0, or an AE_ERR_* (socket full: dropped). */
-int ae_quic_send_reply(struct ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
-                       const struct sockaddr *from, uint8_t ecn, const uint8_t *data, size_t len);
 
 #endif

@@ -21,20 +21,18 @@
 #include <string.h>
 #include <strings.h>
 
-#include "proxy/quic_int.h"
+#include "proxy/h3_int.h"
 
 /* ---- helpers ---- */
 
-static void set_app_error(qconn *c, int liberr)
+static void set_app_error(h3conn *c, int liberr)
 {
-    ngtcp2_ccerr_set_application_error(&c->err, nghttp3_err_infer_quic_app_error_code(liberr), NULL,
-                                       0);
-    c->err_set = 1;
+    ae_quic_conn_set_app_error(c->qc, nghttp3_err_infer_quic_app_error_code(liberr));
 }
 
 static void access_log(qstream *s)
 {
-    qconn *c = s->c;
+    h3conn *c = s->c;
     if (!c->rt->conf->log.access)
         return;
     char client[64], dur[32], in[32], out[32], st[16], sid[24];
@@ -44,10 +42,10 @@ static void access_log(qstream *s)
     snprintf(out, sizeof(out), "%llu", (unsigned long long)s->bytes_out);
     snprintf(st, sizeof(st), "%d", s->status);
     snprintf(sid, sizeof(sid), "%lld", (long long)s->sid);
-    ae_log_access(c->id, "listener", c->lis->name, "proto", "h3", "client", client, "sni", c->sni,
-                  "stream", sid, "method", s->method ? s->method : "-", "authority",
-                  s->authority ? s->authority : "-", "path", s->path ? s->path : "-", "status",
-                  s->status ? st : "-", "upstream",
+    ae_log_access(c->id, "listener", c->lis->name, "proto", "h3", "client", client, "sni",
+                  ae_quic_conn_sni(c->qc), "stream", sid, "method", s->method ? s->method : "-",
+                  "authority", s->authority ? s->authority : "-", "path", s->path ? s->path : "-",
+                  "status", s->status ? st : "-", "upstream",
                   s->server_idx >= 0 ? c->pool->servers[s->server_idx]->addr.text : "-", "bytes_in",
                   in, "bytes_out", out, "duration_ms", dur, "reason",
                   s->reason ? s->reason : "done", (const char *)NULL);
@@ -63,7 +61,7 @@ static void stream_detach(qstream *s, const char *reason, int unbind)
     ae_h3_close_upstream(s);
     access_log(s);
     s->dead = 1;
-    qconn *c = s->c;
+    h3conn *c = s->c;
     if (unbind && c->h3 != NULL)
         nghttp3_conn_set_stream_user_data(c->h3, s->sid, NULL);
     if (s->prev)
@@ -72,15 +70,16 @@ static void stream_detach(qstream *s, const char *reason, int unbind)
         c->streams = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    s->dead_next = s->w->quic->dead_streams;
-    s->w->quic->dead_streams = s;
+    s->dead_next = c->hw->dead_streams;
+    c->hw->dead_streams = s;
 }
 
-void ae_h3_gc(ae_qworker *qw)
+/* Frees the streams queued on hw->dead_streams. */
+static void gc_streams(ae_h3_worker *hw)
 {
-    while (qw->dead_streams != NULL) {
-        qstream *s = qw->dead_streams;
-        qw->dead_streams = s->dead_next;
+    while (hw->dead_streams != NULL) {
+        qstream *s = hw->dead_streams;
+        hw->dead_streams = s->dead_next;
         ae_h3_free_chain(s->w, &s->dn_head, &s->dn_tail);
         ae_worker_buf_put(s->w, s->rin);
         free(s->method);
@@ -93,7 +92,8 @@ void ae_h3_gc(ae_qworker *qw)
     }
 }
 
-void ae_h3_close_all(qconn *c, const char *reason)
+/* Detaches every stream of c (connection going away; reason for the access log). */
+static void close_all(h3conn *c, const char *reason)
 {
     while (c->streams != NULL) {
         qstream *s = c->streams;
@@ -120,7 +120,7 @@ void ae_h3_qstream_reset(qstream *s, uint64_t code, const char *reason)
     ae_count(&s->w->counters, AE_M_H3_REQ_RESET, 1);
     ae_h3_close_upstream(s);
     ngtcp2_conn_shutdown_stream(s->c->conn, 0, s->sid, code);
-    ae_quic_conn_kick(s->c);
+    ae_quic_conn_kick(s->c->qc);
 }
 
 /* ---- response ---- */
@@ -175,7 +175,7 @@ int ae_h3_submit(qstream *s, nghttp3_nv *nva, size_t n, int body)
         ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "submit_failed");
         return rv;
     }
-    ae_quic_conn_kick(s->c);
+    ae_quic_conn_kick(s->c->qc);
     return 0;
 }
 
@@ -235,7 +235,7 @@ static int hdr_append(qstream *s, const char *p, size_t n)
     return 0;
 }
 
-static qstream *stream_get(qconn *c, int64_t sid, void *sud)
+static qstream *stream_get(h3conn *c, int64_t sid, void *sud)
 {
     qstream *s = sud;
     if (s != NULL)
@@ -421,7 +421,7 @@ static int h3_recv_data(nghttp3_conn *h3, int64_t sid, const uint8_t *data, size
                         void *sud)
 {
     qstream *s = sud;
-    qconn *c = cud;
+    h3conn *c = cud;
     if (s == NULL || s->up_done || s->reset) { /* nobody wants it: credit it at once */
         ngtcp2_conn_extend_max_stream_offset(c->conn, sid, len);
         ngtcp2_conn_extend_max_offset(c->conn, len);
@@ -462,7 +462,7 @@ static int h3_end_stream(nghttp3_conn *h3, int64_t sid, void *cud, void *sud)
 
 static int h3_deferred_consume(nghttp3_conn *h3, int64_t sid, size_t n, void *cud, void *sud)
 {
-    qconn *c = cud;
+    h3conn *c = cud;
     ngtcp2_conn_extend_max_stream_offset(c->conn, sid, n);
     ngtcp2_conn_extend_max_offset(c->conn, n);
     return 0;
@@ -490,7 +490,7 @@ static int h3_acked_stream_data(nghttp3_conn *h3, int64_t sid, uint64_t n, void 
 
 static int h3_stream_close(nghttp3_conn *h3, int64_t sid, uint64_t code, void *cud, void *sud)
 {
-    qconn *c = cud;
+    h3conn *c = cud;
     qstream *s = sud;
     if (ngtcp2_is_bidi_stream(sid))
         ngtcp2_conn_extend_max_streams_bidi(c->conn, 1);
@@ -504,14 +504,14 @@ static int h3_stream_close(nghttp3_conn *h3, int64_t sid, uint64_t code, void *c
 
 static int h3_stop_sending(nghttp3_conn *h3, int64_t sid, uint64_t code, void *cud, void *sud)
 {
-    qconn *c = cud;
+    h3conn *c = cud;
     ngtcp2_conn_shutdown_stream_read(c->conn, 0, sid, code);
     return 0;
 }
 
 static int h3_reset_stream(nghttp3_conn *h3, int64_t sid, uint64_t code, void *cud, void *sud)
 {
-    qconn *c = cud;
+    h3conn *c = cud;
     qstream *s = sud;
     if (s != NULL && !s->reset) {
         s->reset = 1;
@@ -523,9 +523,9 @@ static int h3_reset_stream(nghttp3_conn *h3, int64_t sid, uint64_t code, void *c
     return 0;
 }
 
-/* ---- ngtcp2 -> nghttp3 glue (called from quic.c) ---- */
+/* ---- the QUIC application ops (proxy/quic.h): quic calls these ---- */
 
-int ae_h3_setup(qconn *c)
+static int op_setup(void *wctx, ae_qconn *qc, void **app)
 {
     static const nghttp3_callbacks cbs = {
         .acked_stream_data = h3_acked_stream_data,
@@ -539,15 +539,30 @@ int ae_h3_setup(qconn *c)
         .end_stream = h3_end_stream,
         .reset_stream = h3_reset_stream,
     };
-    if (c->h3 != NULL)
-        return 0;
+    h3conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return -1;
+    socklen_t rlen;
+    const struct sockaddr *remote = ae_quic_conn_remote(qc, &rlen);
+    c->qc = qc;
+    c->conn = ae_quic_conn_ngtcp2(qc);
+    c->hw = wctx;
+    c->w = ae_quic_conn_worker(qc);
+    c->id = ae_quic_conn_id(qc);
+    c->rt = ae_quic_conn_runtime(qc);
+    c->lis = ae_quic_conn_listener(qc);
+    c->pool = ae_quic_conn_pool(qc);
+    memcpy(&c->remote, remote, rlen);
+    c->remotelen = rlen;
     nghttp3_settings settings;
     nghttp3_settings_default(&settings);
     settings.qpack_max_dtable_capacity = 4096;
     settings.qpack_blocked_streams = 100;
     settings.max_field_section_size = AE_H3_HEAD_MAX;
-    if (nghttp3_conn_server_new(&c->h3, &cbs, &settings, NULL, c) != 0)
+    if (nghttp3_conn_server_new(&c->h3, &cbs, &settings, NULL, c) != 0) {
+        free(c);
         return -1;
+    }
     const ngtcp2_transport_params *p = ngtcp2_conn_get_local_transport_params(c->conn);
     nghttp3_conn_set_max_client_streams_bidi(c->h3, p->initial_max_streams_bidi);
     int64_t ctrl, enc, dec;
@@ -555,17 +570,24 @@ int ae_h3_setup(qconn *c)
         nghttp3_conn_bind_control_stream(c->h3, ctrl) != 0 ||
         ngtcp2_conn_open_uni_stream(c->conn, &enc, NULL) != 0 ||
         ngtcp2_conn_open_uni_stream(c->conn, &dec, NULL) != 0 ||
-        nghttp3_conn_bind_qpack_streams(c->h3, enc, dec) != 0)
+        nghttp3_conn_bind_qpack_streams(c->h3, enc, dec) != 0) {
+        nghttp3_conn_del(c->h3);
+        free(c);
         return -1;
+    }
+    *app = c;
     return 0;
 }
 
-int ae_h3_recv_stream_data(qconn *c, uint32_t flags, int64_t sid, const uint8_t *data, size_t len)
+static int op_recv_stream_data(void *app, uint32_t flags, int64_t sid, const uint8_t *data,
+                               size_t len)
 {
-    if (c->h3 == NULL)
-        return -1;
+    h3conn *c = app;
+    /* The 0-RTT flag is for the streams nghttp3's callbacks create or complete in this read. */
+    c->rx_early = (flags & NGTCP2_STREAM_DATA_FLAG_0RTT) != 0;
     nghttp3_ssize n =
         nghttp3_conn_read_stream(c->h3, sid, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN);
+    c->rx_early = 0;
     if (n < 0) {
         set_app_error(c, (int)n);
         return -1;
@@ -575,10 +597,9 @@ int ae_h3_recv_stream_data(qconn *c, uint32_t flags, int64_t sid, const uint8_t 
     return 0;
 }
 
-int ae_h3_acked(qconn *c, int64_t sid, uint64_t len)
+static int op_acked_stream_data(void *app, int64_t sid, uint64_t len)
 {
-    if (c->h3 == NULL)
-        return 0;
+    h3conn *c = app;
     int rv = nghttp3_conn_add_ack_offset(c->h3, sid, len);
     if (rv != 0) {
         set_app_error(c, rv);
@@ -587,10 +608,9 @@ int ae_h3_acked(qconn *c, int64_t sid, uint64_t len)
     return 0;
 }
 
-int ae_h3_stream_close(qconn *c, uint32_t flags, int64_t sid, uint64_t code)
+static int op_stream_close(void *app, uint32_t flags, int64_t sid, uint64_t code)
 {
-    if (c->h3 == NULL)
-        return 0;
+    h3conn *c = app;
     if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET))
         code = NGHTTP3_H3_NO_ERROR;
     int rv = nghttp3_conn_close_stream(c->h3, sid, code);
@@ -606,10 +626,9 @@ int ae_h3_stream_close(qconn *c, uint32_t flags, int64_t sid, uint64_t code)
     return 0;
 }
 
-int ae_h3_stream_reset(qconn *c, int64_t sid)
+static int op_stream_reset(void *app, int64_t sid)
 {
-    if (c->h3 == NULL)
-        return 0;
+    h3conn *c = app;
     int rv = nghttp3_conn_shutdown_stream_read(c->h3, sid);
     if (rv != 0) {
         set_app_error(c, rv);
@@ -618,10 +637,9 @@ int ae_h3_stream_reset(qconn *c, int64_t sid)
     return 0;
 }
 
-int ae_h3_extend_max_stream_data(qconn *c, int64_t sid)
+static int op_extend_max_stream_data(void *app, int64_t sid)
 {
-    if (c->h3 == NULL)
-        return 0;
+    h3conn *c = app;
     int rv = nghttp3_conn_unblock_stream(c->h3, sid);
     if (rv != 0) {
         set_app_error(c, rv);
@@ -630,20 +648,127 @@ int ae_h3_extend_max_stream_data(qconn *c, int64_t sid)
     return 0;
 }
 
-/* ---- graceful drain ---- */
-
-size_t ae_h3_goaway(qconn *c, int step)
+static void op_extend_max_streams_bidi(void *app, uint64_t max_streams)
 {
-    size_t n = 0;
-    for (qstream *s = c->streams; s != NULL; s = s->next)
-        n++;
-    if (c->h3 == NULL)
-        return n;
+    h3conn *c = app;
+    nghttp3_conn_set_max_client_streams_bidi(c->h3, max_streams);
+}
+
+static int op_write_stream(void *app, int64_t *sid, int *fin, ngtcp2_vec *vec, size_t veccnt)
+{
+    h3conn *c = app;
+    _Static_assert(sizeof(ngtcp2_vec) == sizeof(nghttp3_vec), "one iovec layout");
+    nghttp3_ssize n = nghttp3_conn_writev_stream(c->h3, sid, fin, (nghttp3_vec *)vec, veccnt);
+    if (n < 0) {
+        set_app_error(c, (int)n);
+        return -1;
+    }
+    return (int)n;
+}
+
+static void op_stream_blocked(void *app, int64_t sid)
+{
+    h3conn *c = app;
+    nghttp3_conn_block_stream(c->h3, sid);
+}
+
+static void op_stream_shut_wr(void *app, int64_t sid)
+{
+    h3conn *c = app;
+    nghttp3_conn_shutdown_stream_write(c->h3, sid);
+}
+
+static int op_add_write_offset(void *app, int64_t sid, size_t n)
+{
+    h3conn *c = app;
+    int rv = nghttp3_conn_add_write_offset(c->h3, sid, n);
+    if (rv != 0) {
+        set_app_error(c, rv);
+        return -1;
+    }
+    return 0;
+}
+
+/* Graceful drain (RFC 9114 §5.2): step 0 sends a GOAWAY notice (no new requests), step 1 the
+ * final GOAWAY naming the last stream processed. */
+static void op_goaway(void *app, int step)
+{
+    h3conn *c = app;
     int rv = step == 0 ? nghttp3_conn_submit_shutdown_notice(c->h3) : nghttp3_conn_shutdown(c->h3);
     if (rv != 0)
         AE_CDEBUG(c->id, "h3: GOAWAY: %s", nghttp3_strerror(rv));
-    ae_quic_conn_kick(c);
+    ae_quic_conn_kick(c->qc);
+}
+
+static size_t op_nstreams(void *app)
+{
+    h3conn *c = app;
+    size_t n = 0;
+    for (qstream *s = c->streams; s != NULL; s = s->next)
+        n++;
     return n;
+}
+
+static void op_close(void *app, const char *reason)
+{
+    close_all(app, reason);
+}
+
+static void op_free(void *app)
+{
+    h3conn *c = app;
+    nghttp3_conn_del(c->h3);
+    free(c);
+}
+
+static void op_gc(void *wctx)
+{
+    gc_streams(wctx);
+}
+
+static void op_release(void *wctx)
+{
+    ae_h3_worker_free(wctx);
+}
+
+const ae_quic_app_ops ae_h3_app_ops = {
+    .no_error = NGHTTP3_H3_NO_ERROR,
+    .setup = op_setup,
+    .recv_stream_data = op_recv_stream_data,
+    .acked_stream_data = op_acked_stream_data,
+    .stream_close = op_stream_close,
+    .stream_reset = op_stream_reset,
+    .extend_max_stream_data = op_extend_max_stream_data,
+    .extend_max_streams_bidi = op_extend_max_streams_bidi,
+    .write_stream = op_write_stream,
+    .stream_blocked = op_stream_blocked,
+    .stream_shut_wr = op_stream_shut_wr,
+    .add_write_offset = op_add_write_offset,
+    .goaway = op_goaway,
+    .nstreams = op_nstreams,
+    .close = op_close,
+    .free = op_free,
+    .gc = op_gc,
+    .release = op_release,
+};
+
+/* ---- per-worker state ---- */
+
+ae_h3_worker *ae_h3_worker_new(ae_worker *w)
+{
+    ae_h3_worker *hw = calloc(1, sizeof(*hw));
+    if (hw != NULL)
+        hw->w = w;
+    return hw;
+}
+
+void ae_h3_worker_free(ae_h3_worker *hw)
+{
+    if (hw == NULL)
+        return;
+    gc_streams(hw);
+    ae_h3_upool_free(hw);
+    free(hw);
 }
 
 /* ---- RFC 9114 request validation ---- */

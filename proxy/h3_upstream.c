@@ -25,7 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "proxy/quic_int.h"
+#include "proxy/h3_int.h"
 
 static void consume(qstream *s, uint64_t n);
 static int retry(qstream *s);
@@ -147,27 +147,27 @@ static void upidle_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     upidle_close(t->data);
 }
 
-void ae_h3_upool_free(ae_worker *w)
+void ae_h3_upool_free(ae_h3_worker *hw)
 {
-    if (w->quic == NULL || w->quic->upool == NULL)
+    if (hw->upool == NULL)
         return;
-    while (w->quic->upool->head != NULL)
-        upidle_close(w->quic->upool->head);
-    free(w->quic->upool);
-    w->quic->upool = NULL;
+    while (hw->upool->head != NULL)
+        upidle_close(hw->upool->head);
+    free(hw->upool);
+    hw->upool = NULL;
 }
 
 /* Hands s's upstream connection to the pool. Returns 0, or -1 (the caller closes it). */
 static int upool_put(qstream *s)
 {
-    ae_qworker *qw = s->w->quic;
+    ae_h3_worker *hw = s->c->hw;
     ae_upstream_server *srv = s->c->pool->servers[s->server_idx];
-    if (qw->upool == NULL) {
-        if ((qw->upool = calloc(1, sizeof(*qw->upool))) == NULL)
+    if (hw->upool == NULL) {
+        if ((hw->upool = calloc(1, sizeof(*hw->upool))) == NULL)
             return -1;
-        qw->upool->w = s->w;
+        hw->upool->w = s->w;
     }
-    struct ae_h3_upool *p = qw->upool;
+    struct ae_h3_upool *p = hw->upool;
     size_t same = 0;
     upidle *oldest = NULL;
     for (upidle *e = p->head; e != NULL; e = e->next) {
@@ -212,9 +212,9 @@ static int upool_put(qstream *s)
 }
 
 /* Takes the newest idle connection to srv that still looks open, or returns -1. */
-static int upool_take(ae_worker *w, ae_upstream_server *srv)
+static int upool_take(ae_h3_worker *hw, ae_upstream_server *srv)
 {
-    struct ae_h3_upool *p = w->quic->upool;
+    struct ae_h3_upool *p = hw->upool;
     if (p == NULL)
         return -1;
     upidle *next;
@@ -337,7 +337,7 @@ static void response_complete(qstream *s)
     }
     if (!s->req_fin) /* the rest of the request body is not needed any more */
         ngtcp2_conn_shutdown_stream_read(s->c->conn, 0, s->sid, NGHTTP3_H3_NO_ERROR);
-    ae_quic_conn_kick(s->c);
+    ae_quic_conn_kick(s->c->qc);
 }
 
 /* Consumes body bytes of p[0, len); returns bytes used, or -1 on a framing error. */
@@ -487,7 +487,7 @@ static void upstream_cb(struct ev_loop *loop, ev_io *io, int revents)
         ae_h3_pump(s);
     }
     if (!s->dead)
-        ae_quic_conn_kick(s->c);
+        ae_quic_conn_kick(s->c->qc);
 }
 
 static void upstream_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -495,7 +495,7 @@ static void upstream_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     qstream *s = t->data;
     if (s->connecting) {
         connect_failed(s, 1);
-        ae_quic_conn_kick(s->c);
+        ae_quic_conn_kick(s->c->qc);
         return;
     }
     ev_tstamp idle = s->c->rt->conf->timeouts.upstream_idle_ms / 1000.0;
@@ -507,7 +507,7 @@ static void upstream_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     AE_CWARN(s->c->id, "upstream %s: no response progress for %.0f ms",
              s->c->pool->servers[s->server_idx]->addr.text, idle * 1000);
     ae_h3_respond_error(s, 504, "upstream_timeout");
-    ae_quic_conn_kick(s->c);
+    ae_quic_conn_kick(s->c->qc);
 }
 
 /* Sets up s's upstream watchers (no socket yet). */
@@ -543,7 +543,7 @@ void ae_h3_try_connect(qstream *s)
         ae_upstream_server *srv = pool->servers[idx];
         s->u_bytes = 0;
         s->reused = 0;
-        if (!s->no_reuse && (s->ufd = upool_take(s->w, srv)) >= 0) {
+        if (!s->no_reuse && (s->ufd = upool_take(s->c->hw, srv)) >= 0) {
             ae_count(&s->w->counters, AE_M_H3_UPSTREAM_REUSED, 1);
             atomic_fetch_add_explicit(&srv->active, 1, memory_order_relaxed);
             s->counted = 1;
@@ -731,7 +731,7 @@ void ae_h3_pump(qstream *s)
  * unknown length follows, none when the request has ended. */
 int ae_h3_queue_head(qstream *s)
 {
-    qconn *c = s->c;
+    h3conn *c = s->c;
     char ip[INET6_ADDRSTRLEN] = "";
     if (c->remote.ss_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)&c->remote)->sin_addr, ip, sizeof(ip));

@@ -6,7 +6,9 @@
  * open-addressing table (all CIDs a connection issued plus the client's original DCID), and
  * handed to ngtcp2. Connections touched by a batch are written once at its end, so ACKs and
  * stream data coalesce. Each connection has one ev_timer armed at ngtcp2_conn_get_expiry().
- * HTTP/3 and the upstream side live in h3.c.
+ * The protocol on the streams (HTTP/3, h3.c) is reached only through the application ops the
+ * worker registered (ae_quic_app_ops, proxy/quic.h), datagrams for connections elsewhere only
+ * through the forwarding hooks (ae_quic_hooks).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -19,7 +21,6 @@
 #include <unistd.h>
 
 #include "conf/seen.h"
-#include "proxy/forward.h"
 #include "proxy/quic_int.h"
 
 /* ---- small utilities ---- */
@@ -228,12 +229,14 @@ static int conn_tunnel(const qconn *c)
     return c->ret_site != 0 && c->w->rt != NULL && c->w->rt->conf->site.ret == AE_RETURN_TUNNEL;
 }
 
-/* After a packet of c was accepted: remember through which site it came (the one being read). */
-static void conn_note_entry(qconn *c)
+/* After a packet of c was accepted: remember through which site it came (dg's tunnel origin). */
+static void conn_note_entry(qconn *c, const ae_dgram *dg)
 {
-    uint16_t site = ae_fwd_input_site(c->w);
+    const ae_quic_hooks *h = &c->w->quic->hooks;
+    uint16_t site = dg->origin == AE_DGRAM_TUNNEL ? dg->site : 0;
     uint16_t was = c->ret_site;
-    if (site == 0 || ae_fwd_peer_addr(c->w, site, &c->ret_addr, &c->ret_addrlen) != 0) {
+    if (site == 0 || h->site_addr == NULL ||
+        h->site_addr(h->ctx, site, &c->ret_addr, &c->ret_addrlen) != 0) {
         c->ret_site = 0;
         c->ret_addrlen = 0;
     } else {
@@ -248,8 +251,9 @@ static void conn_note_entry(qconn *c)
 static void conn_send_tunnel(qconn *c, const struct sockaddr *to, const struct sockaddr *from,
                              uint8_t ecn, const uint8_t *data, size_t len)
 {
-    if (ae_fwd_reply(c->w, c->ret_site, (const struct sockaddr *)&c->ret_addr, c->ret_addrlen, to,
-                     from, ecn, data, len) != 0)
+    const ae_quic_hooks *h = &c->w->quic->hooks;
+    if (h->reply == NULL || h->reply(h->ctx, c->ret_site, (const struct sockaddr *)&c->ret_addr,
+                                     c->ret_addrlen, to, from, ecn, data, len) != 0)
         ae_count(&c->w->counters, AE_M_FWD_SEND_ERRORS, 1); /* QUIC recovers the loss */
 }
 
@@ -284,6 +288,21 @@ static void arm_timer(qconn *c)
     ev_timer_start(c->w->loop, &c->timer);
 }
 
+/* ---- the application (ae_quic_app_ops) ---- */
+
+/* The connection is going away: the application detaches its streams (once it has a session). */
+static void app_close(qconn *c, const char *reason)
+{
+    if (c->app != NULL)
+        c->w->quic->app->close(c->app, reason);
+}
+
+/* The application error code of a graceful close. */
+static uint64_t app_no_error(ae_worker *w)
+{
+    return w->quic->app != NULL ? w->quic->app->no_error : 0;
+}
+
 /* Why a connection ended, for anyedge_quic_connections_closed_by_reason_total: the period it
  * was in (draining: the peer closed; closing: we did) or the reason given to conn_kill. */
 static ae_quic_close_cause close_cause(qc_state was, ae_quic_close reason)
@@ -308,7 +327,7 @@ static void conn_kill(qconn *c, ae_quic_close reason)
     ae_worker *w = c->w;
     ae_qep *ep = c->ep;
     AE_CDEBUG(c->id, "quic connection closed: %s", ae_quic_close_names[reason]);
-    ae_h3_close_all(c, ae_quic_close_names[reason]);
+    app_close(c, ae_quic_close_names[reason]);
     for (size_t i = 0; i < c->ncids; i++)
         cid_del(ep, &c->cids[i]);
     c->ncids = 0;
@@ -330,7 +349,8 @@ static void conn_kill(qconn *c, ae_quic_close reason)
 
 static void conn_free(qconn *c)
 {
-    nghttp3_conn_del(c->h3);
+    if (c->app != NULL)
+        c->w->quic->app->free(c->app);
     ngtcp2_conn_del(c->conn);
     ae_quic_tls_free(c->tls);
     ae_quic_tls_ctx_unref(c->tlsctx);
@@ -343,7 +363,7 @@ static void conn_free(qconn *c)
 static void start_period(qconn *c, qc_state st)
 {
     c->state = st;
-    ae_h3_close_all(c, st == QC_DRAINING ? "peer_closed" : "closed");
+    app_close(c, st == QC_DRAINING ? "peer_closed" : "closed");
     ev_timer_stop(c->w->loop, &c->timer);
     ev_timer_set(&c->timer, 3.0 * (ev_tstamp)ngtcp2_conn_get_pto(c->conn) / NGTCP2_SECONDS, 0);
     ev_timer_start(c->w->loop, &c->timer);
@@ -370,11 +390,6 @@ static void conn_close_err(qconn *c)
     conn_send(c, (struct sockaddr *)&c->remote, c->remotelen, (struct sockaddr *)&c->local,
               c->close_pkt, c->close_len);
     start_period(c, QC_CLOSING);
-}
-
-void ae_quic_conn_fail(qconn *c)
-{
-    conn_close_err(c);
 }
 
 void ae_quic_conn_kick(qconn *c)
@@ -487,18 +502,17 @@ static void conn_write(qconn *c)
     ngtcp2_path_storage ps;
     ngtcp2_path_storage_zero(&ps);
     gso_batch b = {0};
+    const ae_quic_app_ops *app = qw->app;
     for (size_t npkt = 0; npkt < limit;) {
         if (b.len + maxpkt > sizeof(qw->tx) && batch_flush(c, &b) != 0)
             break;
-        int64_t sid = -1;
+        int64_t sid = -1; /* >= 0 only from app->write_stream: c->app is set */
         int fin = 0;
-        nghttp3_vec vec[16];
-        nghttp3_ssize nvec = 0;
-        if (c->h3 != NULL && ngtcp2_conn_get_max_data_left(c->conn) > 0) {
-            nvec = nghttp3_conn_writev_stream(c->h3, &sid, &fin, vec, AE_ARRAY_LEN(vec));
-            if (nvec < 0) {
-                ngtcp2_ccerr_set_application_error(
-                    &c->err, nghttp3_err_infer_quic_app_error_code((int)nvec), NULL, 0);
+        ngtcp2_vec vec[16];
+        int nvec = 0;
+        if (c->app != NULL && ngtcp2_conn_get_max_data_left(c->conn) > 0) {
+            nvec = app->write_stream(c->app, &sid, &fin, vec, AE_ARRAY_LEN(vec));
+            if (nvec < 0) { /* the application set the error */
                 conn_close_err(c);
                 return;
             }
@@ -506,25 +520,20 @@ static void conn_write(qconn *c)
         uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE | (fin ? NGTCP2_WRITE_STREAM_FLAG_FIN : 0);
         ngtcp2_ssize ndatalen = -1;
         ngtcp2_pkt_info pi;
-        ngtcp2_ssize n =
-            ngtcp2_conn_writev_stream(c->conn, &ps.path, &pi, qw->tx + b.len, maxpkt, &ndatalen,
-                                      flags, sid, (const ngtcp2_vec *)vec, (size_t)nvec, ts);
+        ngtcp2_ssize n = ngtcp2_conn_writev_stream(c->conn, &ps.path, &pi, qw->tx + b.len, maxpkt,
+                                                   &ndatalen, flags, sid, vec, (size_t)nvec, ts);
         if (n < 0) {
-            int rv = 0;
             switch (n) {
             case NGTCP2_ERR_STREAM_DATA_BLOCKED:
-                nghttp3_conn_block_stream(c->h3, sid);
+                app->stream_blocked(c->app, sid);
                 continue;
             case NGTCP2_ERR_STREAM_SHUT_WR:
-                nghttp3_conn_shutdown_stream_write(c->h3, sid);
+                app->stream_shut_wr(c->app, sid);
                 continue;
             case NGTCP2_ERR_WRITE_MORE:
-                rv = nghttp3_conn_add_write_offset(c->h3, sid, (size_t)ndatalen);
-                if (rv == 0)
+                if (app->add_write_offset(c->app, sid, (size_t)ndatalen) == 0)
                     continue;
-                ngtcp2_ccerr_set_application_error(
-                    &c->err, nghttp3_err_infer_quic_app_error_code(rv), NULL, 0);
-                break;
+                break; /* the application set the error */
             default:
                 ngtcp2_ccerr_set_liberr(&c->err, (int)n, NULL, 0);
                 break;
@@ -532,8 +541,7 @@ static void conn_write(qconn *c)
             conn_close_err(c);
             return;
         }
-        if (ndatalen >= 0 && nghttp3_conn_add_write_offset(c->h3, sid, (size_t)ndatalen) != 0) {
-            ngtcp2_ccerr_set_application_error(&c->err, NGHTTP3_H3_INTERNAL_ERROR, NULL, 0);
+        if (ndatalen >= 0 && app->add_write_offset(c->app, sid, (size_t)ndatalen) != 0) {
             conn_close_err(c);
             return;
         }
@@ -593,50 +601,66 @@ static int cb_handshake_completed(ngtcp2_conn *conn, void *ud)
     return 0;
 }
 
+/* Stream events go to the application once it has a session on c (before: data fails the
+ * connection, anything else is ignored). */
 static int cb_recv_stream_data(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t offset,
                                const uint8_t *data, size_t len, void *ud, void *sud)
 {
     qconn *c = ud;
-    c->rx_early = (flags & NGTCP2_STREAM_DATA_FLAG_0RTT) != 0;
-    int rv = ae_h3_recv_stream_data(c, flags, sid, data, len);
-    c->rx_early = 0;
-    return rv == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    if (c->app == NULL || c->w->quic->app->recv_stream_data(c->app, flags, sid, data, len) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 static int cb_acked(ngtcp2_conn *conn, int64_t sid, uint64_t offset, uint64_t len, void *ud,
                     void *sud)
 {
-    return ae_h3_acked(ud, sid, len) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    qconn *c = ud;
+    if (c->app != NULL && c->w->quic->app->acked_stream_data(c->app, sid, len) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 static int cb_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t code, void *ud,
                            void *sud)
 {
-    return ae_h3_stream_close(ud, flags, sid, code) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    qconn *c = ud;
+    if (c->app != NULL && c->w->quic->app->stream_close(c->app, flags, sid, code) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 static int cb_stream_reset(ngtcp2_conn *conn, int64_t sid, uint64_t final_size, uint64_t code,
                            void *ud, void *sud)
 {
-    return ae_h3_stream_reset(ud, sid) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    qconn *c = ud;
+    if (c->app != NULL && c->w->quic->app->stream_reset(c->app, sid) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 static int cb_stop_sending(ngtcp2_conn *conn, int64_t sid, uint64_t code, void *ud, void *sud)
 {
-    return ae_h3_stream_reset(ud, sid) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    qconn *c = ud;
+    if (c->app != NULL && c->w->quic->app->stream_reset(c->app, sid) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 static int cb_extend_max_stream_data(ngtcp2_conn *conn, int64_t sid, uint64_t max_data, void *ud,
                                      void *sud)
 {
-    return ae_h3_extend_max_stream_data(ud, sid) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    qconn *c = ud;
+    if (c->app != NULL && c->w->quic->app->extend_max_stream_data(c->app, sid) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 static int cb_extend_max_remote_bidi(ngtcp2_conn *conn, uint64_t max_streams, void *ud)
 {
     qconn *c = ud;
-    if (c->h3 != NULL)
-        nghttp3_conn_set_max_client_streams_bidi(c->h3, max_streams);
+    if (c->app != NULL)
+        c->w->quic->app->extend_max_streams_bidi(c->app, max_streams);
     return 0;
 }
 
@@ -672,7 +696,12 @@ static int cb_recv_tx_key(ngtcp2_conn *conn, ngtcp2_encryption_level level, void
     int early = ae_quic_tls_early_data(c->tls);
     if (early != 0)
         ae_count(&c->w->counters, early > 0 ? AE_M_QUIC_0RTT_ACCEPTED : AE_M_QUIC_0RTT_REJECTED, 1);
-    return ae_h3_setup(c) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    if (c->app != NULL)
+        return 0;
+    ae_qworker *qw = c->w->quic;
+    if (qw->app == NULL || qw->app->setup(qw->app_ctx, c, &c->app) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 static const ngtcp2_callbacks callbacks = {
@@ -707,19 +736,19 @@ static void drop(ae_qep *ep)
     ae_count(&ep->w->counters, AE_M_QUIC_PKTS_DROPPED, 1);
 }
 
-static void conn_read(qconn *c, const uint8_t *data, size_t len, const struct sockaddr *remote,
-                      socklen_t remotelen, const struct sockaddr *local, socklen_t locallen)
+static void conn_read(qconn *c, const ae_dgram *dg)
 {
     if (c->state == QC_CLOSING) {
-        conn_send(c, remote, remotelen, local, c->close_pkt, c->close_len);
+        conn_send(c, dg->peer, dg->peerlen, dg->local, c->close_pkt, c->close_len);
         return;
     }
     if (c->state != QC_OPEN)
         return;
-    ngtcp2_path path = {
-        {(ngtcp2_sockaddr *)local, locallen}, {(ngtcp2_sockaddr *)remote, remotelen}, NULL};
-    ngtcp2_pkt_info pi = {.ecn = c->ep->rx_ecn};
-    int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, data, len, ae_quic_now());
+    ngtcp2_path path = {{(ngtcp2_sockaddr *)dg->local, dg->locallen},
+                        {(ngtcp2_sockaddr *)dg->peer, dg->peerlen},
+                        NULL};
+    ngtcp2_pkt_info pi = {.ecn = dg->ecn};
+    int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, dg->data, dg->len, ae_quic_now());
     if (rv != 0) {
         switch (rv) {
         case NGTCP2_ERR_DRAINING:
@@ -747,15 +776,13 @@ static void conn_read(qconn *c, const uint8_t *data, size_t len, const struct so
     /* The current path: replies go where the last packet came from (ngtcp2 validates new
      * paths itself and reports the one to use in each written packet), through the site that
      * packet came from when this site's site.return is tunnel. */
-    conn_note_entry(c);
+    conn_note_entry(c, dg);
     ae_quic_conn_kick(c);
 }
 
 /* tt: the kind of valid token hd carries (the address is validated: no amplification limit),
  * NGTCP2_TOKEN_TYPE_UNKNOWN for none; odcid: the client's first DCID when tt is RETRY. */
-static void conn_new(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_pkt_hd *hd,
-                     const struct sockaddr *remote, socklen_t remotelen,
-                     const struct sockaddr *local, socklen_t locallen, ngtcp2_token_type tt,
+static void conn_new(ae_qep *ep, const ae_dgram *dg, const ngtcp2_pkt_hd *hd, ngtcp2_token_type tt,
                      const ngtcp2_cid *odcid)
 {
     ae_worker *w = ep->w;
@@ -785,10 +812,10 @@ static void conn_new(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_p
     c->ref.get_conn = get_conn;
     c->ref.user_data = c;
     c->started = ev_now(w->loop);
-    memcpy(&c->remote, remote, remotelen);
-    c->remotelen = remotelen;
-    memcpy(&c->local, local, locallen);
-    c->locallen = locallen;
+    memcpy(&c->remote, dg->peer, dg->peerlen);
+    c->remotelen = dg->peerlen;
+    memcpy(&c->local, dg->local, dg->locallen);
+    c->locallen = dg->locallen;
     ngtcp2_ccerr_default(&c->err);
     ev_timer_init(&c->timer, timer_cb, 0, 0);
     c->timer.data = c;
@@ -810,9 +837,9 @@ static void conn_new(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_p
     settings.max_tx_udp_payload_size = AE_QUIC_MAX_PKT;
     ngtcp2_transport_params params;
     ngtcp2_transport_params_default(&params);
-    params.initial_max_stream_data_bidi_local = AE_H3_DOWN_LIMIT;
-    params.initial_max_stream_data_bidi_remote = AE_H3_DOWN_LIMIT; /* request bodies */
-    params.initial_max_stream_data_uni = AE_H3_DOWN_LIMIT;
+    params.initial_max_stream_data_bidi_local = AE_QUIC_STREAM_WINDOW;
+    params.initial_max_stream_data_bidi_remote = AE_QUIC_STREAM_WINDOW; /* request bodies */
+    params.initial_max_stream_data_uni = AE_QUIC_STREAM_WINDOW;
     params.initial_max_data = 4 * 1024 * 1024;
     params.initial_max_streams_bidi = 100;
     params.initial_max_streams_uni = 3;
@@ -833,8 +860,9 @@ static void conn_new(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_p
         params.retry_scid_present = 1;
     }
     params.stateless_reset_token_present = 1;
-    ngtcp2_path path = {
-        {(ngtcp2_sockaddr *)local, locallen}, {(ngtcp2_sockaddr *)remote, remotelen}, NULL};
+    ngtcp2_path path = {{(ngtcp2_sockaddr *)dg->local, dg->locallen},
+                        {(ngtcp2_sockaddr *)dg->peer, dg->peerlen},
+                        NULL};
     if (reset_token(w, &scid, params.stateless_reset_token) != 0 ||
         ngtcp2_conn_server_new(&c->conn, &hd->scid, &scid, &path, hd->version, &callbacks,
                                &settings, &params, NULL, c) != 0) {
@@ -850,42 +878,39 @@ static void conn_new(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_p
         conn_kill(c, AE_QCLOSE_NOMEM);
         return;
     }
-    conn_read(c, data, len, remote, remotelen, local, locallen);
+    conn_read(c, dg);
 }
 
-static void send_version_negotiation(ae_qep *ep, const ngtcp2_version_cid *vc,
-                                     const struct sockaddr *remote, socklen_t remotelen,
-                                     const struct sockaddr *local)
+static void send_version_negotiation(ae_qep *ep, const ae_dgram *dg, const ngtcp2_version_cid *vc)
 {
     static const uint32_t sv[] = {NGTCP2_PROTO_VER_V1, NGTCP2_PROTO_VER_V2};
     uint8_t buf[256], r;
     rand_bytes(&r, 1);
     ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(
         buf, sizeof(buf), r, vc->scid, vc->scidlen, vc->dcid, vc->dcidlen, sv, AE_ARRAY_LEN(sv));
-    if (n > 0 && ep_send(ep, remote, remotelen, local, buf, (size_t)n) == 0)
+    if (n > 0 && ep_send(ep, dg->peer, dg->peerlen, dg->local, buf, (size_t)n) == 0)
         ae_count(&ep->w->counters, AE_M_QUIC_VN_SENT, 1);
 }
 
 /* A short-header packet for a CID we do not know: a stateless reset (RFC 9000 §10.3), always
  * smaller than the packet that caused it so two endpoints cannot loop. */
-static void send_stateless_reset(ae_qep *ep, const uint8_t *dcid, size_t dcidlen, size_t len,
-                                 const struct sockaddr *remote, socklen_t remotelen,
-                                 const struct sockaddr *local)
+static void send_stateless_reset(ae_qep *ep, const ae_dgram *dg, const uint8_t *dcid,
+                                 size_t dcidlen)
 {
     if (dcidlen != AE_QUIC_CIDLEN ||
-        len < 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN + 1)
+        dg->len < 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN + 1)
         return;
     ngtcp2_cid cid;
     ngtcp2_cid_init(&cid, dcid, dcidlen);
     uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN], rnd[64], buf[128];
     if (reset_token(ep->w, &cid, token) != 0)
         return;
-    size_t randlen = len - 2 - NGTCP2_STATELESS_RESET_TOKENLEN;
+    size_t randlen = dg->len - 2 - NGTCP2_STATELESS_RESET_TOKENLEN;
     if (randlen > sizeof(rnd))
         randlen = sizeof(rnd);
     rand_bytes(rnd, randlen);
     ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(buf, sizeof(buf), token, rnd, randlen);
-    if (n > 0 && ep_send(ep, remote, remotelen, local, buf, (size_t)n) == 0)
+    if (n > 0 && ep_send(ep, dg->peer, dg->peerlen, dg->local, buf, (size_t)n) == 0)
         ae_count(&ep->w->counters, AE_M_QUIC_RESET_SENT, 1);
 }
 
@@ -934,34 +959,32 @@ static int retry_wanted(ae_qworker *qw, const ae_conf *conf)
     return qw->rate_cur > conf->quic.retry_threshold || qw->rate_prev > conf->quic.retry_threshold;
 }
 
-static void send_retry(ae_qep *ep, const ngtcp2_pkt_hd *hd, const struct sockaddr *remote,
-                       socklen_t remotelen, const struct sockaddr *local)
+static void send_retry(ae_qep *ep, const ae_dgram *dg, const ngtcp2_pkt_hd *hd)
 {
     ae_qworker *qw = ep->w->quic;
     uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN2], buf[NGTCP2_MAX_UDP_PAYLOAD_SIZE];
     ngtcp2_cid scid;
     quic_new_cid(ep, &scid); /* the client's next DCID: ours, QUIC-LB encoded */
     ngtcp2_ssize tlen = ngtcp2_crypto_generate_retry_token2(
-        token, token_key(qw, 0), 32, hd->version, (const ngtcp2_sockaddr *)remote,
-        (ngtcp2_socklen)remotelen, &scid, &hd->dcid, ae_quic_now());
+        token, token_key(qw, 0), 32, hd->version, (const ngtcp2_sockaddr *)dg->peer,
+        (ngtcp2_socklen)dg->peerlen, &scid, &hd->dcid, ae_quic_now());
     if (tlen < 0)
         return;
     ngtcp2_ssize n = ngtcp2_crypto_write_retry(buf, sizeof(buf), hd->version, &hd->scid, &scid,
                                                &hd->dcid, token, (size_t)tlen);
-    if (n > 0 && ep_send(ep, remote, remotelen, local, buf, (size_t)n) == 0)
+    if (n > 0 && ep_send(ep, dg->peer, dg->peerlen, dg->local, buf, (size_t)n) == 0)
         ae_count(&ep->w->counters, AE_M_QUIC_RETRY_SENT, 1);
 }
 
 /* An Initial whose Retry token is readable but wrong (address, lifetime, CID): CONNECTION_CLOSE
  * with INVALID_TOKEN from no state (RFC 9000 §8.1.2). Smaller than the Initial. */
-static void send_invalid_token(ae_qep *ep, const ngtcp2_pkt_hd *hd, const struct sockaddr *remote,
-                               socklen_t remotelen, const struct sockaddr *local)
+static void send_invalid_token(ae_qep *ep, const ae_dgram *dg, const ngtcp2_pkt_hd *hd)
 {
     uint8_t buf[256];
     ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(buf, sizeof(buf), hd->version, &hd->scid,
                                                           &hd->dcid, NGTCP2_INVALID_TOKEN, NULL, 0);
     if (n > 0)
-        ep_send(ep, remote, remotelen, local, buf, (size_t)n);
+        ep_send(ep, dg->peer, dg->peerlen, dg->local, buf, (size_t)n);
 }
 
 /* 0 and *odcid for a valid Retry token; NGTCP2_CRYPTO_ERR_UNREADABLE_TOKEN when no key opens
@@ -1026,9 +1049,7 @@ static void send_new_token(qconn *c)
 
 /* A client Initial for a new connection: check its token, answer with a Retry when the policy
  * wants a validated address and it has none, or start the connection. */
-static void admit_initial(ae_qep *ep, const uint8_t *data, size_t len, const ngtcp2_pkt_hd *hd,
-                          const struct sockaddr *remote, socklen_t remotelen,
-                          const struct sockaddr *local, socklen_t locallen)
+static void admit_initial(ae_qep *ep, const ae_dgram *dg, const ngtcp2_pkt_hd *hd)
 {
     ae_worker *w = ep->w;
     ae_qworker *qw = w->quic;
@@ -1039,18 +1060,18 @@ static void admit_initial(ae_qep *ep, const uint8_t *data, size_t len, const ngt
 
     if (hd->tokenlen > 0) {
         if (hd->token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2) {
-            int rv = verify_retry_token(qw, hd, remote, remotelen, &odcid);
+            int rv = verify_retry_token(qw, hd, dg->peer, dg->peerlen, &odcid);
             if (rv != 0) {
                 ae_count(&w->counters, AE_M_QUIC_TOKEN_REJECTED, 1);
                 drop(ep);
                 if (rv != NGTCP2_CRYPTO_ERR_UNREADABLE_TOKEN)
-                    send_invalid_token(ep, hd, remote, remotelen, local);
+                    send_invalid_token(ep, dg, hd);
                 return;
             }
             ae_count(&w->counters, AE_M_QUIC_TOKEN_RETRY_OK, 1);
             tt = NGTCP2_TOKEN_TYPE_RETRY;
         } else if (hd->token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR) {
-            int rv = verify_regular_token(qw, conf, hd, remote, remotelen);
+            int rv = verify_regular_token(qw, conf, hd, dg->peer, dg->peerlen);
             if (rv == AE_SEEN_NEW) {
                 ae_count(&w->counters, AE_M_QUIC_TOKEN_NEW_OK, 1);
                 tt = NGTCP2_TOKEN_TYPE_NEW_TOKEN;
@@ -1065,22 +1086,22 @@ static void admit_initial(ae_qep *ep, const uint8_t *data, size_t len, const ngt
         }
     }
     if (tt == NGTCP2_TOKEN_TYPE_UNKNOWN && want_retry) {
-        send_retry(ep, hd, remote, remotelen, local);
+        send_retry(ep, dg, hd);
         return;
     }
-    conn_new(ep, data, len, hd, remote, remotelen, local, locallen, tt, &odcid);
+    conn_new(ep, dg, hd, tt, &odcid);
 }
 
-static void handle_datagram(ae_qep *ep, const uint8_t *data, size_t len,
-                            const struct sockaddr *remote, socklen_t remotelen,
-                            const struct sockaddr *local, socklen_t locallen)
+static void handle_datagram(ae_qep *ep, const ae_dgram *dg)
 {
+    const uint8_t *data = dg->data;
+    size_t len = dg->len;
     ngtcp2_version_cid vc;
     int rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, AE_QUIC_CIDLEN);
     if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
         drop(ep);
         if (len >= NGTCP2_MAX_UDP_PAYLOAD_SIZE) /* only for Initial-sized datagrams */
-            send_version_negotiation(ep, &vc, remote, remotelen, local);
+            send_version_negotiation(ep, dg, &vc);
         return;
     }
     if (rv != 0) {
@@ -1089,15 +1110,17 @@ static void handle_datagram(ae_qep *ep, const uint8_t *data, size_t len,
     }
     ae_cid_slot *s = cid_find(ep, vc.dcid, vc.dcidlen);
     if (s != NULL) {
-        conn_read(s->c, data, len, remote, remotelen, local, locallen);
+        conn_read(s->c, dg);
         return;
     }
-    /* Owned by another worker or site: handed off, forwarded or dropped (proxy/forward.c). */
-    if (ae_fwd_unknown(ep, data, len, vc.dcid, vc.dcidlen, remote, remotelen, local, locallen))
+    /* Owned by another worker or site: handed off, forwarded or dropped (the forwarding hook,
+     * proxy/forward.c). */
+    const ae_quic_hooks *h = &ep->w->quic->hooks;
+    if (h->unknown_cid != NULL && h->unknown_cid(h->ctx, ep, dg, vc.dcid, vc.dcidlen))
         return;
     if (!(data[0] & 0x80)) {
         drop(ep);
-        send_stateless_reset(ep, vc.dcid, vc.dcidlen, len, remote, remotelen, local);
+        send_stateless_reset(ep, dg, vc.dcid, vc.dcidlen);
         return;
     }
     /* A long header for an unknown connection can only be a client's first Initial, which
@@ -1116,7 +1139,7 @@ static void handle_datagram(ae_qep *ep, const uint8_t *data, size_t len,
         drop(ep);
         return;
     }
-    admit_initial(ep, data, len, &hd, remote, remotelen, local, locallen);
+    admit_initial(ep, dg, &hd);
 }
 
 static void ep_write_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -1183,7 +1206,7 @@ void ae_quic_listener_stop(ae_worker *w, ae_wlistener *l)
     while (ep->conns != NULL) {
         qconn *c = ep->conns;
         if (c->state == QC_OPEN) {
-            ngtcp2_ccerr_set_application_error(&c->err, NGHTTP3_H3_NO_ERROR, NULL, 0);
+            ngtcp2_ccerr_set_application_error(&c->err, app_no_error(w), NULL, 0);
             conn_close_err(c);
         }
         conn_kill(c, AE_QCLOSE_SHUTDOWN);
@@ -1196,9 +1219,10 @@ void ae_quic_listener_stop(ae_worker *w, ae_wlistener *l)
 }
 
 /* ---- graceful drain (worker stopping) ----
- * Every open connection gets a GOAWAY notice at once (RFC 9114 §5.2: no new requests), the
- * final GOAWAY one tick later (at least an RTT for requests already in flight to arrive), and
- * is closed with H3_NO_ERROR once its last request stream is done. Handshakes in progress are
+ * Every open connection gets a GOAWAY notice at once (the application's goaway step 0; HTTP/3:
+ * RFC 9114 §5.2, no new requests), the final GOAWAY one tick later (at least an RTT for
+ * requests already in flight to arrive), and is closed with the application's no_error
+ * (H3_NO_ERROR) once its last request stream is done. Handshakes in progress are
  * closed at once. The listener keeps reading datagrams until its last connection is gone; the
  * worker waits for ae_quic_nconns() == 0 or the drain timeout. */
 
@@ -1208,7 +1232,7 @@ static void drain_conn(qconn *c, ev_tstamp now)
 {
     /* A site drain (anycast.c) only sends GOAWAY: closings run their course, handshakes
      * complete and get their GOAWAY on a later tick. */
-    if (!c->w->stopping && (c->state != QC_OPEN || !c->hs_done || c->h3 == NULL))
+    if (!c->w->stopping && (c->state != QC_OPEN || !c->hs_done || c->app == NULL))
         return;
     if (c->state == QC_CLOSING || c->state == QC_DRAINING) {
         /* Shutting down: its CONNECTION_CLOSE went out (or the peer closed); the process does
@@ -1218,25 +1242,26 @@ static void drain_conn(qconn *c, ev_tstamp now)
     }
     if (c->state != QC_OPEN)
         return;
-    if (!c->hs_done || c->h3 == NULL) {
-        ngtcp2_ccerr_set_application_error(&c->err, NGHTTP3_H3_NO_ERROR, NULL, 0);
+    const ae_quic_app_ops *app = c->w->quic->app;
+    if (!c->hs_done || c->app == NULL) {
+        ngtcp2_ccerr_set_application_error(&c->err, app_no_error(c->w), NULL, 0);
         conn_close_err(c);
         return;
     }
     if (c->goaway == 0) {
-        ae_h3_goaway(c, 0);
+        app->goaway(c->app, 0);
         c->goaway = 1;
         c->goaway_at = now;
         return;
     }
     ev_tstamp rtt = (ev_tstamp)ngtcp2_conn_get_pto(c->conn) / NGTCP2_SECONDS;
     if (c->goaway == 1 && now - c->goaway_at >= rtt) {
-        ae_h3_goaway(c, 1);
+        app->goaway(c->app, 1);
         c->goaway = 2;
         return; /* let the final GOAWAY leave before a close */
     }
-    if (c->goaway == 2 && c->streams == NULL) {
-        ngtcp2_ccerr_set_application_error(&c->err, NGHTTP3_H3_NO_ERROR, NULL, 0);
+    if (c->goaway == 2 && app->nstreams(c->app) == 0) {
+        ngtcp2_ccerr_set_application_error(&c->err, app_no_error(c->w), NULL, 0);
         conn_close_err(c);
     }
 }
@@ -1309,7 +1334,8 @@ void ae_quic_gc(ae_worker *w)
     ae_qworker *qw = w->quic;
     if (qw == NULL)
         return;
-    ae_h3_gc(qw);
+    if (qw->app != NULL && qw->app->gc != NULL)
+        qw->app->gc(qw->app_ctx); /* streams first: they may point at their connections */
     while (qw->dead != NULL) {
         qconn *c = qw->dead;
         qw->dead = c->next;
@@ -1323,7 +1349,8 @@ void ae_quic_free(ae_worker *w)
         return;
     ae_quic_gc(w);
     ev_timer_stop(w->loop, &w->quic->drain_tick);
-    ae_h3_upool_free(w);
+    if (w->quic->app != NULL && w->quic->app->release != NULL)
+        w->quic->app->release(w->quic->app_ctx);
     ae_quic_tls_ctx_unref(w->quic->tls);
     ae_qsecrets_unref(w->quic->sec);
     ae_cid_keys_free(w->quic->cidk);
@@ -1331,12 +1358,35 @@ void ae_quic_free(ae_worker *w)
     w->quic = NULL;
 }
 
-/* ---- entry points for proxy/forward.c (hand-off between workers, tunnel input) ---- */
+/* ---- hooks, and entry points for proxy/forward.c (hand-off, tunnel input, replies) ---- */
 
-void ae_quic_input(ae_qep *ep, const uint8_t *data, size_t len, const struct sockaddr *remote,
-                   socklen_t remotelen, const struct sockaddr *local, socklen_t locallen)
+int ae_quic_set_hooks(ae_worker *w, const ae_quic_hooks *hooks)
 {
-    handle_datagram(ep, data, len, remote, remotelen, local, locallen);
+    ae_qworker *qw = qw_get(w);
+    if (qw == NULL)
+        return AE_ERR_NOMEM;
+    qw->hooks = *hooks;
+    return 0;
+}
+
+int ae_quic_set_app(ae_worker *w, const ae_quic_app_ops *ops, void *wctx)
+{
+    ae_qworker *qw = qw_get(w);
+    if (qw == NULL)
+        return AE_ERR_NOMEM;
+    qw->app = ops;
+    qw->app_ctx = wctx;
+    return 0;
+}
+
+void ae_quic_input(ae_qep *ep, const ae_dgram *dg)
+{
+    handle_datagram(ep, dg);
+}
+
+void ae_quic_batch_begin(ae_qep *ep)
+{
+    ep->in_batch = 1;
 }
 
 void ae_quic_flush(ae_qep *ep)
@@ -1348,6 +1398,43 @@ void ae_quic_flush(ae_qep *ep)
         c->is_dirty = 0;
         conn_write(c);
     }
+}
+
+ae_wlistener *ae_quic_ep_listener(const ae_qep *ep)
+{
+    return ep->l;
+}
+
+int ae_quic_ep_serves(const ae_qep *ep, const struct sockaddr *local)
+{
+    if (local->sa_family != ep->family)
+        return AE_QUIC_EP_NONE;
+    if (ep->family == AF_INET) {
+        const struct sockaddr_in *b = (const struct sockaddr_in *)&ep->bound;
+        const struct sockaddr_in *a = (const struct sockaddr_in *)local;
+        if (b->sin_port != a->sin_port)
+            return AE_QUIC_EP_NONE;
+        if (b->sin_addr.s_addr == a->sin_addr.s_addr)
+            return AE_QUIC_EP_EXACT;
+    } else {
+        const struct sockaddr_in6 *b = (const struct sockaddr_in6 *)&ep->bound;
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)local;
+        if (b->sin6_port != a->sin6_port)
+            return AE_QUIC_EP_NONE;
+        if (memcmp(&b->sin6_addr, &a->sin6_addr, sizeof(b->sin6_addr)) == 0)
+            return AE_QUIC_EP_EXACT;
+    }
+    return ep->wildcard ? AE_QUIC_EP_WILDCARD : AE_QUIC_EP_NONE;
+}
+
+ae_cid_keys *ae_quic_cid_keys(ae_worker *w)
+{
+    return w->quic != NULL ? w->quic->cidk : NULL;
+}
+
+ae_qsecrets *ae_quic_current_secrets(ae_worker *w)
+{
+    return w->quic != NULL ? w->quic->sec : NULL;
 }
 
 /* ---- site drain (anycast.c): GOAWAY without stopping ---- */
@@ -1366,4 +1453,53 @@ void ae_quic_site_drain(ae_worker *w, int on)
         qw->drain_tick.data = w;
         ev_timer_start(w->loop, &qw->drain_tick);
     }
+}
+
+/* ---- a connection, for the application ---- */
+
+void ae_quic_conn_set_app_error(qconn *c, uint64_t code)
+{
+    ngtcp2_ccerr_set_application_error(&c->err, code, NULL, 0);
+    c->err_set = 1;
+}
+
+ngtcp2_conn *ae_quic_conn_ngtcp2(qconn *c)
+{
+    return c->conn;
+}
+
+uint64_t ae_quic_conn_id(const qconn *c)
+{
+    return c->id;
+}
+
+ae_worker *ae_quic_conn_worker(const qconn *c)
+{
+    return c->w;
+}
+
+ae_runtime *ae_quic_conn_runtime(const qconn *c)
+{
+    return c->rt;
+}
+
+const ae_conf_listener *ae_quic_conn_listener(const qconn *c)
+{
+    return c->lis;
+}
+
+ae_pool *ae_quic_conn_pool(const qconn *c)
+{
+    return c->pool;
+}
+
+const struct sockaddr *ae_quic_conn_remote(const qconn *c, socklen_t *len)
+{
+    *len = c->remotelen;
+    return (const struct sockaddr *)&c->remote;
+}
+
+const char *ae_quic_conn_sni(const qconn *c)
+{
+    return c->sni;
 }

@@ -1,9 +1,9 @@
 /*
  * QUIC endpoint packet I/O: the UDP socket options of a QUIC listener, sending (one datagram
  * or a UDP GSO batch, with the PKTINFO source and ECN codepoint as control messages) and the
- * recvmmsg read loop, which hands each datagram (with its local address and ECN codepoint) to
- * ae_quic_input() like any other datagram source and writes the touched connections at the
- * end of the batch (ae_quic_flush). Connection handling lives in quic.c.
+ * recvmmsg read loop, which hands each datagram (a descriptor with its local address and ECN
+ * codepoint, proxy/dgram.h) to ae_quic_input() like any other datagram source and writes the
+ * touched connections at the end of the batch (ae_quic_flush). Connections live in quic.c.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "proxy/forward.h"
 #include "proxy/quic_int.h"
 
 /* ---- socket ---- */
@@ -189,8 +188,13 @@ void ae_quic_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             }
             /* Local address: the bound one, or the destination the client used (PKTINFO). */
             struct sockaddr_storage local = ep->bound;
-            socklen_t locallen = ep->boundlen;
-            ep->rx_ecn = 0;
+            ae_dgram dg = {.data = qw->rx[i],
+                           .len = msgs[i].msg_len,
+                           .peer = (struct sockaddr *)&from[i],
+                           .peerlen = mh->msg_namelen,
+                           .local = (struct sockaddr *)&local,
+                           .locallen = ep->boundlen,
+                           .origin = AE_DGRAM_DIRECT};
             for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
                 if ((cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_TOS &&
                      cm->cmsg_len >= CMSG_LEN(1)) ||
@@ -205,7 +209,7 @@ void ae_quic_read_cb(struct ev_loop *loop, ev_io *io, int revents)
                         memcpy(&tc, CMSG_DATA(cm), sizeof(tc));
                         tos = (uint8_t)tc;
                     }
-                    ep->rx_ecn = tos & 0x3;
+                    dg.ecn = tos & 0x3;
                     continue;
                 }
                 if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO &&
@@ -220,9 +224,7 @@ void ae_quic_read_cb(struct ev_loop *loop, ev_io *io, int revents)
                     ((struct sockaddr_in6 *)&local)->sin6_addr = pi.ipi6_addr;
                 }
             }
-            ae_quic_input(ep, qw->rx[i], msgs[i].msg_len, (struct sockaddr *)&from[i],
-                          mh->msg_namelen, (struct sockaddr *)&local, locallen);
-            ep->rx_ecn = 0; /* datagrams handed over from elsewhere carry none */
+            ae_quic_input(ep, &dg);
         }
         if (n < AE_QUIC_RX_BATCH)
             break;

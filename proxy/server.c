@@ -21,6 +21,7 @@
 #include "proxy/handoff/handoff.h"
 #include "proxy/health.h"
 #include "proxy/qsecrets.h"
+#include "proxy/quic.h"
 #include "proxy/worker.h"
 #include "state/state.h"
 

@@ -12,7 +12,10 @@
 #include <unistd.h>
 
 #include "proxy/forward.h"
+#include "proxy/h3.h"
+#include "proxy/quic.h"
 #include "proxy/tcp_relay.h"
+#include "proxy/worker.h"
 
 #define AE_ACCEPT_BATCH   64  /* accepts per readiness event: fairness against connections */
 #define AE_ACCEPT_PAUSE_S 0.1 /* pause after EMFILE/ENFILE/ENOBUFS */
@@ -248,6 +251,20 @@ int ae_worker_new(int id, ae_worker **out)
     ev_prepare_start(w->loop, &w->gc);
     ev_timer_init(&w->drain, drain_timeout_cb, 0, 0);
     w->drain.data = w;
+    /* QUIC tells the forwarding layer about datagrams whose connection is not here and sends
+     * tunnel replies through it, and runs HTTP/3 on its connections through the application
+     * ops (calls go down only: quic never calls forward.c or h3.c itself). */
+    ae_quic_hooks hooks = {.ctx = w,
+                           .unknown_cid = ae_fwd_unknown,
+                           .site_addr = ae_fwd_peer_addr,
+                           .reply = ae_fwd_reply};
+    ae_h3_worker *h3 = ae_h3_worker_new(w);
+    if (h3 == NULL || ae_quic_set_hooks(w, &hooks) != 0 ||
+        ae_quic_set_app(w, &ae_h3_app_ops, h3) != 0) {
+        ae_h3_worker_free(h3);
+        ae_worker_free(w);
+        return AE_ERR_NOMEM;
+    }
     *out = w;
     return 0;
 }

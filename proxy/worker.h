@@ -117,28 +117,6 @@ static inline void ae_worker_buf_put(ae_worker *w, ae_buf *b)
     ae_buf_put(&w->bufs, b);
 }
 
-/* QUIC + HTTP/3 (quic.c). Socket options for a QUIC listening socket (main thread): 0 or -1
- * with errno. */
-int ae_quic_socket_setup(int fd, int family);
-/* Starts serving datagrams on a QUIC listener (sets up l->io and l->qep). 0 or AE_ERR_*. */
-int ae_quic_listener_start(ae_worker *w, ae_wlistener *l);
-/* Closes every connection of the listener and frees its endpoint (not the fd). */
-void ae_quic_listener_stop(ae_worker *w, ae_wlistener *l);
-/* The worker adopts rt: builds the QUIC TLS credentials when rt has a QUIC listener. */
-void ae_quic_runtime(ae_worker *w, ae_runtime *rt);
-/* Adopts the QUIC secrets of a new ring (takes over the reference). */
-void ae_quic_secrets(ae_worker *w, ae_qsecrets *sec);
-/* Worker drain: sends HTTP/3 GOAWAY on the listener's connections and closes each once its
- * requests are done. Returns 1 when the listener must stay open (connections to drain), 0 when
- * it can be closed now. */
-int ae_quic_listener_drain(ae_worker *w, ae_wlistener *l);
-/* Open QUIC connections of the worker (the drain waits for them too). */
-size_t ae_quic_nconns(ae_worker *w);
-/* Site drain (not stopping): on = HTTP/3 GOAWAY to every connection, now and to those that
- * complete a handshake later, each closed once its requests are done; off = stop doing so. */
-void ae_quic_site_drain(ae_worker *w, int on);
-/* Frees closed QUIC connections and streams (gc), and everything at worker exit. */
-void ae_quic_gc(ae_worker *w);
-void ae_quic_free(ae_worker *w);
+/* QUIC listeners, connections and their drain: proxy/quic.h. */
 
 #endif

@@ -11,7 +11,7 @@
 
 #include <string.h>
 
-#include "proxy/quic_int.h"
+#include "proxy/h3.h"
 
 static int field(const char *name, const char *value)
 {
