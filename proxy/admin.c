@@ -1072,6 +1072,110 @@ static void anycast_drain_request(admin_conn *c, int drain)
     free(b.p);
 }
 
+/* ---- GET /whereis?cid=HEX (where a QUIC connection ID's packets go) ---- */
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* JSON {cid, site, worker, self, alive, ...} in *out (malloc'd); *code is the HTTP status
+ * (200, 400 bad query, 404 undecodable, 503 no keys). 0 or AE_ERR_NOMEM. */
+static int whereis_cid(ae_server_main *s, const char *query, size_t qlen, char **out,
+                       size_t *outlen, int *code)
+{
+    char buf[512];
+    int n;
+    uint8_t cid[AE_CID_LEN];
+    size_t hexlen = 0;
+    const char *hex = NULL;
+
+    /* cid=HEX among &-separated parameters */
+    for (size_t i = 0; i < qlen;) {
+        size_t j = i;
+        while (j < qlen && query[j] != '&')
+            j++;
+        if (j - i > 4 && memcmp(query + i, "cid=", 4) == 0) {
+            hex = query + i + 4;
+            hexlen = j - i - 4;
+        }
+        i = j + 1;
+    }
+    *code = 400;
+    if (hex == NULL || hexlen != 2 * AE_CID_LEN) {
+        n = snprintf(buf, sizeof(buf),
+                     "{\"ok\":false,\"error\":\"want ?cid=HEX with %d hex octets\"}\n", AE_CID_LEN);
+        goto done;
+    }
+    for (size_t i = 0; i < AE_CID_LEN; i++) {
+        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            n = snprintf(buf, sizeof(buf), "{\"ok\":false,\"error\":\"cid is not hex\"}\n");
+            goto done;
+        }
+        cid[i] = (uint8_t)(hi << 4 | lo);
+    }
+    ae_cid_keys *k = NULL;
+    uint16_t site;
+    uint8_t worker;
+    const ae_ring *ring = ae_server_qring(s);
+    if (ring == NULL || ae_cid_keys_from_ring(ring, &k) != 0) {
+        *code = 503;
+        n = snprintf(buf, sizeof(buf), "{\"ok\":false,\"error\":\"no CID keys\"}\n");
+        goto done;
+    }
+    int rv = ae_cid_decode(k, cid, sizeof(cid), &site, &worker);
+    ae_cid_keys_free(k);
+    if (rv != 0) {
+        *code = 404;
+        n = snprintf(buf, sizeof(buf),
+                     "{\"ok\":false,\"cid\":\"%.*s\",\"error\":\"undecodable: not issued under "
+                     "a key of the current ring\"}\n",
+                     (int)hexlen, hex);
+        goto done;
+    }
+    *code = 200;
+    ae_runtime *rt = ae_server_runtime(s);
+    if (rt != NULL && site == rt->conf->site.id) {
+        int alive = worker < ae_server_nworkers(s) && !ae_server_draining(s);
+        n = snprintf(buf, sizeof(buf),
+                     "{\"ok\":true,\"cid\":\"%.*s\",\"site\":%u,\"worker\":%u,\"self\":true,"
+                     "\"alive\":%s,\"state\":\"%s\",\"action\":\"%s\"}\n",
+                     (int)hexlen, hex, site, worker, alive ? "true" : "false",
+                     ae_server_draining(s) ? "draining" : "active",
+                     worker < ae_server_nworkers(s) ? "local" : "reset");
+        goto done;
+    }
+    const ae_fwd_peer *p = ae_fwd_peers_find(ae_server_peers(s), site);
+    char addr[80] = "";
+    if (p != NULL && p->addrlen > 0)
+        ae_addr_format(&p->addr.sa, addr, sizeof(addr));
+    int unreach = ae_fwd_group_unreachable(ae_server_fwd_group(s), site, ae_wall_ms());
+    int alive = p != NULL && p->live && !unreach;
+    int fwd = alive && !p->draining && p->addrlen > 0;
+    n = snprintf(buf, sizeof(buf),
+                 "{\"ok\":true,\"cid\":\"%.*s\",\"site\":%u,\"worker\":%u,\"self\":false,"
+                 "\"alive\":%s,\"known\":%s,\"draining\":%s,\"unreachable\":%s,"
+                 "\"forward\":\"%s\",\"action\":\"%s\"}\n",
+                 (int)hexlen, hex, site, worker, alive ? "true" : "false",
+                 p != NULL ? "true" : "false", p != NULL && p->draining ? "true" : "false",
+                 unreach ? "true" : "false", addr, fwd ? "forward" : "reset");
+done:
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof(buf))
+        n = sizeof(buf) - 1;
+    *out = malloc((size_t)n + 1);
+    if (*out == NULL)
+        return AE_ERR_NOMEM;
+    memcpy(*out, buf, (size_t)n + 1);
+    *outlen = (size_t)n;
+    return 0;
+}
+
 static void conn_dispatch(admin_conn *c, const ae_admin_request *req)
 {
     ae_server_main *s = c->a->srv;
@@ -1111,7 +1215,7 @@ static void conn_dispatch(admin_conn *c, const ae_admin_request *req)
         rv = qlen >= 4 && memcmp(q, "tcp=", 4) == 0
                  ? ae_handoff_whereis(ae_server_handoff(s), ae_server_conntab(s), q, qlen, &body,
                                       &bodylen, &code)
-                 : ae_fwd_whereis(s, q, qlen, &body, &bodylen, &code);
+                 : whereis_cid(s, q, qlen, &body, &bodylen, &code);
         if (rv != 0) {
             conn_respond_text(c, 500, NULL, "out of memory\n");
             return;

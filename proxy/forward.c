@@ -14,7 +14,6 @@
 
 #include "proxy/forward.h"
 #include "proxy/quic.h"
-#include "proxy/server.h"
 
 #define FWD_INBOX_SLOTS 512 /* hand-off slots per worker (power of two) */
 #define FWD_BATCH       32  /* frames per sendmmsg / recvmmsg */
@@ -275,6 +274,12 @@ int ae_fwd_group_new(ae_worker **w, size_t n, ae_fwd_group **out)
     }
     *out = g;
     return 0;
+}
+
+int ae_fwd_group_unreachable(ae_fwd_group *g, uint16_t site, uint64_t now_ms)
+{
+    return g != NULL && site <= AE_CID_SITE_MAX &&
+           atomic_load_explicit(&g->unreach_until[site], memory_order_relaxed) > now_ms;
 }
 
 void ae_fwd_group_free(ae_fwd_group *g)
@@ -892,108 +897,4 @@ static void tunnel_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             break;
     }
     ep_set_flush(&eps);
-}
-
-/* ---- GET /whereis?cid=HEX ---- */
-
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
-int ae_fwd_whereis(struct ae_server_main *s, const char *query, size_t qlen, char **out,
-                   size_t *outlen, int *code)
-{
-    char buf[512];
-    int n;
-    uint8_t cid[AE_CID_LEN];
-    size_t hexlen = 0;
-    const char *hex = NULL;
-
-    /* cid=HEX among &-separated parameters */
-    for (size_t i = 0; i < qlen;) {
-        size_t j = i;
-        while (j < qlen && query[j] != '&')
-            j++;
-        if (j - i > 4 && memcmp(query + i, "cid=", 4) == 0) {
-            hex = query + i + 4;
-            hexlen = j - i - 4;
-        }
-        i = j + 1;
-    }
-    *code = 400;
-    if (hex == NULL || hexlen != 2 * AE_CID_LEN) {
-        n = snprintf(buf, sizeof(buf),
-                     "{\"ok\":false,\"error\":\"want ?cid=HEX with %d hex octets\"}\n", AE_CID_LEN);
-        goto done;
-    }
-    for (size_t i = 0; i < AE_CID_LEN; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            n = snprintf(buf, sizeof(buf), "{\"ok\":false,\"error\":\"cid is not hex\"}\n");
-            goto done;
-        }
-        cid[i] = (uint8_t)(hi << 4 | lo);
-    }
-    ae_cid_keys *k = NULL;
-    uint16_t site;
-    uint8_t worker;
-    const ae_ring *ring = ae_server_qring(s);
-    if (ring == NULL || ae_cid_keys_from_ring(ring, &k) != 0) {
-        *code = 503;
-        n = snprintf(buf, sizeof(buf), "{\"ok\":false,\"error\":\"no CID keys\"}\n");
-        goto done;
-    }
-    int rv = ae_cid_decode(k, cid, sizeof(cid), &site, &worker);
-    ae_cid_keys_free(k);
-    if (rv != 0) {
-        *code = 404;
-        n = snprintf(buf, sizeof(buf),
-                     "{\"ok\":false,\"cid\":\"%.*s\",\"error\":\"undecodable: not issued under "
-                     "a key of the current ring\"}\n",
-                     (int)hexlen, hex);
-        goto done;
-    }
-    *code = 200;
-    ae_runtime *rt = ae_server_runtime(s);
-    if (rt != NULL && site == rt->conf->site.id) {
-        int alive = worker < ae_server_nworkers(s) && !ae_server_draining(s);
-        n = snprintf(buf, sizeof(buf),
-                     "{\"ok\":true,\"cid\":\"%.*s\",\"site\":%u,\"worker\":%u,\"self\":true,"
-                     "\"alive\":%s,\"state\":\"%s\",\"action\":\"%s\"}\n",
-                     (int)hexlen, hex, site, worker, alive ? "true" : "false",
-                     ae_server_draining(s) ? "draining" : "active",
-                     worker < ae_server_nworkers(s) ? "local" : "reset");
-        goto done;
-    }
-    const ae_fwd_peer *p = ae_fwd_peers_find(ae_server_peers(s), site);
-    char addr[80] = "";
-    if (p != NULL && p->addrlen > 0)
-        ae_addr_format(&p->addr.sa, addr, sizeof(addr));
-    ae_fwd_group *g = ae_server_fwd_group(s);
-    int unreach = g != NULL && atomic_load_explicit(&g->unreach_until[site], memory_order_relaxed) >
-                                   ae_wall_ms();
-    int alive = p != NULL && p->live && !unreach;
-    int fwd = alive && !p->draining && p->addrlen > 0;
-    n = snprintf(buf, sizeof(buf),
-                 "{\"ok\":true,\"cid\":\"%.*s\",\"site\":%u,\"worker\":%u,\"self\":false,"
-                 "\"alive\":%s,\"known\":%s,\"draining\":%s,\"unreachable\":%s,"
-                 "\"forward\":\"%s\",\"action\":\"%s\"}\n",
-                 (int)hexlen, hex, site, worker, alive ? "true" : "false",
-                 p != NULL ? "true" : "false", p != NULL && p->draining ? "true" : "false",
-                 unreach ? "true" : "false", addr, fwd ? "forward" : "reset");
-done:
-    if (n < 0)
-        n = 0;
-    if ((size_t)n >= sizeof(buf))
-        n = sizeof(buf) - 1;
-    *out = malloc((size_t)n + 1);
-    if (*out == NULL)
-        return AE_ERR_NOMEM;
-    memcpy(*out, buf, (size_t)n + 1);
-    *outlen = (size_t)n;
-    return 0;
 }

@@ -92,6 +92,9 @@ typedef struct ae_fwd_group ae_fwd_group;
 int ae_fwd_group_new(ae_worker **w, size_t n, ae_fwd_group **out);
 /* After every worker has been joined. Accepts NULL. */
 void ae_fwd_group_free(ae_fwd_group *g);
+/* Whether site's forward endpoint refused a frame lately (ICMP), as of wall clock now_ms; any
+ * thread. */
+int ae_fwd_group_unreachable(ae_fwd_group *g, uint16_t site, uint64_t now_ms);
 
 /* Worker thread: the forward socket of this worker (its member of the site.forward
  * SO_REUSEPORT group; -1 = none). A different fd replaces (and closes) the current one. */
@@ -149,12 +152,5 @@ enum {
 };
 /* Metric label of tunnel drop reason i (0 .. AE_FWD_NDROPS - 1). */
 const char *ae_fwd_drop_name(int i);
-
-/* GET /whereis?cid=HEX (main thread): JSON {cid, site, worker, self, alive, ...} in *out
- * (malloc'd); *code is the HTTP status (200, 400 bad query, 404 undecodable). 0 or
- * AE_ERR_NOMEM. */
-struct ae_server_main;
-int ae_fwd_whereis(struct ae_server_main *s, const char *query, size_t qlen, char **out,
-                   size_t *outlen, int *code);
 
 #endif

@@ -7,7 +7,7 @@ calls go through hook structs and ops tables, never through an include. Exit sta
 line per violation when a file includes a header of its own level from another module or of a
 higher level, or when a file of proxy/ is missing from the table (a new file must be placed).
 
-Usage: tests/lint/layers.py [SRCDIR]
+Usage: tests/lint/layers.py [SRCDIR]   (ctest: lint.layers)
 """
 import os
 import re
