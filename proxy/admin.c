@@ -1072,6 +1072,25 @@ static void anycast_drain_request(admin_conn *c, int drain)
     free(b.p);
 }
 
+/* The value of parameter name among the &-separated parameters of query[0, qlen) (the last one
+ * when repeated; *vn its length), or NULL. */
+static const char *query_param(const char *query, size_t qlen, const char *name, size_t *vn)
+{
+    const char *v = NULL;
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < qlen;) {
+        size_t j = i;
+        while (j < qlen && query[j] != '&')
+            j++;
+        if (j - i > nl && memcmp(query + i, name, nl) == 0 && query[i + nl] == '=') {
+            v = query + i + nl + 1;
+            *vn = j - i - nl - 1;
+        }
+        i = j + 1;
+    }
+    return v;
+}
+
 /* ---- GET /whereis?cid=HEX (where a QUIC connection ID's packets go) ---- */
 
 static int hexval(char c)
@@ -1091,19 +1110,8 @@ static int whereis_cid(ae_server_main *s, const char *query, size_t qlen, char *
     int n;
     uint8_t cid[AE_CID_LEN];
     size_t hexlen = 0;
-    const char *hex = NULL;
+    const char *hex = query_param(query, qlen, "cid", &hexlen);
 
-    /* cid=HEX among &-separated parameters */
-    for (size_t i = 0; i < qlen;) {
-        size_t j = i;
-        while (j < qlen && query[j] != '&')
-            j++;
-        if (j - i > 4 && memcmp(query + i, "cid=", 4) == 0) {
-            hex = query + i + 4;
-            hexlen = j - i - 4;
-        }
-        i = j + 1;
-    }
     *code = 400;
     if (hex == NULL || hexlen != 2 * AE_CID_LEN) {
         n = snprintf(buf, sizeof(buf),
@@ -1212,10 +1220,11 @@ static void conn_dispatch(admin_conn *c, const ae_admin_request *req)
         int code = 500;
         const char *q = req->query != NULL ? req->query : "";
         size_t qlen = req->query != NULL ? req->query_len : 0;
-        rv = qlen >= 4 && memcmp(q, "tcp=", 4) == 0
-                 ? ae_handoff_whereis(ae_server_handoff(s), ae_server_conntab(s), q, qlen, &body,
-                                      &bodylen, &code)
-                 : whereis_cid(s, q, qlen, &body, &bodylen, &code);
+        size_t tn = 0;
+        const char *tcp = query_param(q, qlen, "tcp", &tn);
+        rv = tcp != NULL ? ae_handoff_whereis(ae_server_handoff(s), ae_server_conntab(s), tcp, tn,
+                                              &body, &bodylen, &code)
+                         : whereis_cid(s, q, qlen, &body, &bodylen, &code);
         if (rv != 0) {
             conn_respond_text(c, 500, NULL, "out of memory\n");
             return;

@@ -1327,22 +1327,10 @@ static int parse_tuple(const char *q, size_t n, ae_flowkey *k)
     return ae_flowkey_from_sa(k, (struct sockaddr *)&c.sa, (struct sockaddr *)&l.sa) == 0 ? 0 : -1;
 }
 
-int ae_handoff_whereis(ae_handoff *h, ae_conntab *tab, const char *query, size_t qlen, char **out,
+int ae_handoff_whereis(ae_handoff *h, ae_conntab *tab, const char *v, size_t vn, char **out,
                        size_t *outlen, int *code)
 {
-    const char *v = NULL;
-    size_t vn = 0;
     ae_flowkey k;
-    for (size_t i = 0; i < qlen;) {
-        size_t j = i;
-        while (j < qlen && query[j] != '&')
-            j++;
-        if (j - i > 4 && memcmp(query + i, "tcp=", 4) == 0) {
-            v = query + i + 4;
-            vn = j - i - 4;
-        }
-        i = j + 1;
-    }
     char *buf = NULL;
     FILE *f = open_memstream(&buf, outlen);
     if (f == NULL)

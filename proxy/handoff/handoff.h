@@ -88,10 +88,11 @@ const char *ae_handoff_drop_name(size_t i); /* NULL past the last */
  * (feature off: the enabled gauge at 0). NULL on no memory. */
 char *ae_handoff_metrics(ae_handoff *h, const ae_conntab *tab, size_t *len);
 
-/* Main thread, GET /whereis?tcp=CLIENT,LOCAL (e.g. tcp=10.0.0.2:5555,192.0.2.10:443): JSON
- * {tuple, self, worker, conn, closed, cached:{state, owner}} in *out (malloc'd); *code the HTTP
- * status (200, 400 bad query). 0 or AE_ERR_NOMEM. h and tab may be NULL. */
-int ae_handoff_whereis(ae_handoff *h, ae_conntab *tab, const char *query, size_t qlen, char **out,
+/* Main thread, GET /whereis?tcp=CLIENT,LOCAL (e.g. tcp=10.0.0.2:5555,192.0.2.10:443): the value
+ * of the tcp parameter is v[0, vn) (NULL: absent). JSON {tuple, self, worker, conn, closed,
+ * cached:{state, owner}} in *out (malloc'd); *code the HTTP status (200, 400 bad query). 0 or
+ * AE_ERR_NOMEM. h and tab may be NULL. */
+int ae_handoff_whereis(ae_handoff *h, ae_conntab *tab, const char *v, size_t vn, char **out,
                        size_t *outlen, int *code);
 
 #endif
