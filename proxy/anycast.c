@@ -175,7 +175,7 @@ struct ae_anycast {
     ev_timer tick, drain_timer, finish_timer;
     ac_cmd cmd;
     ae_site_drain site;
-    int shutting, finishing;
+    int shutting, finishing, finish_expired;
     ae_anycast_state state;
     char reason[160];
     uint64_t last_transition_ms, drain_started_ms;
@@ -636,7 +636,9 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void finish_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    ae_anycast *a = w->data;
     AE_WARN("anycast: giving up on the route commands at exit");
+    a->finish_expired = 1;
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -803,7 +805,10 @@ void ae_anycast_finish(ae_anycast *a)
     AE_INFO("anycast: waiting for the %s command before exiting", action_name(a->cmd.target));
     ev_timer_set(&a->finish_timer, 2.0 * a->command_timeout_ms / 1000.0 + AC_FINISH_EXTRA, 0.);
     ev_timer_start(a->loop, &a->finish_timer);
-    ev_run(a->loop, 0);
+    /* One event at a time until the command is done or the time is up: other watchers of the
+     * main loop (workers exiting) may call ev_break meanwhile, which must not end the wait. */
+    while (a->fsm.running >= 0 && !a->finish_expired)
+        ev_run(a->loop, EVRUN_ONCE);
     ev_timer_stop(a->loop, &a->finish_timer);
 }
 
