@@ -938,6 +938,7 @@ int ae_server_run(const char *path)
     ev_run(s->loop, 0);
 
     ae_anycast_finish(s->anycast); /* a withdraw still running gets its time */
+    ae_state_leave(s->state);      /* peers see the site gone at their next registry read */
     AE_INFO("drain complete, exiting");
     server_free(s);
     return 0;

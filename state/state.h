@@ -73,6 +73,11 @@ int ae_state_check_conf(const ae_conf *conf, char *err, size_t errlen);
  * rotation_ms is tls.ticket_rotation. */
 int ae_state_new(struct ev_loop *loop, const ae_conf *conf, uint64_t rotation_ms,
                  const ae_state_hooks *hooks, ae_state **out, char *err, size_t errlen);
+/* At a clean exit, after the last connection is gone: deletes this instance's site record so
+ * peers see the site gone at their next registry read (one heartbeat) instead of after the
+ * record's expiry (5 heartbeats). Blocking, bounded by connect/command_timeout; only when
+ * connected now. Accepts NULL. */
+void ae_state_leave(ae_state *s);
 /* Stops timers and connections. Accepts NULL. */
 void ae_state_free(ae_state *s);
 

@@ -56,6 +56,13 @@ static const char script_heartbeat[] =
     "redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])\n"
     "return 1\n";
 
+/* Leaves the registry: deletes the site record when it is still this instance's. */
+static const char script_leave[] =
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "if not cur or not string.find(cur, ARGV[1], 1, true) then return 0 end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "return 1\n";
+
 static const char script_list_sites[] =
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])\n"
     "local ids = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')\n"
@@ -933,6 +940,31 @@ int ae_state_new(struct ev_loop *loop, const ae_conf *conf, uint64_t rotation_ms
     ev_timer_start(loop, &s->hb_timer);
     *out = s;
     return 0;
+}
+
+void ae_state_leave(ae_state *s)
+{
+    char err[256], needle[64];
+    redisContext *c;
+    redisReply *rep;
+
+    if (s == NULL || !ae_redis_connected(s->redis))
+        return;
+    c = blocking_connect(s, err, sizeof(err));
+    if (c == NULL) {
+        AE_WARN("state: cannot leave the site registry (%s); peers notice in %u heartbeats", err,
+                SITE_TTL_BEATS);
+        return;
+    }
+    snprintf(needle, sizeof(needle), " instance=%s", s->instance);
+    rep = redisCommand(c, "EVAL %s 1 %s %s", script_leave, s->k_site, needle);
+    if (rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1)
+        AE_INFO("state: left the site registry (site %u)", s->site_id);
+    else if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
+        AE_WARN("state: cannot leave the site registry: %s; peers notice in %u heartbeats",
+                rep != NULL ? rep->str : c->errstr, SITE_TTL_BEATS);
+    freeReplyObject(rep);
+    redisFree(c);
 }
 
 void ae_state_free(ae_state *s)

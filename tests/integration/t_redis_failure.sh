@@ -176,9 +176,19 @@ done
 # "repair": the sites overwrite the unreadable value with their ring (same generation);
 # "keep": they must leave it alone (it claims a generation >= theirs, or is not a string).
 garbage_round() {
-    local what=$1 file=$2 pat=$3 expect=$4 a i e1 e2 l1 l2 c1 c2 got seen
-    e1=$(metric_at "$A1" anyedge_ring_errors_total)
-    e2=$(metric_at "$A2" anyedge_ring_errors_total)
+    local what=$1 file=$2 pat=$3 expect=$4 a i e1 e2 l1 l2 c1 c2 got seen n
+    # Start from the good ring: a value a previous "keep" round left behind is re-read (and
+    # counted) at every sync, and a read of it still in flight would be taken for this round's.
+    # Settled = neither site counts a ring error over more than one sync interval.
+    printf '%s' "$GOOD" | rcli_at "$R" -x SET anyedge:ring >/dev/null
+    for n in 1 2 3 4 5 6; do
+        e1=$(metric_at "$A1" anyedge_ring_errors_total)
+        e2=$(metric_at "$A2" anyedge_ring_errors_total)
+        sleep 1.3
+        [ "$(metric_at "$A1" anyedge_ring_errors_total)" = "$e1" ] &&
+            [ "$(metric_at "$A2" anyedge_ring_errors_total)" = "$e2" ] && break
+        [ "$n" -lt 6 ] || fail "$what: ring errors still rising after the good ring was put back"
+    done
     l1=$(logcount s1 "$pat"); l2=$(logcount s2 "$pat")
     if [ "$file" = hash ]; then
         rcli_at "$R" DEL anyedge:ring >/dev/null

@@ -144,7 +144,8 @@ for round in 1 2 3; do
         "ctl rc $rc1/$rc2: $(tr -d '\n' <"$T/race1") | $(tr -d '\n' <"$T/race2")"
 done
 
-# ---- 4. site registry: both live; site 2 stopped -> not live within 5 heartbeats ----
+# ---- 4. site registry: both live; site 2 stopped cleanly -> it leaves the registry (not live
+# at the next read, ~1 heartbeat); site 2 killed -> not live once its record expires (5 beats) ----
 sites=$(ctl "$A1" sites)
 assert_eq "$(site_field "$sites" 1 live)" true "site 1 live in the registry"
 assert_eq "$(site_field "$sites" 2 live)" true "site 2 live in the registry"
@@ -159,9 +160,22 @@ t0=$(now_ms)
 stop_clean s2
 wait_until 9 site2_gone || fail "site 2 still live 9 s after it stopped: $(ctl "$A1" sites)"
 dt=$(($(now_ms) - t0))
-assert_le "$dt" 7500 "time to notice the dead site (ms)"
+assert_match "$(cat "$T/s2.log")" "left the site registry \(site 2\)" "clean stop: leave log line"
+assert_le "$dt" 3500 "clean stop: time until site 1 sees site 2 gone (ms)"
 sites=$(ctl "$A1" sites)
-log "check 4: site 2 not live after $dt ms (state $(site_field "$sites" 2 state))"
+log "check 4: site 2 stopped cleanly, not live at site 1 after $dt ms (state $(site_field "$sites" 2 state))"
+# The same site id starts again at once (its record is gone), then dies without leaving.
+start_edge s2b "$T/s2.yaml" "$A2"
+wait_until 5 eval '[ "$(site_field "$(ctl "$A1" sites)" 2 live)" = true ]' ||
+    fail "restarted site 2 not live at site 1 within 5 s: $(ctl "$A1" sites)"
+t0=$(now_ms)
+kill -KILL "$PID_s2b"
+exit_status "$PID_s2b" >/dev/null
+wait_until 10 site2_gone || fail "killed site 2 still live 10 s later: $(ctl "$A1" sites)"
+dt=$(($(now_ms) - t0))
+assert_ge "$dt" 2500 "killed site: not gone before its record expires (ms)"
+assert_le "$dt" 8000 "killed site: time until site 1 sees it gone (ms)"
+log "check 4: site 2 killed, not live at site 1 after $dt ms (record expiry)"
 
 # ---- 5. a second instance with site id 1 refuses to start; site 1 keeps serving ----
 inst0=$(rcli GET anyedge:site:1 | grep -o 'instance=[0-9a-f]*')
