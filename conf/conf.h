@@ -141,7 +141,7 @@ typedef struct ae_conf {
         /* Response header naming the site (`<name>: <site.name>`) on every HTTP/3 response;
          * NULL = off. A lower-case field name. */
         char *site_header;
-        /* 0-RTT (tls/quic_gnutls.c, proxy/h3.c): accept early data on resumed sessions;
+        /* 0-RTT (tls/quic_gnutls.c, proxy/h3/h3.c): accept early data on resumed sessions;
          * unsafe = also forward non-safe methods received in 0-RTT (else 425). */
         int early_data, early_data_unsafe;
         uint32_t early_data_window_ms; /* anti-replay window (GnuTLS), see docs */
@@ -151,7 +151,7 @@ typedef struct ae_conf {
     } quic;
 
     struct {
-        /* Route control (proxy/anycast.c): announce the prefix while the site is healthy and
+        /* Route control (proxy/site/anycast.c): announce the prefix while the site is healthy and
          * not draining. */
         ae_anycast_mode mode; /* default off */
         char *prefix;         /* "192.0.2.10/32"; required unless mode is off */

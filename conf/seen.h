@@ -2,7 +2,7 @@
  * Single-use table: remembers fingerprints of keys until they expire, in bounded memory.
  *
  * Used for NEW_TOKEN tokens (a token is accepted once per site: one table per process behind a
- * mutex, proxy/quic.c) and for 0-RTT anti-replay (every accepted early-data ClientHello, one
+ * mutex, proxy/quic/quic.c) and for 0-RTT anti-replay (every accepted early-data ClientHello, one
  * table per process behind a mutex, tls/quic_gnutls.c).
  *
  * A key is reduced to a 128-bit keyed fingerprint (SipHash-2-4 under two random per-table keys),

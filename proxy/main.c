@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/server.h"
+#include "proxy/site/server.h"
 #include "state/state.h"
 
 static void usage(FILE *f)

@@ -1,5 +1,5 @@
 /*
- * TLS for QUIC: the one interface proxy/quic.c uses. The backend (GnuTLS through
+ * TLS for QUIC: the one interface proxy/quic/quic.c uses. The backend (GnuTLS through
  * ngtcp2_crypto_gnutls, tls/quic_gnutls.c) stays inside tls/, so an OpenSSL backend
  * (ngtcp2_crypto_ossl) can be added behind the same functions later.
  *

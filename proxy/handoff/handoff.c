@@ -15,11 +15,11 @@
 
 #include <ev.h>
 
-#include "proxy/forward.h"
+#include "proxy/forward/forward.h"
 #include "proxy/handoff/capture.h"
 #include "proxy/handoff/ippkt.h"
 #include "proxy/handoff/sockdiag.h"
-#include "proxy/qsecrets.h"
+#include "proxy/core/qsecrets.h"
 #include "state/replay.h"
 #include "state/tunnel.h"
 

@@ -17,7 +17,7 @@
 
 #include "proxy/upstream/http1.h"
 
-#define MAXF 127 /* as proxy/h3_upstream.c relays at most */
+#define MAXF 127 /* as proxy/h3/upstream.c relays at most */
 
 typedef struct {
     int rc;        /* AE_H1_OK or the error */

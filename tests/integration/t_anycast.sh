@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Anycast route control and site drain (proxy/anycast.c).
+# Anycast route control and site drain (proxy/site/anycast.c).
 #  (a) mode command, announce/withdraw commands append to $T/route.log, a health-checked pool:
 #      announce after rise; origin down -> withdraw after fall; origin back -> announce;
 #      `anyedgectl drain` -> withdraw at once, status draining, an open TLS connection and new

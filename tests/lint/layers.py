@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""The layer rule of proxy/ (docs/architecture.md, "Layers"), checked over #include lines.
+"""The layer rule of proxy/ (docs/architecture.md, "Layers of proxy/"), checked over #include lines.
 
-Every file of proxy/ has a level (the table below). A file may include a proxy/ header of a
-lower level, or of its own module (same stem, or a *_int.h of its own folder/module). Upward
-calls go through hook structs and ops tables, never through an include. Exit status 1 and one
-line per violation when a file includes a header of its own level from another module or of a
-higher level, or when a file of proxy/ is missing from the table (a new file must be placed).
+proxy/ has one folder per layer; every folder has a level (FOLDERS below; a few modules carry
+their own level, MODULES). A file may include
+  - a proxy/ header of a lower level, or
+  - any header of its own folder, including the folder's internal headers (*_int.h).
+Upward calls go through hook structs and ops tables, never through an include. Exit status 1 and
+one line per violation when a file includes a header of its own level from another folder or of
+a higher level, an internal header of another folder, or when a file lies in a folder missing
+from the table (a new folder must be placed).
 
 Usage: tests/lint/layers.py [SRCDIR]   (ctest: lint.layers)
 """
@@ -13,55 +16,28 @@ import os
 import re
 import sys
 
-# module -> level. A module is a file path under proxy/ without its extension; headers and
-# sources of one module share it. Lower levels know nothing of higher ones.
-LEVELS = {
-    # core: context and building blocks every engine sees
-    # (fractions order the core's own headers: each includes only smaller ones)
-    "proxy/proxy": 0,  # legacy umbrella header (metrics, runtime, pools, ...): being split
-    "proxy/buf": 0.1,
-    "proxy/dgram": 0.1,
-    "proxy/reason": 0.2,
-    "proxy/metrics": 0.5,
-    "proxy/runtime": 0.6,  # the runtime snapshot (config, pools) every engine reads
-    "proxy/qsecrets": 0.6,
-    "proxy/worker": 0.9,  # worker.h: the worker context; worker.c is placed below (wiring)
-    # upstream side and shared secrets: pure or main-thread helpers
-    "proxy/health": 1.5,
-    "proxy/proxy_proto": 1,
-    "proxy/upstream/http1": 1,
-    # engines
-    "proxy/tcp_relay": 2,
-    "proxy/quic": 2,
-    "proxy/quic_io": 2,
-    "proxy/quic_int": 2,
-    # above QUIC: the HTTP/3 application and inter-site forwarding
-    "proxy/h3": 3,
-    "proxy/h3_upstream": 3,
-    "proxy/h3_int": 3,
-    "proxy/forward": 3,
-    # TCP hand-off (uses the forward peer table)
+# folder -> level. Lower levels know nothing of higher ones.
+FOLDERS = {
+    "proxy/core": 0,  # buffers, datagram descriptor, reasons, metrics, runtime, worker context
+    "proxy/upstream": 1,  # PROXY encoder, health checks, HTTP/1.1 response parser (pure)
+    "proxy/tcp": 2,  # the TLS <-> TCP relay
+    "proxy/quic": 2,  # QUIC endpoint and connections (hooks + application ops upward)
+    "proxy/h3": 3,  # the HTTP/3 application (implements the QUIC application ops)
+    "proxy/forward": 3,  # inter-site QUIC forwarding (registers the QUIC hooks)
+    "proxy/handoff": 4,  # TCP hand-off engine (uses the forward peer table)
+    "proxy/worker": 5,  # one worker thread: wires the engines
+    "proxy/site": 6,  # main thread: start-up, keys, anycast, admin
+    "proxy/ctl": 7,  # anyedgectl
+    "proxy": 7,  # main.c
+}
+# modules (path without extension) whose level differs from their folder's: the hand-off's
+# building blocks sit low so the TCP relay can register connections.
+MODULES = {
     "proxy/handoff/conntab": 1,
     "proxy/handoff/ippkt": 1,
-    "proxy/handoff/sockdiag": 1.5,
     "proxy/handoff/capture": 1,
-    "proxy/handoff/handoff": 4,
-    # site: main thread
-    "proxy/server": 6,
-    "proxy/admin": 6,
-    "proxy/anycast": 6,
-    # entry points
-    "proxy/main": 7,
-    "proxy/anyedgectl": 7,
+    "proxy/handoff/sockdiag": 1,
 }
-# sources whose level differs from their module's header
-SOURCE_LEVELS = {"proxy/worker.c": 5}
-# modules that form one unit (may include each other's headers)
-UNITS = [
-    {"proxy/quic", "proxy/quic_io", "proxy/quic_int"},
-    {"proxy/h3", "proxy/h3_upstream", "proxy/h3_int"},
-    {"proxy/server", "proxy/admin", "proxy/anycast"},
-]
 SKIP = {"proxy/handoff/orphan.bpf.c"}  # the kernel program: no proxy/ includes
 
 INC = re.compile(r'^\s*#\s*include\s+"(proxy/[^"]+)"', re.M)
@@ -71,8 +47,16 @@ def module(path):
     return os.path.splitext(path)[0]
 
 
-def same_unit(a, b):
-    return a == b or any(a in u and b in u for u in UNITS)
+def folder(path):
+    return os.path.dirname(path)
+
+
+def level(path):
+    """The level of a file or header, or None when its folder is not placed."""
+    m = module(path)
+    if m in MODULES:
+        return MODULES[m]
+    return FOLDERS.get(folder(path))
 
 
 def main():
@@ -87,24 +71,23 @@ def main():
     for rel in sorted(files):
         if rel in SKIP:
             continue
-        mod = module(rel)
-        if mod not in LEVELS:
-            bad.append("%s: not in the layer table (tests/lint/layers.py): place it" % rel)
+        lvl = level(rel)
+        if lvl is None:
+            bad.append("%s: its folder is not in the layer table (tests/lint/layers.py): place it" % rel)
             continue
-        lvl = SOURCE_LEVELS.get(rel, LEVELS[mod])
         text = open(os.path.join(src, rel), encoding="utf-8", errors="replace").read()
         for inc in INC.findall(text):
-            im = module(inc)
-            if im not in LEVELS:
-                bad.append("%s: includes %s, which is not in the layer table" % (rel, inc))
+            il = level(inc)
+            if il is None:
+                bad.append("%s: includes %s, whose folder is not in the layer table" % (rel, inc))
+            elif not os.path.exists(os.path.join(src, inc)):
+                bad.append("%s: includes %s, which does not exist" % (rel, inc))
+            elif folder(inc) == folder(rel):
                 continue
-            if same_unit(mod, im):
-                continue
-            if im.endswith("_int"):
-                bad.append("%s: includes %s, an internal header of another module" % (rel, inc))
-            elif LEVELS[im] >= lvl:
-                bad.append("%s (level %g): includes %s (level %g): not below it" %
-                           (rel, lvl, inc, LEVELS[im]))
+            elif module(inc).endswith("_int"):
+                bad.append("%s: includes %s, an internal header of another folder" % (rel, inc))
+            elif il >= lvl:
+                bad.append("%s (level %g): includes %s (level %g): not below it" % (rel, lvl, inc, il))
     for b in bad:
         print("[layers] " + b)
     if bad:

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "proxy/admin.h"
+#include "proxy/site/admin.h"
 
 static int parse(const char *s, ae_admin_request *req)
 {

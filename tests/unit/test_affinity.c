@@ -1,5 +1,5 @@
 /*
- * Upstream affinity records (proxy/runtime.c): the versioned blob stored in session tickets
+ * Upstream affinity records (proxy/core/runtime.c): the versioned blob stored in session tickets
  * for `balance: affinity` pools, its parser on good and hostile input, and the lookup of the
  * named server in a pool.
  */
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/runtime.h"
+#include "proxy/core/runtime.h"
 
 static const char pool_yaml[] = "upstreams:\n"
                                 "  sticky:\n"

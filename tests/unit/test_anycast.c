@@ -1,5 +1,5 @@
 /*
- * Unit tests for the health -> route state machine (proxy/anycast.c, ae_anycast_fsm_*):
+ * Unit tests for the health -> route state machine (proxy/site/anycast.c, ae_anycast_fsm_*):
  * rise/fall hysteresis (a flapping check does not flap the route), drain withdraws at once,
  * require_redis, actions only on transitions, failed commands retried with backoff, obsolete
  * commands cancelled.
@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "proxy/anycast.h"
+#include "proxy/site/anycast.h"
 
 static const ae_anycast_input healthy = {.pools_ok = 1, .listeners_ok = 1, .redis_ok = 1};
 static const ae_anycast_input no_pool = {.pools_ok = 0, .listeners_ok = 1, .redis_ok = 1};

@@ -1,5 +1,5 @@
 /*
- * Unit tests for the forwarding decision (proxy/forward.c): a table of cases (this worker,
+ * Unit tests for the forwarding decision (proxy/forward/forward.c): a table of cases (this worker,
  * another worker, another live site, dead / unknown / draining / no forward address,
  * undecodable, Initial, Handshake, from the tunnel) and the peer table built from the registry.
  */
@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "proxy/forward.h"
+#include "proxy/forward/forward.h"
 
 #define SELF_SITE 1
 #define SELF_W    0

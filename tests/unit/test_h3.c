@@ -1,6 +1,6 @@
 /*
  * HTTP/3 request validation (RFC 9114 §4.2, §4.3.1, §4.4): ae_h3_check_field() and
- * ae_h3_check_request() from proxy/h3.c.
+ * ae_h3_check_request() from proxy/h3/h3.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,7 +11,7 @@
 
 #include <string.h>
 
-#include "proxy/h3.h"
+#include "proxy/h3/h3.h"
 
 static int field(const char *name, const char *value)
 {

@@ -1,5 +1,5 @@
 /*
- * Upstream pools (proxy/runtime.c): runtimes built from a config, the balance policies of
+ * Upstream pools (proxy/core/runtime.c): runtimes built from a config, the balance policies of
  * ae_pool_pick(), the tried mask, health, passive failure accounting, and server objects
  * shared with the previous runtime across a reload.
  */
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/runtime.h"
+#include "proxy/core/runtime.h"
 
 #define NOW 1000000ull
 

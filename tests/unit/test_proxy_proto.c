@@ -11,7 +11,7 @@
 #include <arpa/inet.h>
 #include <string.h>
 
-#include "proxy/proxy_proto.h"
+#include "proxy/upstream/proxy_proto.h"
 
 static struct sockaddr_in v4(const char *ip, uint16_t port)
 {

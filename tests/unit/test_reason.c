@@ -11,8 +11,8 @@
 
 #include <string.h>
 
-#include "proxy/metrics.h"
-#include "proxy/reason.h"
+#include "proxy/core/metrics.h"
+#include "proxy/core/reason.h"
 
 static void test_tcp_names(void **state)
 {

@@ -1,5 +1,5 @@
 /* Names of the close reasons (reason.h): one table per enum, checked against its size. */
-#include "proxy/reason.h"
+#include "proxy/core/reason.h"
 
 #include "conf/base.h"
 

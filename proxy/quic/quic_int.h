@@ -1,5 +1,5 @@
 /*
- * Internal to proxy/quic.c and proxy/quic_io.c (the public API is proxy/quic.h): QUIC
+ * Internal to proxy/quic/quic.c and proxy/quic/io.c (the public API is proxy/quic/quic.h): QUIC
  * endpoints and connections.
  *
  * Ownership (all on one worker thread): a worker's QUIC state (ae_qworker) holds the TLS
@@ -16,7 +16,7 @@
 #include <ngtcp2/ngtcp2.h>
 #include <ngtcp2/ngtcp2_crypto.h>
 
-#include "proxy/quic.h"
+#include "proxy/quic/quic.h"
 #include "tls/quic_tls.h"
 
 #define AE_QUIC_CIDLEN   17   /* server connection IDs: fixed length (QUIC-LB ready) */

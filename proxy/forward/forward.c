@@ -1,5 +1,5 @@
 /*
- * Inter-site forwarding of QUIC packets and hand-off between workers (see proxy/forward.h and
+ * Inter-site forwarding of QUIC packets and hand-off between workers (see proxy/forward/forward.h and
  * "Forwarding decision" in docs/architecture.md).
  */
 #include <errno.h>
@@ -12,8 +12,8 @@
 
 #include <linux/errqueue.h>
 
-#include "proxy/forward.h"
-#include "proxy/quic.h"
+#include "proxy/forward/forward.h"
+#include "proxy/quic/quic.h"
 
 #define FWD_INBOX_SLOTS 512 /* hand-off slots per worker (power of two) */
 #define FWD_BATCH       32  /* frames per sendmmsg / recvmmsg */

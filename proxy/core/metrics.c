@@ -2,7 +2,7 @@
  * Metric names and help texts, indexed by ae_metric. The admin endpoint renders each as
  * anyedge_<name>_total, except the handshake counters, which it renders as labelled families.
  */
-#include "proxy/metrics.h"
+#include "proxy/core/metrics.h"
 
 #include "tls/tls.h"
 

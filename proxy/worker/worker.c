@@ -2,7 +2,7 @@
  * Worker threads: one libev loop each, listening sockets in an SO_REUSEPORT group, messages
  * from the main thread, a buffer pool (buf.c).
  */
-#include "proxy/worker.h"
+#include "proxy/core/worker.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -11,11 +11,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "proxy/forward.h"
-#include "proxy/h3.h"
-#include "proxy/quic.h"
-#include "proxy/tcp_relay.h"
-#include "proxy/worker.h"
+#include "proxy/forward/forward.h"
+#include "proxy/h3/h3.h"
+#include "proxy/quic/quic.h"
+#include "proxy/tcp/relay.h"
+#include "proxy/core/worker.h"
 
 #define AE_ACCEPT_BATCH   64  /* accepts per readiness event: fairness against connections */
 #define AE_ACCEPT_PAUSE_S 0.1 /* pause after EMFILE/ENFILE/ENOBUFS */

@@ -3,7 +3,7 @@
  *
  * Pure: no I/O, no logging, no allocation, so it can be unit tested and fuzzed on its own.
  */
-#include "proxy/proxy_proto.h"
+#include "proxy/upstream/proxy_proto.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

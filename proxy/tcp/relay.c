@@ -8,7 +8,7 @@
  * as a half-close to the other (close_notify towards the client, shutdown(SHUT_WR) towards the
  * upstream) while the opposite direction keeps flowing.
  */
-#include "proxy/tcp_relay.h"
+#include "proxy/tcp/relay.h"
 
 #include <errno.h>
 #include <netinet/tcp.h>
@@ -18,11 +18,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "proxy/buf.h"
+#include "proxy/core/buf.h"
 #include "proxy/handoff/conntab.h"
-#include "proxy/proxy_proto.h"
-#include "proxy/reason.h"
-#include "proxy/runtime.h"
+#include "proxy/upstream/proxy_proto.h"
+#include "proxy/core/reason.h"
+#include "proxy/core/runtime.h"
 
 typedef enum {
     TC_HANDSHAKE = 0, /* TLS handshake with the client in progress */

@@ -1,15 +1,15 @@
 /*
- * HTTP/3 (proxy/h3.c, proxy/h3_upstream.c): the application on QUIC connections. HTTP/3
+ * HTTP/3 (proxy/h3/h3.c, proxy/h3/upstream.c): the application on QUIC connections. HTTP/3
  * requests (RFC 9114, nghttp3) go to HTTP/1.1 upstream servers.
  *
  * Layers: above quic. h3 implements the QUIC application ops (ae_h3_app_ops), which the worker
  * registers with ae_quic_set_app() together with a per-worker ae_h3_worker; quic calls the ops,
- * h3 calls quic's public functions (proxy/quic.h) downwards. Internal types: proxy/h3_int.h.
+ * h3 calls quic's public functions (proxy/quic/quic.h) downwards. Internal types: proxy/h3/h3_int.h.
  */
 #ifndef AE_H3_H
 #define AE_H3_H
 
-#include "proxy/quic.h"
+#include "proxy/quic/quic.h"
 
 #define AE_H3_HEAD_MAX (64 * 1024) /* request header section limit */
 

@@ -1,9 +1,9 @@
 /*
- * QUIC (proxy/quic.c, proxy/quic_io.c): what the rest of proxy/ may use. The worker starts and
+ * QUIC (proxy/quic/quic.c, proxy/quic/io.c): what the rest of proxy/ may use. The worker starts and
  * stops listeners and feeds runtimes, secrets and drains; forward.c feeds datagrams in and
  * sends reply frames' datagrams out; the application on the streams (HTTP/3, h3.c) reads and
  * steers its connections. Everything else (endpoints, the CID table, connections, tokens) is
- * internal (proxy/quic_int.h, only for quic*.c).
+ * internal (proxy/quic/quic_int.h, only for quic*.c).
  *
  * Layers: quic is below forward and h3 and never calls them. What it must tell them goes
  * through two tables the worker registers once per worker (worker.c), before the worker
@@ -22,8 +22,8 @@
 
 #include <ngtcp2/ngtcp2.h>
 
-#include "proxy/dgram.h"
-#include "proxy/worker.h"
+#include "proxy/core/dgram.h"
+#include "proxy/core/worker.h"
 #include "state/cid.h"
 
 #define AE_QUIC_RX_BUF        2048         /* largest datagram received (max_udp_payload_size) */

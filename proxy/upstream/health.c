@@ -7,7 +7,7 @@
  * check deadline while a check is in flight. The result moves the shared server's streaks; the
  * up/down decision is written to the server's atomics that workers read.
  */
-#include "proxy/health.h"
+#include "proxy/upstream/health.h"
 
 #include <errno.h>
 #include <stdio.h>

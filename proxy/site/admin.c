@@ -8,15 +8,15 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* accept4; CMake defines it for the whole build */
 #endif
-#include "proxy/admin.h"
+#include "proxy/site/admin.h"
 
-#include "proxy/anycast.h"
-#include "proxy/forward.h"
+#include "proxy/site/anycast.h"
+#include "proxy/forward/forward.h"
 #include "proxy/handoff/handoff.h"
-#include "proxy/metrics.h"
-#include "proxy/reason.h"
-#include "proxy/runtime.h"
-#include "proxy/server.h"
+#include "proxy/core/metrics.h"
+#include "proxy/core/reason.h"
+#include "proxy/core/runtime.h"
+#include "proxy/site/server.h"
 #include "state/state.h"
 
 #include <errno.h>

@@ -16,12 +16,12 @@
  * drain timeout; the process keeps serving and accepting. Undrain re-announces after `rise`
  * healthy samples.
  */
-#include "proxy/anycast.h"
+#include "proxy/site/anycast.h"
 
-#include "proxy/forward.h"
-#include "proxy/metrics.h"
-#include "proxy/runtime.h"
-#include "proxy/server.h"
+#include "proxy/forward/forward.h"
+#include "proxy/core/metrics.h"
+#include "proxy/core/runtime.h"
+#include "proxy/site/server.h"
 #include "state/state.h"
 
 #include <errno.h>

@@ -25,7 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "proxy/h3_int.h"
+#include "proxy/h3/h3_int.h"
 
 static void consume(qstream *s, uint64_t n);
 static int retry(qstream *s);

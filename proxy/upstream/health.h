@@ -4,7 +4,7 @@
 
 #include <ev.h>
 
-#include "proxy/runtime.h"
+#include "proxy/core/runtime.h"
 
 typedef struct ae_health ae_health;
 /* Creates the checker, idle until ae_health_set_runtime gives it servers: it then checks

@@ -1,7 +1,7 @@
 /*
  * Runtime snapshots and upstream pools.
  */
-#include "proxy/runtime.h"
+#include "proxy/core/runtime.h"
 
 #include <stdlib.h>
 #include <string.h>

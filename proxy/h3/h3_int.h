@@ -1,5 +1,5 @@
 /*
- * Internal to proxy/h3.c and proxy/h3_upstream.c (the public API is proxy/h3.h): the HTTP/3
+ * Internal to proxy/h3/h3.c and proxy/h3/upstream.c (the public API is proxy/h3/h3.h): the HTTP/3
  * session of a QUIC connection (h3conn) and its request streams (qstream).
  *
  * Ownership (all on one worker thread): quic owns the connection (ae_qconn) and holds an
@@ -14,7 +14,7 @@
 #include <nghttp3/nghttp3.h>
 #include <ngtcp2/ngtcp2.h>
 
-#include "proxy/h3.h"
+#include "proxy/h3/h3.h"
 #include "proxy/upstream/http1.h"
 
 #define AE_H3_DOWN_LIMIT AE_QUIC_STREAM_WINDOW /* response bytes held per stream (not acked) */

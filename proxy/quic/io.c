@@ -2,7 +2,7 @@
  * QUIC endpoint packet I/O: the UDP socket options of a QUIC listener, sending (one datagram
  * or a UDP GSO batch, with the PKTINFO source and ECN codepoint as control messages) and the
  * recvmmsg read loop, which hands each datagram (a descriptor with its local address and ECN
- * codepoint, proxy/dgram.h) to ae_quic_input() like any other datagram source and writes the
+ * codepoint, proxy/core/dgram.h) to ae_quic_input() like any other datagram source and writes the
  * touched connections at the end of the batch (ae_quic_flush). Connections live in quic.c.
  */
 #include <errno.h>
@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "proxy/quic_int.h"
+#include "proxy/quic/quic_int.h"
 
 /* ---- socket ---- */
 

@@ -10,7 +10,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "proxy/reason.h"
+#include "proxy/core/reason.h"
 
 typedef enum {
     AE_M_ACCEPTED = 0,      /* TCP connections accepted */

@@ -1,7 +1,7 @@
 /*
  * The main thread: start-up, listening socket groups, reload, key rotation, signals, drain.
  */
-#include "proxy/server.h"
+#include "proxy/site/server.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -14,15 +14,15 @@
 
 #include <openssl/crypto.h>
 
-#include "proxy/admin.h"
-#include "proxy/anycast.h"
-#include "proxy/forward.h"
+#include "proxy/site/admin.h"
+#include "proxy/site/anycast.h"
+#include "proxy/forward/forward.h"
 #include "proxy/handoff/conntab.h"
 #include "proxy/handoff/handoff.h"
-#include "proxy/health.h"
-#include "proxy/qsecrets.h"
-#include "proxy/quic.h"
-#include "proxy/worker.h"
+#include "proxy/upstream/health.h"
+#include "proxy/core/qsecrets.h"
+#include "proxy/quic/quic.h"
+#include "proxy/core/worker.h"
 #include "state/state.h"
 
 /* A listening address served by every worker: one SO_REUSEPORT socket per worker. The fds
@@ -58,8 +58,8 @@ struct ae_server_main {
     ae_addr admin_addr;
     uint64_t reloads_ok, reloads_failed, started_ms;
     int draining;
-    ae_anycast *anycast; /* route control and site drain (proxy/anycast.c) */
-    /* inter-site forwarding (proxy/forward.c) */
+    ae_anycast *anycast; /* route control and site drain (proxy/site/anycast.c) */
+    /* inter-site forwarding (proxy/forward/forward.c) */
     ae_fwd_group *fwdg;
     ae_addr fwd_addr; /* site.forward the fds below are bound to */
     int *fwd_fds; /* [nworkers] site.forward SO_REUSEPORT group (the workers own them), or NULL */

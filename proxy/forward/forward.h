@@ -26,7 +26,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "proxy/quic.h"
+#include "proxy/quic/quic.h"
 #include "state/cid.h"
 #include "state/state.h"
 #include "state/tunnel.h"
@@ -111,7 +111,7 @@ void ae_fwd_site_counts(const ae_fwd_group *g, uint16_t site, uint64_t *out, uin
 /* Reply frames (site.return: tunnel) sent to (out) and received from (in) site. */
 void ae_fwd_site_reply_counts(const ae_fwd_group *g, uint16_t site, uint64_t *out, uint64_t *in);
 
-/* ---- the QUIC hooks (ae_quic_hooks, proxy/quic.h), which the worker registers ----
+/* ---- the QUIC hooks (ae_quic_hooks, proxy/quic/quic.h), which the worker registers ----
  * ctx is the ae_worker; worker thread. */
 
 /* unknown_cid: routes a datagram dg whose DCID is in no table of ep by the owner its CID

@@ -1,5 +1,5 @@
 /* Relay buffers: a free list per worker, no locking (see buf.h). */
-#include "proxy/buf.h"
+#include "proxy/core/buf.h"
 
 #include <stdlib.h>
 

@@ -17,10 +17,10 @@
 #include <ev.h>
 
 #include "conf/conf.h"
-#include "proxy/buf.h"
-#include "proxy/metrics.h"
-#include "proxy/qsecrets.h"
-#include "proxy/runtime.h"
+#include "proxy/core/buf.h"
+#include "proxy/core/metrics.h"
+#include "proxy/core/qsecrets.h"
+#include "proxy/core/runtime.h"
 
 typedef struct ae_worker ae_worker;
 typedef struct ae_tconn ae_tconn;
@@ -32,7 +32,7 @@ typedef struct ae_wlistener {
     int fd;
     size_t index; /* listener index in the worker's current runtime */
     ae_listener_proto proto;
-    struct ae_qep *qep; /* QUIC endpoint (proxy/quic.c), NULL for TCP */
+    struct ae_qep *qep; /* QUIC endpoint (proxy/quic/quic.c), NULL for TCP */
     ae_worker *w;
     struct ae_wlistener *next;
 } ae_wlistener;
@@ -58,7 +58,7 @@ typedef struct ae_msg {
     ae_runtime *rt;
     ae_qsecrets *sec;
     struct ae_fwd_peers *peers;
-    int fwd_fd; /* AE_MSG_RUNTIME: this worker's site.forward socket, -1 none (proxy/forward.c) */
+    int fwd_fd; /* AE_MSG_RUNTIME: this worker's site.forward socket, -1 none (proxy/forward/forward.c) */
     ae_lfd *fds;
     size_t nfds;
     struct ae_msg *next;
@@ -87,8 +87,8 @@ struct ae_worker {
     uint64_t next_conn_id;
 
     ae_counters counters;
-    struct ae_qworker *quic;   /* QUIC state of this worker (proxy/quic.c), NULL until needed */
-    struct ae_fwd_worker *fwd; /* forwarding state (proxy/forward.c), set before start */
+    struct ae_qworker *quic;   /* QUIC state of this worker (proxy/quic/quic.c), NULL until needed */
+    struct ae_fwd_worker *fwd; /* forwarding state (proxy/forward/forward.c), set before start */
     struct ae_conntab
         *conntab; /* TCP hand-off: connections by 4-tuple, or NULL (set before start) */
 
@@ -117,6 +117,6 @@ static inline void ae_worker_buf_put(ae_worker *w, ae_buf *b)
     ae_buf_put(&w->bufs, b);
 }
 
-/* QUIC listeners, connections and their drain: proxy/quic.h. */
+/* QUIC listeners, connections and their drain: proxy/quic/quic.h. */
 
 #endif

@@ -7,7 +7,7 @@
  * handed to ngtcp2. Connections touched by a batch are written once at its end, so ACKs and
  * stream data coalesce. Each connection has one ev_timer armed at ngtcp2_conn_get_expiry().
  * The protocol on the streams (HTTP/3, h3.c) is reached only through the application ops the
- * worker registered (ae_quic_app_ops, proxy/quic.h), datagrams for connections elsewhere only
+ * worker registered (ae_quic_app_ops, proxy/quic/quic.h), datagrams for connections elsewhere only
  * through the forwarding hooks (ae_quic_hooks).
  */
 #include <errno.h>
@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "conf/seen.h"
-#include "proxy/quic_int.h"
+#include "proxy/quic/quic_int.h"
 
 /* ---- small utilities ---- */
 
@@ -1114,7 +1114,7 @@ static void handle_datagram(ae_qep *ep, const ae_dgram *dg)
         return;
     }
     /* Owned by another worker or site: handed off, forwarded or dropped (the forwarding hook,
-     * proxy/forward.c). */
+     * proxy/forward/forward.c). */
     const ae_quic_hooks *h = &ep->w->quic->hooks;
     if (h->unknown_cid != NULL && h->unknown_cid(h->ctx, ep, dg, vc.dcid, vc.dcidlen))
         return;
@@ -1358,7 +1358,7 @@ void ae_quic_free(ae_worker *w)
     w->quic = NULL;
 }
 
-/* ---- hooks, and entry points for proxy/forward.c (hand-off, tunnel input, replies) ---- */
+/* ---- hooks, and entry points for proxy/forward/forward.c (hand-off, tunnel input, replies) ---- */
 
 int ae_quic_set_hooks(ae_worker *w, const ae_quic_hooks *hooks)
 {

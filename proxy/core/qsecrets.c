@@ -10,7 +10,7 @@
  *  - "quic-ticket": GnuTLS session-ticket master key (current only: GnuTLS takes one key).
  * The connection-ID keys ("quic-cid", state/cid.c) are built per worker from the ring copy.
  */
-#include "proxy/qsecrets.h"
+#include "proxy/core/qsecrets.h"
 
 #include <stdlib.h>
 #include <string.h>

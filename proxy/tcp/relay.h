@@ -9,8 +9,8 @@
 
 #include <sys/socket.h>
 
-#include "proxy/metrics.h"
-#include "proxy/worker.h"
+#include "proxy/core/metrics.h"
+#include "proxy/core/worker.h"
 
 /* Starts serving a connection accepted on l (TLS handshake first). Takes ownership of fd: it
  * is closed here when the connection is refused (tune.max_connections, out of memory). */

@@ -21,7 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "proxy/h3_int.h"
+#include "proxy/h3/h3_int.h"
 
 /* ---- helpers ---- */
 
@@ -523,7 +523,7 @@ static int h3_reset_stream(nghttp3_conn *h3, int64_t sid, uint64_t code, void *c
     return 0;
 }
 
-/* ---- the QUIC application ops (proxy/quic.h): quic calls these ---- */
+/* ---- the QUIC application ops (proxy/quic/quic.h): quic calls these ---- */
 
 static int op_setup(void *wctx, ae_qconn *qc, void **app)
 {

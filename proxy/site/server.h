@@ -17,9 +17,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "proxy/anycast.h"
-#include "proxy/metrics.h"
-#include "proxy/runtime.h"
+#include "proxy/site/anycast.h"
+#include "proxy/core/metrics.h"
+#include "proxy/core/runtime.h"
 #include "state/ring.h"
 
 typedef struct ae_server_main ae_server_main;
@@ -42,7 +42,7 @@ uint64_t ae_server_reloads_failed(ae_server_main *s);
 uint64_t ae_server_started_ms(ae_server_main *s); /* wall clock */
 int ae_server_draining(ae_server_main *s);
 /* The ring the QUIC secrets come from, the newest forwarding peer table (borrowed; may be
- * NULL), the forwarding group (for the per-site counters): proxy/forward.h. */
+ * NULL), the forwarding group (for the per-site counters): proxy/forward/forward.h. */
 const ae_ring *ae_server_qring(ae_server_main *s);
 struct ae_fwd_peers *ae_server_peers(ae_server_main *s);
 struct ae_fwd_group *ae_server_fwd_group(ae_server_main *s);
