@@ -58,7 +58,8 @@ typedef struct ae_msg {
     ae_runtime *rt;
     ae_qsecrets *sec;
     struct ae_fwd_peers *peers;
-    int fwd_fd; /* AE_MSG_RUNTIME: this worker's site.forward socket, -1 none (proxy/forward/forward.c) */
+    int fwd_fd; /* AE_MSG_RUNTIME: this worker's site.forward socket, -1 none
+                   (proxy/forward/forward.c) */
     ae_lfd *fds;
     size_t nfds;
     struct ae_msg *next;
@@ -87,7 +88,7 @@ struct ae_worker {
     uint64_t next_conn_id;
 
     ae_counters counters;
-    struct ae_qworker *quic;   /* QUIC state of this worker (proxy/quic/quic.c), NULL until needed */
+    struct ae_qworker *quic; /* QUIC state of this worker (proxy/quic/quic.c), NULL until needed */
     struct ae_fwd_worker *fwd; /* forwarding state (proxy/forward/forward.c), set before start */
     struct ae_conntab
         *conntab; /* TCP hand-off: connections by 4-tuple, or NULL (set before start) */

@@ -1,6 +1,6 @@
 /*
- * Inter-site forwarding of QUIC packets and hand-off between workers (see proxy/forward/forward.h and
- * "Forwarding decision" in docs/architecture.md).
+ * Inter-site forwarding of QUIC packets and hand-off between workers (see proxy/forward/forward.h
+ * and "Forwarding decision" in docs/architecture.md).
  */
 #include <errno.h>
 #include <netinet/in.h>

@@ -4,7 +4,8 @@
  *
  * Layers: above quic. h3 implements the QUIC application ops (ae_h3_app_ops), which the worker
  * registers with ae_quic_set_app() together with a per-worker ae_h3_worker; quic calls the ops,
- * h3 calls quic's public functions (proxy/quic/quic.h) downwards. Internal types: proxy/h3/h3_int.h.
+ * h3 calls quic's public functions (proxy/quic/quic.h) downwards. Internal types:
+ * proxy/h3/h3_int.h.
  */
 #ifndef AE_H3_H
 #define AE_H3_H

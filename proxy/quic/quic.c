@@ -1358,7 +1358,8 @@ void ae_quic_free(ae_worker *w)
     w->quic = NULL;
 }
 
-/* ---- hooks, and entry points for proxy/forward/forward.c (hand-off, tunnel input, replies) ---- */
+/* ---- hooks, and entry points for proxy/forward/forward.c (hand-off, tunnel input, replies) ----
+ */
 
 int ae_quic_set_hooks(ae_worker *w, const ae_quic_hooks *hooks)
 {
