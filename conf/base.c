@@ -385,3 +385,8 @@ int ae_hex_digit(int ch)
         return ch - 'A' + 10;
     return -1;
 }
+
+void ae_memzero(void *p, size_t n)
+{
+    explicit_bzero(p, n);
+}

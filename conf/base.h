@@ -41,6 +41,8 @@ uint64_t ae_wall_ms(void);
 
 /* Value of a hexadecimal digit (either case), or -1. */
 int ae_hex_digit(int ch);
+/* Zeroes key material; never optimised away (explicit_bzero). */
+void ae_memzero(void *p, size_t n);
 
 /* ---- logging ---- */
 

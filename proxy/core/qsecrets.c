@@ -15,8 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-
 #include "conf/base.h"
 #include "state/cid.h"
 
@@ -48,7 +46,7 @@ int ae_qsecrets_new(const ae_ring *ring, ae_qsecrets **out)
     *out = q;
     return 0;
 fail:
-    OPENSSL_cleanse(q, sizeof(*q));
+    ae_memzero(q, sizeof(*q));
     free(q);
     return AE_ERR_TLS;
 }
@@ -64,7 +62,7 @@ void ae_qsecrets_unref(ae_qsecrets *q)
 {
     if (q == NULL || atomic_fetch_sub_explicit(&q->refcnt, 1, memory_order_acq_rel) != 1)
         return;
-    OPENSSL_cleanse(q, sizeof(*q));
+    ae_memzero(q, sizeof(*q));
     free(q);
 }
 

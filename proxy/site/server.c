@@ -12,10 +12,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
-
 #include "proxy/site/admin.h"
 #include "proxy/site/anycast.h"
+#include "proxy/site/keys.h"
 #include "proxy/forward/forward.h"
 #include "proxy/handoff/conntab.h"
 #include "proxy/handoff/handoff.h"
@@ -38,16 +37,10 @@ struct ae_server_main {
     char *path;
     struct ev_loop *loop;
     ev_signal sig_hup, sig_term, sig_int, sig_usr2;
-    ev_timer rotate;
     ev_async worker_exit;
-    ae_keyring *ring;
+    ae_keys *keys;   /* TLS ticket keys and the QUIC secrets' ring (keys.h) */
     ae_state *state; /* NULL in standalone mode */
-    int shared_ring; /* the TLS ring holds the shared ring's keys (local rotation stopped) */
-    int serving;     /* workers started: tickets may have been issued under local keys */
-    ae_ticket_key local_keys[AE_KEYRING_CAP]; /* local keys kept decrypt-only after the switch */
-    size_t nlocal;
-    uint64_t local_expire_ms; /* wall clock until which local_keys are kept */
-    ae_ring qring;            /* ring the QUIC secrets come from: the shared ring, or a local one */
+    int serving;     /* workers started */
     ae_runtime *rt;
     ae_worker **workers;
     size_t nworkers, nexited;
@@ -83,7 +76,7 @@ ae_conntab *ae_server_conntab(ae_server_main *s)
 
 const ae_ring *ae_server_qring(ae_server_main *s)
 {
-    return &s->qring;
+    return ae_keys_qring(s->keys);
 }
 
 ae_fwd_peers *ae_server_peers(ae_server_main *s)
@@ -103,7 +96,7 @@ ae_runtime *ae_server_runtime(ae_server_main *s)
 
 ae_keyring *ae_server_keyring(ae_server_main *s)
 {
-    return s->ring;
+    return ae_keys_tls(s->keys);
 }
 
 size_t ae_server_nworkers(ae_server_main *s)
@@ -476,29 +469,19 @@ static void admin_apply(ae_server_main *s, const ae_conf *conf)
     AE_INFO("admin endpoint on http://%s/", conf->admin.addr.text);
 }
 
-static void rotate_cb(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    char err[256];
-    ae_server_rotate_keys(t->data, err, sizeof(err));
-}
-
 ae_state *ae_server_state(ae_server_main *s)
 {
     return s->state;
 }
 
-/* Sends every worker the QUIC secrets of s->qring (before the workers start, the messages wait
- * in their queues). */
-static void post_secrets(ae_server_main *s)
+/* The QUIC secrets of a new ring (keys.c) go to every worker and the TCP hand-off; before the
+ * workers exist there is no one to tell (ae_keys_post repeats it once they do). */
+static void secrets_cb(ae_qsecrets *sec, void *arg)
 {
-    ae_qsecrets *sec;
+    ae_server_main *s = arg;
 
-    if (s->workers == NULL || ae_qsecrets_new(&s->qring, &sec) != 0) {
-        if (s->workers != NULL)
-            AE_ERROR("cannot derive the QUIC secrets of ring generation %llu",
-                     (unsigned long long)s->qring.generation);
+    if (s->workers == NULL)
         return;
-    }
     for (size_t i = 0; i < s->nworkers; i++) {
         ae_msg *m = calloc(1, sizeof(*m));
         if (s->workers[i] == NULL || m == NULL) {
@@ -510,99 +493,28 @@ static void post_secrets(ae_server_main *s)
         ae_worker_post(s->workers[i], m);
     }
     ae_handoff_set_secrets(s->handoff, sec);
-    ae_qsecrets_unref(sec);
-}
-
-/* Ticket keys of a shared ring key: derived, never the master secret itself. */
-static int ticket_key_from_ring(const ae_ring_key *rk, ae_ticket_key *tk)
-{
-    memset(tk, 0, sizeof(*tk));
-    tk->id = rk->id;
-    tk->created_ms = rk->created_ms;
-    tk->state = rk->state == AE_RING_NEXT      ? AE_KEY_NEXT
-                : rk->state == AE_RING_CURRENT ? AE_KEY_CURRENT
-                                               : AE_KEY_PREVIOUS;
-    if (ae_ring_derive(rk, "tls-ticket name", tk->name, sizeof(tk->name)) != 0 ||
-        ae_ring_derive(rk, "tls-ticket aes", tk->aes, sizeof(tk->aes)) != 0 ||
-        ae_ring_derive(rk, "tls-ticket hmac", tk->hmac, sizeof(tk->hmac)) != 0)
-        return AE_ERR_TLS;
-    return 0;
-}
-
-/* Puts the shared ring's keys into the TLS key ring. The first time, the local keys that may
- * have encrypted tickets (the site served before Redis was reachable) stay as decrypt-only
- * keys for one rotation period, so those tickets keep resuming until they expire. */
-static void apply_shared_ring(ae_server_main *s, const ae_ring *ring)
-{
-    ae_ticket_key keys[AE_KEYRING_CAP];
-    size_t n = 0;
-    uint64_t now = ae_wall_ms();
-
-    if (!s->shared_ring) {
-        s->shared_ring = 1;
-        ev_timer_stop(s->loop, &s->rotate);
-        if (s->serving) {
-            s->nlocal = ae_keyring_snapshot(s->ring, s->local_keys, AE_RING_MAX_KEYS);
-            for (size_t i = 0; i < s->nlocal; i++)
-                s->local_keys[i].state = AE_KEY_PREVIOUS;
-            s->local_expire_ms = now + (uint64_t)s->rt->conf->tls.ticket_rotation_s * 1000;
-            AE_INFO("switching to the shared key ring; %zu local keys stay decrypt-only for %u s",
-                    s->nlocal, s->rt->conf->tls.ticket_rotation_s);
-        }
-    }
-    for (size_t i = 0; i < ring->nkeys && n < AE_KEYRING_CAP; i++)
-        if (ticket_key_from_ring(&ring->keys[i], &keys[n]) == 0)
-            n++;
-    if (s->nlocal > 0 && now >= s->local_expire_ms) {
-        OPENSSL_cleanse(s->local_keys, sizeof(s->local_keys));
-        s->nlocal = 0;
-    }
-    for (size_t i = 0; i < s->nlocal && n < AE_KEYRING_CAP; i++)
-        keys[n++] = s->local_keys[i];
-    if (ae_keyring_replace(s->ring, keys, n) != 0)
-        AE_ERROR("shared ring generation %llu has no usable current key; keeping the previous keys",
-                 (unsigned long long)ring->generation);
-    OPENSSL_cleanse(keys, sizeof(keys));
 }
 
 static void ring_changed(const ae_ring *ring, void *arg)
 {
     ae_server_main *s = arg;
-    apply_shared_ring(s, ring);
-    s->qring = *ring;
-    post_secrets(s);
+    ae_keys_ring_changed(s->keys, ring);
 }
 
 int ae_server_rotate_keys(ae_server_main *s, char *err, size_t errlen)
 {
     /* Shared mode rotates through Redis; the local ring (standalone, or shared mode before
      * Redis was ever reachable) rotates here. */
-    if (s->shared_ring)
+    if (ae_keys_shared(s->keys))
         return ae_state_rotate(s->state, err, errlen);
-    int rv = ae_keyring_rotate(s->ring);
-    if (rv == 0 && ae_ring_rotate(&s->qring, &s->qring, ae_wall_ms()) == 0)
-        post_secrets(s);
-    if (rv != 0) {
-        snprintf(err, errlen, "ticket key rotation failed: %s", ae_strerror(rv));
-        AE_ERROR("%s", err);
-    } else
-        AE_INFO("ticket keys rotated (generation %llu)",
-                (unsigned long long)ae_keyring_generation(s->ring));
-    return rv;
+    return ae_keys_rotate_local(s->keys, err, errlen);
 }
 
 static void rotation_apply(ae_server_main *s, const ae_conf *conf)
 {
-    ev_tstamp iv = conf->tls.ticket_rotation_s;
     if (s->state != NULL)
         ae_state_set_rotation(s->state, (uint64_t)conf->tls.ticket_rotation_s * 1000);
-    if (s->shared_ring)
-        return; /* the shared ring rotates through Redis */
-    if (ev_is_active(&s->rotate) && s->rotate.repeat == iv)
-        return;
-    ev_timer_stop(s->loop, &s->rotate);
-    ev_timer_set(&s->rotate, iv, iv);
-    ev_timer_start(s->loop, &s->rotate);
+    ae_keys_set_rotation(s->keys, conf->tls.ticket_rotation_s);
 }
 
 /* ---- reload ---- */
@@ -649,7 +561,7 @@ int ae_server_reload(ae_server_main *s, char *err, size_t errlen)
     if (!handoff_conf_same(conf, s->rt->conf))
         AE_WARN("reload: tcp_handoff changes need a restart; keeping the running hand-off "
                 "settings (listener addresses are updated)");
-    rv = ae_runtime_new(conf, s->ring, s->rt, s->rt->generation + 1, &rt, err, errlen);
+    rv = ae_runtime_new(conf, ae_keys_tls(s->keys), s->rt, s->rt->generation + 1, &rt, err, errlen);
     if (rv != 0)
         goto fail;
     rv = fwd_build(s, rt->conf, &fwd, &fwd_reused, err, errlen);
@@ -721,7 +633,7 @@ static void begin_drain(ae_server_main *s, const char *why)
     lsocks_forget(s->lsocks, s->nlsocks);
     s->lsocks = NULL;
     s->nlsocks = 0;
-    ev_timer_stop(s->loop, &s->rotate);
+    ae_keys_stop(s->keys);
 }
 
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -804,15 +716,12 @@ static void server_free(ae_server_main *s)
     ae_admin_free(s->admin);
     ae_runtime_unref(s->rt);
     ae_state_free(s->state);
-    OPENSSL_cleanse(s->local_keys, sizeof(s->local_keys));
-    OPENSSL_cleanse(&s->qring, sizeof(s->qring));
-    ae_keyring_free(s->ring);
+    ae_keys_free(s->keys);
     if (s->loop != NULL) {
         ev_signal_stop(s->loop, &s->sig_hup);
         ev_signal_stop(s->loop, &s->sig_term);
         ev_signal_stop(s->loop, &s->sig_int);
         ev_signal_stop(s->loop, &s->sig_usr2);
-        ev_timer_stop(s->loop, &s->rotate);
         ev_timer_stop(s->loop, &s->peers_tick);
         ev_async_stop(s->loop, &s->worker_exit);
     }
@@ -843,15 +752,13 @@ int ae_server_run(const char *path)
     s->loop = EV_DEFAULT;
     s->started_ms = ae_wall_ms();
     s->nworkers = conf->workers;
-    ev_timer_init(&s->rotate, rotate_cb, 0, 0);
-    s->rotate.data = s;
     /* Every 100 ms until the registry has been read and the first peer table built (the
      * forwarding and the TCP hand-off wait for it), then every second. */
     ev_timer_init(&s->peers_tick, peers_tick_cb, 0, 0.1);
     s->peers_tick.data = s;
-    if (ae_keyring_new(&s->ring) != 0) {
+    if (ae_keys_new(s->loop, secrets_cb, s, &s->keys) != 0) {
         ae_conf_free(conf);
-        AE_ERROR("cannot create the ticket key ring");
+        AE_ERROR("cannot create the key rings");
         goto fail;
     }
     if (conf->state.redis != NULL) {
@@ -863,17 +770,12 @@ int ae_server_run(const char *path)
             goto fail;
         }
     }
-    if (ae_runtime_new(conf, s->ring, NULL, 1, &s->rt, err, sizeof(err)) != 0) {
+    if (ae_runtime_new(conf, ae_keys_tls(s->keys), NULL, 1, &s->rt, err, sizeof(err)) != 0) {
         AE_ERROR("%s", err);
         goto fail;
     }
-    if (s->state != NULL && ae_state_ring(s->state) != NULL) {
-        apply_shared_ring(s, ae_state_ring(s->state));
-        s->qring = *ae_state_ring(s->state);
-    } else if (ae_ring_init(&s->qring, ae_wall_ms()) != 0) {
-        AE_ERROR("cannot create the local key ring");
-        goto fail;
-    }
+    if (s->state != NULL && ae_state_ring(s->state) != NULL)
+        ae_keys_ring_changed(s->keys, ae_state_ring(s->state)); /* no workers yet */
     s->workers = calloc(s->nworkers, sizeof(*s->workers));
     if (s->workers == NULL)
         goto fail;
@@ -889,7 +791,7 @@ int ae_server_run(const char *path)
     if (ae_fwd_group_new(s->workers, s->nworkers, &s->fwdg) != 0)
         goto fail;
     handoff_start(s, s->rt->conf);
-    post_secrets(s);
+    ae_keys_post(s->keys);
     {
         int *fwd = NULL, reused;
         if (fwd_build(s, s->rt->conf, &fwd, &reused, err, sizeof(err)) != 0) {
@@ -908,6 +810,7 @@ int ae_server_run(const char *path)
         if (ae_worker_start(s->workers[i]) != 0)
             goto fail;
     s->serving = 1;
+    ae_keys_serving(s->keys);
     if (ae_health_new(s->loop, &s->health) != 0)
         goto fail;
     ae_health_set_runtime(s->health, s->rt);
