@@ -1,7 +1,7 @@
 /*
- * Admin endpoint (admin.c), main thread: HTTP/1.1 on a loopback address, the Prometheus
- * metrics, /status and /sites JSON, reload, key rotation, drain; a pure request parser and
- * router (unit-tested).
+ * Admin endpoint (admin.c), main thread: HTTP/1.1 on a loopback address serving the Prometheus
+ * metrics, /status and /sites JSON (documents written by render.c), /whereis, reload, key
+ * rotation, drain; a pure request parser and router (unit-tested).
  */
 #ifndef AE_ADMIN_H
 #define AE_ADMIN_H
@@ -20,12 +20,6 @@ typedef struct ae_admin ae_admin;
 int ae_admin_new(struct ev_loop *loop, ae_server_main *srv, const ae_addr *addr, ae_admin **out,
                  char *err, size_t errlen);
 void ae_admin_free(ae_admin *a);
-/* Writes the Prometheus text exposition into a malloc'd string (*out, *outlen). */
-int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen);
-/* Writes the /status JSON document into a malloc'd string. */
-int ae_admin_render_status(ae_server_main *s, char **out, size_t *outlen);
-/* Writes the /sites JSON array (sites as last read from Redis; [] standalone). */
-int ae_admin_render_sites(ae_server_main *s, char **out, size_t *outlen);
 
 /* Request parsing and routing, pure so they can be unit tested. */
 #define AE_ADMIN_REQ_MAX 8192 /* request head limit; larger heads get 431 */
