@@ -1,5 +1,5 @@
 /*
- * Internal to proxy/quic/quic.c and proxy/quic/io.c (the public API is proxy/quic/quic.h): QUIC
+ * Internal to proxy/quic/ (quic.c, endpoint.c, io.c) (the public API is proxy/quic/quic.h): QUIC
  * endpoints and connections.
  *
  * Ownership (all on one worker thread): a worker's QUIC state (ae_qworker) holds the TLS
@@ -118,8 +118,47 @@ struct ae_qconn {
     ev_tstamp goaway_at;  /* when the notice was sent */
 };
 
-/* ---- quic.c ---- */
+/* ---- quic.c (connections), used by endpoint.c ---- */
 ngtcp2_tstamp ae_quic_now(void);
+/* Random bytes for keys and hashes (aborts: nothing is safe without randomness). */
+void ae_quic_rand_bytes(void *buf, size_t n);
+/* The worker's QUIC state, created on first use; NULL when out of memory. */
+ae_qworker *ae_quic_qw_get(ae_worker *w);
+/* Sends one datagram from the endpoint's socket (to, from: addresses, from may be NULL). */
+int ae_quic_ep_send(ae_qep *ep, const struct sockaddr *to, socklen_t tolen,
+                    const struct sockaddr *from, const uint8_t *data, size_t len);
+/* The socket buffer is full: wait for EV_WRITE before writing connections again. */
+void ae_quic_ep_block(ae_qep *ep);
+/* Counts a dropped datagram. */
+void ae_quic_drop(ae_qep *ep);
+/* The application's "no error" code (HTTP/3: H3_NO_ERROR), 0 without an application. */
+uint64_t ae_quic_app_no_error(ae_worker *w);
+/* A new connection for an admitted Initial (tt: the token it carried; odcid: the original
+ * DCID when the token is a Retry token, else NULL); errors are counted and logged. */
+void ae_quic_conn_new(ae_qep *ep, const ae_dgram *dg, const ngtcp2_pkt_hd *hd, ngtcp2_token_type tt,
+                      const ngtcp2_cid *odcid);
+/* Hands a datagram to its connection (marks it dirty: written at the end of the batch). */
+void ae_quic_conn_read(qconn *c, const ae_dgram *dg);
+/* Writes whatever c has to send (packets, CONNECTION_CLOSE), then rearms its timer. */
+void ae_quic_conn_write(qconn *c);
+/* Sends c's CONNECTION_CLOSE (c->err) and enters the closing period. */
+void ae_quic_conn_close_err(qconn *c);
+/* Ends c: tells the application, removes its CIDs, moves it to the dead list (gc frees it). */
+void ae_quic_conn_kill(qconn *c, ae_quic_close reason);
+
+/* ---- endpoint.c (dispatch, CID table, tokens), used by quic.c ---- */
+/* A fresh server connection ID (QUIC-LB encoded with the current secrets). */
+void ae_quic_new_cid(ae_qep *ep, ngtcp2_cid *cid);
+/* The stateless reset token of cid (RFC 9000 §10.3.2). Returns 0 or an AE_ERR_*. */
+int ae_quic_reset_token(ae_worker *w, const ngtcp2_cid *cid, uint8_t *token);
+/* Adds cid to the endpoint table for c (and to c->cids). Returns 0 or AE_ERR_NOMEM. */
+int ae_quic_conn_cid_add(qconn *c, const ngtcp2_cid *cid);
+/* Removes cid from the table and from c->cids. */
+void ae_quic_conn_cid_del(qconn *c, const ngtcp2_cid *cid);
+/* Removes cid from the endpoint table. */
+void ae_quic_cid_del(ae_qep *ep, const ngtcp2_cid *cid);
+/* Sends c a NEW_TOKEN frame (address validation for its next connection). */
+void ae_quic_send_new_token(qconn *c);
 
 /* ---- quic_io.c, used by quic.c (endpoint packet I/O) ---- */
 /* Sends one datagram or a UDP GSO batch: 0, AE_ERR_AGAIN (socket buffer full), AE_ERR_IO. */
