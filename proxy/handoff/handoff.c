@@ -1,160 +1,15 @@
-/* TCP hand-off engine: capture -> owner discovery -> tunnel -> injection (see handoff.h). */
-#include "proxy/handoff/handoff.h"
+/* TCP hand-off engine thread: capture -> owner discovery -> tunnel -> injection (see handoff.h;
+ * start/stop in start.c, metrics and whereis in report.c). */
+#include "proxy/handoff/handoff_int.h"
 
 #include <errno.h>
 #include <linux/errqueue.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
-
-#include <ev.h>
-
-#include "proxy/forward/forward.h"
-#include "proxy/handoff/capture.h"
-#include "proxy/handoff/ippkt.h"
-#include "proxy/handoff/sockdiag.h"
-#include "proxy/core/qsecrets.h"
-#include "state/replay.h"
-#include "state/tunnel.h"
-
-#define HO_BATCH     32                         /* frames per sendmmsg / recvmmsg */
-#define HO_SLOT      (65535 + AE_HOFF_OVERHEAD) /* one frame of the out batch */
-#define HO_RX_SLOT   (65535 + AE_HOFF_OVERHEAD) /* one received frame */
-#define HO_TUN_BURST 64                         /* TUN reads per readiness event */
-#define HO_HOLD_BUFS 1024                       /* segments held while owners are asked */
-#define HO_HOLD_SIZE 2048                       /* larger segments are not held (dropped) */
-#define HO_HOLD_FLOW 16                         /* per flow */
-#define HO_LOCAL_MS  5000                       /* a given-back flow is remembered this long */
-#define HO_NSITES    (AE_TUNNEL_SITE_MAX + 1)
-#define HO_NDROPS    (AE_HO_DROP_TUNNEL + AE_HOFF_NREASONS)
-
-enum { F_FREE = 0, F_QUERY, F_OWNED, F_LOCAL };
-
-/* Why a captured segment went back to this site's kernel (which answers it with a RST): the
- * label `reason` of anyedge_tcp_handoff_returned_total. */
-enum {
-    RET_NOT_MINE = 0, /* every live peer answered "not mine", or there was none to ask */
-    RET_TIMEOUT,      /* no answer "mine" within tcp_handoff.query_timeout */
-    RET_NOT_READY,    /* no ring keys or peer table yet (start-up) within query_timeout */
-    RET_OWNER_GONE,   /* the cached owner is no longer live, or no longer holds the flow */
-    RET_LOCAL,        /* a later segment of a flow already given back */
-    RET_RST,          /* a RST of an unknown flow (never worth a query) */
-    RET_BUDGET,       /* tcp_handoff.max_queries per second spent */
-    HO_NRET
-};
-static const char *const ret_names[HO_NRET] = {
-    [RET_NOT_MINE] = "not_mine",     [RET_TIMEOUT] = "timeout", [RET_NOT_READY] = "not_ready",
-    [RET_OWNER_GONE] = "owner_gone", [RET_LOCAL] = "local",     [RET_RST] = "rst",
-    [RET_BUDGET] = "budget",
-};
-static const char *const flow_state_names[] = {"free", "query", "owned", "local"};
-
-typedef struct {
-    ae_flowkey key;
-    uint32_t hash;
-    int32_t hnext;        /* hash chain, or free list */
-    int32_t qprev, qnext; /* FIFO of flows waiting for answers (F_QUERY only) */
-    uint8_t state;
-    uint8_t nheld;
-    uint16_t waiting; /* answers still expected */
-    uint16_t owner;   /* F_OWNED: the site holding the connection */
-    uint64_t qid;
-    uint64_t t0_ms;   /* query sent */
-    uint64_t last_ms; /* last segment */
-    uint16_t held[HO_HOLD_FLOW];
-} hflow;
-
-struct ae_handoff {
-    /* Posted by the main thread (lock). */
-    pthread_mutex_t lock;
-    struct ae_qsecrets *new_sec;
-    ae_fwd_peers *new_peers;
-    ae_capture_listener *new_ls;
-    size_t new_nls;
-    int new_ls_set;
-    int stop;
-
-    pthread_t thread;
-    int started;
-    struct ev_loop *loop;
-    ev_async wake;
-    ev_io tun_io, sock_io;
-    ev_timer qtimer, tick;
-
-    uint16_t site;
-    uint32_t window_ms, qtimeout_ms, ttl_ms, max_qps;
-    ae_capture *cap;
-    int tun, sock;
-    ae_conntab *tab;
-    ae_sockdiag *diag; /* engine thread: kernel lookups on conntab misses */
-
-    /* Engine thread only. */
-    struct ae_qsecrets *sec;
-    ae_tunnel_keys *keys;
-    ae_fwd_peers *peers;
-    uint64_t seq, qid_next;
-    ae_replay *replay;    /* one window per origin site */
-    uint64_t *down_until; /* per site: its endpoint refused a frame (ICMP), not asked till then */
-    uint64_t qps_second;
-    uint32_t qps_count;
-
-    /* Flow cache. flock guards it against whereis from the main thread. */
-    pthread_mutex_t flock;
-    hflow *flows;
-    uint32_t nflows, nbuckets;
-    int32_t *buckets;
-    int32_t free_head, q_head, q_tail;
-    uint8_t (*hold)[HO_HOLD_SIZE];
-    uint16_t hold_len[HO_HOLD_BUFS];
-    uint16_t hold_free[HO_HOLD_BUFS];
-    uint32_t nhold_free;
-
-    /* Out batch and receive buffers (allocated once). */
-    uint8_t *slots;
-    struct mmsghdr msgs[HO_BATCH];
-    struct iovec iov[HO_BATCH];
-    struct sockaddr_storage dst[HO_BATCH];
-    uint16_t dst_site[HO_BATCH];
-    int nout;
-    uint8_t *rx;
-    struct mmsghdr rmsgs[HO_BATCH];
-    struct iovec riov[HO_BATCH];
-    struct sockaddr_storage src[HO_BATCH];
-
-    /* Counters, read by the main thread (relaxed). */
-    _Atomic uint64_t orphans, cache_hits, injected, queries_in, flows_moved;
-    _Atomic uint64_t returned[HO_NRET];
-    _Atomic uint64_t kernel_held; /* tuples found by the kernel lookup, not the conntab */
-    _Atomic uint64_t drops[HO_NDROPS];
-    _Atomic uint64_t seg_out[HO_NSITES], seg_in[HO_NSITES], q_out[HO_NSITES];
-    _Atomic uint64_t a_mine[HO_NSITES], a_not[HO_NSITES];
-    _Atomic uint32_t nflows_used;
-};
-
-static const char *const drop_names[] = {
-    [AE_HO_DROP_REPLAY] = "replay",    [AE_HO_DROP_NOT_HELD] = "not_held",
-    [AE_HO_DROP_SYN] = "syn",          [AE_HO_DROP_PACKET] = "packet",
-    [AE_HO_DROP_CSUM] = "csum",        [AE_HO_DROP_HOLD] = "hold_full",
-    [AE_HO_DROP_FLOWS] = "flows_full", [AE_HO_DROP_TUN_WRITE] = "tun_write",
-    [AE_HO_DROP_SEND] = "send",        [AE_HO_DROP_NO_KEYS] = "no_keys",
-    [AE_HO_DROP_ANSWER] = "answer",
-};
-_Static_assert(AE_ARRAY_LEN(drop_names) == AE_HO_DROP_TUNNEL, "one name per drop reason");
-
-const char *ae_handoff_drop_name(size_t i)
-{
-    if (i < AE_HO_DROP_TUNNEL)
-        return drop_names[i];
-    if (i < HO_NDROPS)
-        return ae_hoff_reason_name(-(int)(i - AE_HO_DROP_TUNNEL) - 1);
-    return NULL;
-}
 
 static void drop(ae_handoff *h, size_t why)
 {
@@ -169,7 +24,7 @@ static void inc(_Atomic uint64_t *c)
 /* ---- addresses ---- */
 
 /* The hand-off endpoint of a site whose forward endpoint is fwd: same address, port + 1. */
-static int ho_endpoint(const struct sockaddr *fwd, struct sockaddr_storage *out, socklen_t *len)
+int ae_ho_endpoint(const struct sockaddr *fwd, struct sockaddr_storage *out, socklen_t *len)
 {
     if (fwd->sa_family == AF_INET) {
         struct sockaddr_in in;
@@ -312,7 +167,7 @@ static void give_back(ae_handoff *h, uint8_t *pkt, size_t len, int why)
 
 /* ---- flow cache ---- */
 
-static hflow *flow_find(ae_handoff *h, const ae_flowkey *k, uint32_t hash)
+hflow *ae_ho_flow_find(ae_handoff *h, const ae_flowkey *k, uint32_t hash)
 {
     for (int32_t i = h->buckets[hash % h->nbuckets]; i >= 0; i = h->flows[i].hnext)
         if (h->flows[i].hash == hash && memcmp(&h->flows[i].key, k, sizeof(*k)) == 0)
@@ -448,7 +303,7 @@ static void read_errqueue(ae_handoff *h)
             const ae_fwd_peer *p = &h->peers->p[j];
             struct sockaddr_storage ep;
             socklen_t eplen;
-            if (p->site == h->site || ho_endpoint(&p->addr.sa, &ep, &eplen) != 0 ||
+            if (p->site == h->site || ae_ho_endpoint(&p->addr.sa, &ep, &eplen) != 0 ||
                 !same_endpoint(&ep, &dst))
                 continue;
             uint64_t now = ae_now_ms();
@@ -468,7 +323,7 @@ static void send_segment(ae_handoff *h, uint16_t owner, const uint8_t *pkt, size
     const ae_fwd_peer *p = ae_fwd_peers_find(h->peers, owner);
     struct sockaddr_storage dst;
     socklen_t dlen;
-    if (!peer_usable(h, p) || ho_endpoint(&p->addr.sa, &dst, &dlen) != 0) {
+    if (!peer_usable(h, p) || ae_ho_endpoint(&p->addr.sa, &dst, &dlen) != 0) {
         drop(h, AE_HO_DROP_SEND);
         return;
     }
@@ -520,7 +375,7 @@ static unsigned send_queries(ae_handoff *h, hflow *f, uint64_t now_wall)
     key_to_sa(&f->key, &c, &l);
     for (size_t i = 0; h->peers != NULL && i < h->peers->n; i++) {
         const ae_fwd_peer *p = &h->peers->p[i];
-        if (!peer_usable(h, p) || ho_endpoint(&p->addr.sa, &dst, &dlen) != 0)
+        if (!peer_usable(h, p) || ae_ho_endpoint(&p->addr.sa, &dst, &dlen) != 0)
             continue;
         uint8_t *out = slot_next(h);
         int len = ae_hoff_encode_query(h->keys, h->site, now_wall, ++h->seq, f->qid,
@@ -579,7 +434,7 @@ static void orphan(ae_handoff *h, uint8_t *pkt, size_t len, uint64_t now, uint64
     }
     key_from_pkt(&p, &k);
     uint32_t hash = ae_flowkey_hash(&k);
-    hflow *f = flow_find(h, &k, hash);
+    hflow *f = ae_ho_flow_find(h, &k, hash);
     if (f != NULL) {
         f->last_ms = now;
         switch (f->state) {
@@ -646,7 +501,7 @@ static void orphan(ae_handoff *h, uint8_t *pkt, size_t len, uint64_t now, uint64
         arm_qtimer(h);
 }
 
-static void tun_cb(struct ev_loop *loop, ev_io *io, int revents)
+void ae_ho_tun_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     ae_handoff *h = io->data;
     uint64_t now = ae_now_ms(), now_wall = ae_wall_ms();
@@ -712,7 +567,7 @@ static void on_answer(ae_handoff *h, const ae_hoff_frame *a, uint64_t now_wall)
         return;
     }
     inc(a->verdict ? &h->a_mine[a->site] : &h->a_not[a->site]);
-    hflow *f = flow_find(h, &k, ae_flowkey_hash(&k));
+    hflow *f = ae_ho_flow_find(h, &k, ae_flowkey_hash(&k));
     if (f != NULL && f->state == F_OWNED && f->owner == a->site && !a->verdict) {
         /* The cached owner no longer holds the flow (it restarted, or the connection is long
          * gone): its next segments go back to our kernel, whose RST ends the client's wait. */
@@ -782,7 +637,7 @@ static void on_segment(ae_handoff *h, const ae_hoff_frame *f, const struct socka
     inc(&h->seg_in[f->site]);
 }
 
-static void sock_cb(struct ev_loop *loop, ev_io *io, int revents)
+void ae_ho_sock_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     ae_handoff *h = io->data;
     read_errqueue(h);
@@ -842,7 +697,7 @@ static void sock_cb(struct ev_loop *loop, ev_io *io, int revents)
 
 /* ---- timers ---- */
 
-static void qtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+void ae_ho_qtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     ae_handoff *h = t->data;
     uint64_t now = ae_now_ms(), now_wall = ae_wall_ms();
@@ -863,7 +718,7 @@ static void qtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     arm_qtimer(h);
 }
 
-static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+void ae_ho_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     ae_handoff *h = t->data;
     uint64_t now = ae_now_ms();
@@ -879,7 +734,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 }
 
 /* Messages from the main thread. */
-static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
+void ae_ho_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     ae_handoff *h = a->data;
     pthread_mutex_lock(&h->lock);
@@ -922,447 +777,10 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
         ev_break(loop, EVBREAK_ALL);
 }
 
-static void *thread_main(void *arg)
+void *ae_ho_thread_main(void *arg)
 {
     ae_handoff *h = arg;
     ae_log_worker = -1;
     ev_run(h->loop, 0);
     return NULL;
-}
-
-/* ---- start / stop ---- */
-
-/* The capture's listener addresses: every TCP listener of conf. *out malloc'd. */
-static int listeners_of(const ae_conf *conf, ae_capture_listener **out, size_t *n)
-{
-    ae_capture_listener *ls = calloc(conf->nlisteners * 2 + 1, sizeof(*ls));
-    size_t k = 0;
-    if (ls == NULL)
-        return AE_ERR_NOMEM;
-    for (size_t i = 0; i < conf->nlisteners; i++) {
-        const ae_conf_listener *l = &conf->listeners[i];
-        if (l->protocol != AE_LPROTO_TCP)
-            continue;
-        const struct sockaddr *sa = (const struct sockaddr *)&l->addr.sa;
-        if (sa->sa_family == AF_INET) {
-            const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-            ls[k].family = AF_INET;
-            memcpy(ls[k].addr, &in->sin_addr, 4);
-            ls[k++].port = ntohs(in->sin_port);
-        } else {
-            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-            ls[k].family = AF_INET6;
-            memcpy(ls[k].addr, &in6->sin6_addr, 16);
-            ls[k].port = ntohs(in6->sin6_port);
-            if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr)) { /* dual stack: IPv4 too */
-                ls[k + 1] = ls[k];
-                ls[k + 1].family = AF_INET;
-                k++;
-            }
-            k++;
-        }
-    }
-    *out = ls;
-    *n = k;
-    return 0;
-}
-
-static int sock_open(const ae_conf *conf, char *err, size_t errlen)
-{
-    struct sockaddr_storage a;
-    socklen_t alen;
-    int one = 1, pmtu = IP_PMTUDISC_DONT;
-    if (ho_endpoint((const struct sockaddr *)&conf->site.forward.sa, &a, &alen) != 0) {
-        snprintf(err, errlen, "site.forward port 65535 leaves no port for the hand-off endpoint");
-        return -1;
-    }
-    int fd = socket(a.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
-        return -1;
-    }
-    int buf = 4 << 20;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
-    /* Segments of a full-MTU client path do not fit one datagram between sites with the frame
-     * overhead: let the kernel fragment rather than drop them. */
-    /* IP_RECVERR: ICMP errors for frames sent to a peer land on the error queue (a dead peer
-     * is noticed at its first refused frame, see read_errqueue). */
-    if (a.ss_family == AF_INET) {
-        setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof(pmtu));
-        setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof(one));
-    } else {
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-        setsockopt(fd, IPPROTO_IPV6, IPV6_RECVERR, &one, sizeof(one));
-    }
-    if (bind(fd, (struct sockaddr *)&a, alen) != 0) {
-        char t[64];
-        snprintf(err, errlen, "cannot bind the hand-off endpoint %s: %s",
-                 ae_addr_format((struct sockaddr *)&a, t, sizeof(t)), strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static void handoff_free(ae_handoff *h)
-{
-    if (h->loop != NULL)
-        ev_loop_destroy(h->loop);
-    ae_capture_close(h->cap);
-    ae_sockdiag_close(h->diag);
-    if (h->sock >= 0)
-        close(h->sock);
-    ae_tunnel_keys_free(h->keys);
-    ae_qsecrets_unref(h->sec);
-    ae_qsecrets_unref(h->new_sec);
-    ae_fwd_peers_unref(h->peers);
-    ae_fwd_peers_unref(h->new_peers);
-    free(h->new_ls);
-    free(h->replay);
-    free(h->down_until);
-    free(h->flows);
-    free(h->buckets);
-    free(h->hold);
-    free(h->slots);
-    free(h->rx);
-    pthread_mutex_destroy(&h->lock);
-    pthread_mutex_destroy(&h->flock);
-    free(h);
-}
-
-int ae_handoff_start(const ae_conf *conf, ae_conntab *tab, ae_handoff **out, char *err,
-                     size_t errlen)
-{
-    ae_capture_listener *ls = NULL;
-    size_t nls = 0;
-    int rv;
-    if (conf->site.forward.len == 0) {
-        snprintf(err, errlen,
-                 "tcp_handoff needs site.forward (the hand-off endpoint is its port + 1)");
-        return AE_ERR_INVAL;
-    }
-    ae_handoff *h = calloc(1, sizeof(*h));
-    if (h == NULL)
-        return AE_ERR_NOMEM;
-    pthread_mutex_init(&h->lock, NULL);
-    pthread_mutex_init(&h->flock, NULL);
-    h->sock = -1;
-    h->tun = -1;
-    h->tab = tab;
-    h->site = (uint16_t)conf->site.id;
-    h->window_ms = conf->site.forward_window_ms;
-    h->qtimeout_ms = conf->tcp_handoff.query_timeout_ms;
-    h->ttl_ms = conf->tcp_handoff.flow_ttl_ms;
-    h->max_qps = conf->tcp_handoff.max_queries;
-    h->nflows = conf->tcp_handoff.max_flows;
-    h->nbuckets = h->nflows;
-    h->seq = ae_wall_ms() * 1000000ull; /* larger than anything sent before a restart */
-    h->qid_next = ae_wall_ms() << 20;
-    h->q_head = h->q_tail = -1;
-    h->replay = calloc(HO_NSITES, sizeof(*h->replay));
-    h->down_until = calloc(HO_NSITES, sizeof(*h->down_until));
-    h->flows = calloc(h->nflows, sizeof(*h->flows));
-    h->buckets = malloc(h->nbuckets * sizeof(*h->buckets));
-    h->hold = malloc(sizeof(*h->hold) * HO_HOLD_BUFS);
-    h->slots = malloc((size_t)HO_BATCH * HO_SLOT);
-    h->rx = malloc((size_t)HO_BATCH * HO_RX_SLOT);
-    if (h->replay == NULL || h->down_until == NULL || h->flows == NULL || h->buckets == NULL ||
-        h->hold == NULL || h->slots == NULL || h->rx == NULL) {
-        handoff_free(h);
-        return AE_ERR_NOMEM;
-    }
-    for (uint32_t i = 0; i < h->nbuckets; i++)
-        h->buckets[i] = -1;
-    for (uint32_t i = 0; i < h->nflows; i++)
-        h->flows[i].hnext = i + 1 < h->nflows ? (int32_t)(i + 1) : -1;
-    h->free_head = 0;
-    for (uint32_t i = 0; i < HO_HOLD_BUFS; i++)
-        h->hold_free[i] = (uint16_t)i;
-    h->nhold_free = HO_HOLD_BUFS;
-
-    if ((rv = ae_sockdiag_open(&h->diag, err, errlen)) != 0) {
-        handoff_free(h);
-        return rv;
-    }
-    if ((h->sock = sock_open(conf, err, errlen)) < 0) {
-        handoff_free(h);
-        return AE_ERR_IO;
-    }
-    if ((rv = listeners_of(conf, &ls, &nls)) != 0) {
-        handoff_free(h);
-        return rv;
-    }
-    rv =
-        ae_capture_open(conf->tcp_handoff.device, (const char *const *)conf->tcp_handoff.interfaces,
-                        conf->tcp_handoff.ninterfaces, ls, nls, &h->cap, err, errlen);
-    free(ls);
-    if (rv != 0) {
-        handoff_free(h);
-        return rv;
-    }
-    h->tun = ae_capture_tun_fd(h->cap);
-    h->loop = ev_loop_new(EVFLAG_AUTO);
-    if (h->loop == NULL) {
-        snprintf(err, errlen, "cannot create an event loop");
-        handoff_free(h);
-        return AE_ERR_NOMEM;
-    }
-    ev_async_init(&h->wake, wake_cb);
-    h->wake.data = h;
-    ev_async_start(h->loop, &h->wake);
-    ev_io_init(&h->tun_io, tun_cb, h->tun, EV_READ);
-    h->tun_io.data = h;
-    ev_io_start(h->loop, &h->tun_io);
-    ev_io_init(&h->sock_io, sock_cb, h->sock, EV_READ);
-    h->sock_io.data = h;
-    ev_io_start(h->loop, &h->sock_io);
-    ev_timer_init(&h->qtimer, qtimer_cb, 0, 0);
-    h->qtimer.data = h;
-    ev_timer_init(&h->tick, tick_cb, 1.0, 1.0);
-    h->tick.data = h;
-    ev_timer_start(h->loop, &h->tick);
-    if (pthread_create(&h->thread, NULL, thread_main, h) != 0) {
-        snprintf(err, errlen, "cannot start the hand-off thread");
-        handoff_free(h);
-        return AE_ERR_NOMEM;
-    }
-    h->started = 1;
-    *out = h;
-    return 0;
-}
-
-void ae_handoff_stop(ae_handoff *h)
-{
-    if (h == NULL)
-        return;
-    if (h->started) {
-        pthread_mutex_lock(&h->lock);
-        h->stop = 1;
-        pthread_mutex_unlock(&h->lock);
-        ev_async_send(h->loop, &h->wake);
-        pthread_join(h->thread, NULL);
-    }
-    handoff_free(h);
-}
-
-void ae_handoff_set_secrets(ae_handoff *h, struct ae_qsecrets *sec)
-{
-    if (h == NULL || sec == NULL)
-        return;
-    pthread_mutex_lock(&h->lock);
-    ae_qsecrets_unref(h->new_sec);
-    h->new_sec = ae_qsecrets_ref(sec);
-    pthread_mutex_unlock(&h->lock);
-    ev_async_send(h->loop, &h->wake);
-}
-
-void ae_handoff_set_peers(ae_handoff *h, ae_fwd_peers *p)
-{
-    if (h == NULL || p == NULL)
-        return;
-    pthread_mutex_lock(&h->lock);
-    ae_fwd_peers_unref(h->new_peers);
-    h->new_peers = ae_fwd_peers_ref(p);
-    pthread_mutex_unlock(&h->lock);
-    ev_async_send(h->loop, &h->wake);
-}
-
-void ae_handoff_set_listeners(ae_handoff *h, const ae_conf *conf)
-{
-    ae_capture_listener *ls;
-    size_t n;
-    if (h == NULL || listeners_of(conf, &ls, &n) != 0)
-        return;
-    pthread_mutex_lock(&h->lock);
-    free(h->new_ls);
-    h->new_ls = ls;
-    h->new_nls = n;
-    h->new_ls_set = 1;
-    pthread_mutex_unlock(&h->lock);
-    ev_async_send(h->loop, &h->wake);
-}
-
-const char *ae_handoff_capture_mode(const ae_handoff *h)
-{
-    return ae_capture_mode(h->cap);
-}
-
-/* ---- metrics and whereis (main thread) ---- */
-
-static uint64_t rd(_Atomic uint64_t *c)
-{
-    return atomic_load_explicit(c, memory_order_relaxed);
-}
-
-char *ae_handoff_metrics(ae_handoff *h, const ae_conntab *tab, size_t *len)
-{
-    char *buf = NULL;
-    FILE *f = open_memstream(&buf, len);
-    if (f == NULL)
-        return NULL;
-    fprintf(f,
-            "# HELP anyedge_tcp_handoff_enabled 1 when TCP hand-off (tcp_handoff) runs: orphan "
-            "capture attached, hand-off endpoint open.\n"
-            "# TYPE anyedge_tcp_handoff_enabled gauge\nanyedge_tcp_handoff_enabled %d\n",
-            h != NULL);
-    if (h != NULL) {
-        ae_capture_counts cc;
-        ae_capture_counts_get(h->cap, &cc);
-        fprintf(f,
-                "# HELP anyedge_tcp_handoff_capture_packets_total Packets the capture program "
-                "examined for TCP listener addresses (seen), redirected as orphans, and let "
-                "through as valid SYN cookies.\n"
-                "# TYPE anyedge_tcp_handoff_capture_packets_total counter\n"
-                "anyedge_tcp_handoff_capture_packets_total{result=\"seen\"} %llu\n"
-                "anyedge_tcp_handoff_capture_packets_total{result=\"orphan\"} %llu\n"
-                "anyedge_tcp_handoff_capture_packets_total{result=\"syncookie\"} %llu\n",
-                (unsigned long long)cc.seen, (unsigned long long)cc.orphans,
-                (unsigned long long)cc.syncookies);
-        fprintf(f,
-                "# HELP anyedge_tcp_handoff_orphans_total Orphaned TCP segments read from the "
-                "capture device.\n# TYPE anyedge_tcp_handoff_orphans_total counter\n"
-                "anyedge_tcp_handoff_orphans_total %llu\n",
-                (unsigned long long)rd(&h->orphans));
-        fprintf(f,
-                "# HELP anyedge_tcp_handoff_cache_hits_total Orphans sent straight to a known "
-                "owner (flow cache).\n# TYPE anyedge_tcp_handoff_cache_hits_total counter\n"
-                "anyedge_tcp_handoff_cache_hits_total %llu\n",
-                (unsigned long long)rd(&h->cache_hits));
-        fprintf(f,
-                "# HELP anyedge_tcp_handoff_flows_moved_total Flows another site claimed "
-                "(answer \"mine\").\n# TYPE anyedge_tcp_handoff_flows_moved_total counter\n"
-                "anyedge_tcp_handoff_flows_moved_total %llu\n",
-                (unsigned long long)rd(&h->flows_moved));
-        fprintf(f,
-                "# HELP anyedge_tcp_handoff_kernel_held_total Queried or forwarded tuples found "
-                "by the kernel lookup (handshake in progress, not accepted yet), not the "
-                "connection table.\n# TYPE anyedge_tcp_handoff_kernel_held_total counter\n"
-                "anyedge_tcp_handoff_kernel_held_total %llu\n",
-                (unsigned long long)rd(&h->kernel_held));
-        fprintf(f, "# HELP anyedge_tcp_handoff_returned_total Captured segments given back to "
-                   "this site's kernel (it answers with a RST), by reason.\n"
-                   "# TYPE anyedge_tcp_handoff_returned_total counter\n");
-        for (size_t i = 0; i < HO_NRET; i++)
-            fprintf(f, "anyedge_tcp_handoff_returned_total{reason=\"%s\"} %llu\n", ret_names[i],
-                    (unsigned long long)rd(&h->returned[i]));
-        fprintf(f,
-                "# HELP anyedge_tcp_handoff_injected_total Segments from other sites injected "
-                "into this site's connections.\n"
-                "# TYPE anyedge_tcp_handoff_injected_total counter\n"
-                "anyedge_tcp_handoff_injected_total %llu\n",
-                (unsigned long long)rd(&h->injected));
-        fprintf(f,
-                "# HELP anyedge_tcp_handoff_queries_received_total Owner queries received from "
-                "other sites.\n# TYPE anyedge_tcp_handoff_queries_received_total counter\n"
-                "anyedge_tcp_handoff_queries_received_total %llu\n",
-                (unsigned long long)rd(&h->queries_in));
-        fprintf(f, "# HELP anyedge_tcp_handoff_flows Flows in the hand-off cache (being looked "
-                   "up, owned by another site, or given back).\n"
-                   "# TYPE anyedge_tcp_handoff_flows gauge\n");
-        fprintf(f, "anyedge_tcp_handoff_flows %u\n",
-                atomic_load_explicit(&h->nflows_used, memory_order_relaxed));
-        fprintf(f, "# HELP anyedge_tcp_handoff_drops_total Hand-off segments and frames dropped, "
-                   "by reason.\n# TYPE anyedge_tcp_handoff_drops_total counter\n");
-        for (size_t i = 0; i < HO_NDROPS; i++)
-            fprintf(f, "anyedge_tcp_handoff_drops_total{reason=\"%s\"} %llu\n",
-                    ae_handoff_drop_name(i), (unsigned long long)rd(&h->drops[i]));
-        fprintf(f, "# HELP anyedge_tcp_handoff_segments_total TCP segments sent to (out) or "
-                   "received from (in) another site, by peer site id.\n"
-                   "# TYPE anyedge_tcp_handoff_segments_total counter\n");
-        for (size_t s = 1; s < HO_NSITES; s++) {
-            uint64_t o = rd(&h->seg_out[s]), in = rd(&h->seg_in[s]);
-            if (o)
-                fprintf(f,
-                        "anyedge_tcp_handoff_segments_total{direction=\"out\",site=\"%zu\"} %llu\n",
-                        s, (unsigned long long)o);
-            if (in)
-                fprintf(f,
-                        "anyedge_tcp_handoff_segments_total{direction=\"in\",site=\"%zu\"} %llu\n",
-                        s, (unsigned long long)in);
-        }
-        fprintf(f, "# HELP anyedge_tcp_handoff_queries_total Owner queries sent, by peer site.\n"
-                   "# TYPE anyedge_tcp_handoff_queries_total counter\n");
-        for (size_t s = 1; s < HO_NSITES; s++)
-            if (rd(&h->q_out[s]))
-                fprintf(f, "anyedge_tcp_handoff_queries_total{site=\"%zu\"} %llu\n", s,
-                        (unsigned long long)rd(&h->q_out[s]));
-        fprintf(f, "# HELP anyedge_tcp_handoff_answers_total Answers to our queries, by peer "
-                   "site and verdict.\n# TYPE anyedge_tcp_handoff_answers_total counter\n");
-        for (size_t s = 1; s < HO_NSITES; s++) {
-            if (rd(&h->a_mine[s]))
-                fprintf(f,
-                        "anyedge_tcp_handoff_answers_total{site=\"%zu\",verdict=\"mine\"} %llu\n",
-                        s, (unsigned long long)rd(&h->a_mine[s]));
-            if (rd(&h->a_not[s]))
-                fprintf(
-                    f,
-                    "anyedge_tcp_handoff_answers_total{site=\"%zu\",verdict=\"not_mine\"} %llu\n",
-                    s, (unsigned long long)rd(&h->a_not[s]));
-        }
-    }
-    (void)tab;
-    if (fclose(f) != 0) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
-/* "A:P,B:P" -> key. */
-static int parse_tuple(const char *q, size_t n, ae_flowkey *k)
-{
-    char tmp[160];
-    ae_addr c, l;
-    if (n >= sizeof(tmp))
-        return -1;
-    memcpy(tmp, q, n);
-    tmp[n] = 0;
-    char *comma = strchr(tmp, ',');
-    if (comma == NULL)
-        return -1;
-    *comma = 0;
-    if (ae_addr_parse(tmp, &c, 0) != 0 || ae_addr_parse(comma + 1, &l, 0) != 0)
-        return -1;
-    return ae_flowkey_from_sa(k, (struct sockaddr *)&c.sa, (struct sockaddr *)&l.sa) == 0 ? 0 : -1;
-}
-
-int ae_handoff_whereis(ae_handoff *h, ae_conntab *tab, const char *v, size_t vn, char **out,
-                       size_t *outlen, int *code)
-{
-    ae_flowkey k;
-    char *buf = NULL;
-    FILE *f = open_memstream(&buf, outlen);
-    if (f == NULL)
-        return AE_ERR_NOMEM;
-    if (v == NULL || parse_tuple(v, vn, &k) != 0) {
-        *code = 400;
-        fprintf(f, "{\"error\":\"expected tcp=CLIENT_ADDR:PORT,LOCAL_ADDR:PORT\"}\n");
-    } else {
-        char t[128];
-        ae_conntab_info info = {0};
-        int self = tab != NULL && ae_conntab_lookup(tab, &k, ae_now_ms(), &info);
-        *code = 200;
-        fprintf(f, "{\"tuple\":\"%s\",\"handoff\":%s,\"self\":%s",
-                ae_flowkey_format(&k, t, sizeof(t)), h != NULL ? "true" : "false",
-                self ? "true" : "false");
-        if (self)
-            fprintf(f, ",\"worker\":%d,\"conn\":%llu,\"closed\":%s", info.worker,
-                    (unsigned long long)info.conn_id, info.closed ? "true" : "false");
-        if (h != NULL) {
-            pthread_mutex_lock(&h->flock);
-            hflow *fl = flow_find(h, &k, ae_flowkey_hash(&k));
-            if (fl != NULL)
-                fprintf(f, ",\"cached\":{\"state\":\"%s\",\"owner\":%u}",
-                        flow_state_names[fl->state], fl->owner);
-            pthread_mutex_unlock(&h->flock);
-        }
-        fprintf(f, "}\n");
-    }
-    if (fclose(f) != 0) {
-        free(buf);
-        return AE_ERR_NOMEM;
-    }
-    *out = buf;
-    return 0;
 }
