@@ -428,6 +428,139 @@ static int tls_want_events(ssize_t rv)
     return rv == AE_TLS_WANT_WRITE ? EV_WRITE : EV_READ;
 }
 
+/* The four steps of one relay round. Each returns 0, or -1 when it closed c; it sets
+ * *progress when bytes (or an EOF) moved and adds the events its side waits for. */
+
+/* client -> c2u */
+static int client_read(ae_tconn *c, ev_tstamp now, int *cev, int *progress)
+{
+    ae_buf *b = c->c2u;
+    if (c->c_eof || !c->c_ready || (b != NULL && b->off + b->len >= b->cap))
+        return 0;
+    if ((b = need_buf(c, &c->c2u)) == NULL) {
+        conn_close_clean(c, AE_TCLOSE_NOMEM);
+        return -1;
+    }
+    if (b->len == 0)
+        b->off = 0;
+    size_t room = b->cap - b->off - b->len;
+    ssize_t n = ae_tls_conn_read(c->tls, b->data + b->off + b->len, room);
+    if (n > 0) {
+        b->len += (uint32_t)n;
+        c->bytes_in += (uint64_t)n;
+        c->c_last = now;
+        *progress = 1;
+        /* Nothing buffered in OpenSSL: the socket was read as far as it had data
+         * (read-ahead), so the next read would most likely be EAGAIN. Wait for the
+         * (level-triggered) readable event instead of paying that syscall. */
+        if ((size_t)n < room && ae_tls_conn_pending(c->tls) == 0)
+            c->c_ready = 0;
+    } else if (n == AE_TLS_WANT_READ || n == AE_TLS_WANT_WRITE) {
+        c->c_ready = 0;
+        c->c_rww = n == AE_TLS_WANT_WRITE; /* retry once the socket is writable */
+        *cev |= tls_want_events(n);
+    } else if (n == AE_ERR_CLOSED) {
+        c->c_eof = 1;
+        *progress = 1;
+    } else {
+        conn_close(c, AE_TCLOSE_CLIENT_ERROR);
+        return -1;
+    }
+    return 0;
+}
+
+/* c2u -> upstream; the upstream's FIN once the client's EOF is relayed */
+static int upstream_write(ae_tconn *c, ev_tstamp now, int *uev, int *progress)
+{
+    ae_buf *b = c->c2u;
+    if (b != NULL && b->len > 0) {
+        ssize_t n = send(c->ufd, b->data + b->off, b->len, MSG_NOSIGNAL);
+        if (n > 0) {
+            b->off += (uint32_t)n;
+            b->len -= (uint32_t)n;
+            c->u_last = now;
+            *progress = 1;
+        } else if (errno == EAGAIN || errno == EINTR) {
+            *uev |= EV_WRITE;
+        } else {
+            conn_close_clean(c, AE_TCLOSE_UPSTREAM_WRITE_ERROR);
+            return -1;
+        }
+    }
+    release_if_empty(c, &c->c2u);
+    if (c->c_eof && c->c2u == NULL && !c->u_shut) {
+        shutdown(c->ufd, SHUT_WR);
+        c->u_shut = 1;
+    }
+    return 0;
+}
+
+/* upstream -> u2c */
+static int upstream_read(ae_tconn *c, ev_tstamp now, int *uev, int *progress)
+{
+    ae_buf *b = c->u2c;
+    if (c->u_eof || !c->u_ready || (b != NULL && b->off + b->len >= b->cap))
+        return 0;
+    if ((b = need_buf(c, &c->u2c)) == NULL) {
+        conn_close_clean(c, AE_TCLOSE_NOMEM);
+        return -1;
+    }
+    if (b->len == 0)
+        b->off = 0;
+    size_t room = b->cap - b->off - b->len;
+    ssize_t n = recv(c->ufd, b->data + b->off + b->len, room, 0);
+    if (n > 0) {
+        b->len += (uint32_t)n;
+        c->u_last = now;
+        *progress = 1;
+        if ((size_t)n < room) /* short read: the socket is drained */
+            c->u_ready = 0;
+    } else if (n == 0) {
+        c->u_eof = 1;
+        *progress = 1;
+    } else if (errno == EAGAIN || errno == EINTR) {
+        c->u_ready = 0;
+        *uev |= EV_READ;
+    } else {
+        conn_close_clean(c, AE_TCLOSE_UPSTREAM_READ_ERROR);
+        return -1;
+    }
+    return 0;
+}
+
+/* u2c -> client; close_notify and the client's FIN once the upstream's EOF is relayed */
+static int client_write(ae_tconn *c, ev_tstamp now, int *cev, int *progress)
+{
+    ae_buf *b = c->u2c;
+    if (b != NULL && b->len > 0) {
+        ssize_t n = ae_tls_conn_write(c->tls, b->data + b->off, b->len);
+        if (n > 0) {
+            b->off += (uint32_t)n;
+            b->len -= (uint32_t)n;
+            c->bytes_out += (uint64_t)n;
+            c->c_last = now;
+            *progress = 1;
+        } else if (n == AE_TLS_WANT_READ || n == AE_TLS_WANT_WRITE) {
+            *cev |= tls_want_events(n);
+        } else {
+            conn_close(c, AE_TCLOSE_CLIENT_WRITE_ERROR);
+            return -1;
+        }
+    }
+    release_if_empty(c, &c->u2c);
+    if (c->u_eof && c->u2c == NULL && !c->c_shut) {
+        /* FIN only after the close_notify is out: a full socket buffer retries it. */
+        int rv = ae_tls_conn_shutdown(c->tls);
+        if (rv == AE_TLS_WANT_WRITE || rv == AE_TLS_WANT_READ) {
+            *cev |= tls_want_events(rv);
+        } else {
+            shutdown(c->cfd, SHUT_WR);
+            c->c_shut = 1;
+        }
+    }
+    return 0;
+}
+
 static void relay(ae_tconn *c)
 {
     ae_worker *w = c->w;
@@ -436,126 +569,11 @@ static void relay(ae_tconn *c)
     for (int round = 0; round < AE_RELAY_ROUNDS; round++) {
         progress = 0;
         cev = uev = 0;
-        /* client -> buffer */
-        ae_buf *b = c->c2u;
-        if (!c->c_eof && c->c_ready && (b == NULL || b->off + b->len < b->cap)) {
-            if (need_buf(c, &c->c2u) == NULL) {
-                conn_close_clean(c, AE_TCLOSE_NOMEM);
-                return;
-            }
-            b = c->c2u;
-            if (b->len == 0)
-                b->off = 0;
-            size_t room = b->cap - b->off - b->len;
-            ssize_t n = ae_tls_conn_read(c->tls, b->data + b->off + b->len, room);
-            if (n > 0) {
-                b->len += (uint32_t)n;
-                c->bytes_in += (uint64_t)n;
-                c->c_last = now;
-                progress = 1;
-                /* Nothing buffered in OpenSSL: the socket was read as far as it had data
-                 * (read-ahead), so the next read would most likely be EAGAIN. Wait for the
-                 * (level-triggered) readable event instead of paying that syscall. */
-                if ((size_t)n < room && ae_tls_conn_pending(c->tls) == 0)
-                    c->c_ready = 0;
-            } else if (n == AE_TLS_WANT_READ || n == AE_TLS_WANT_WRITE) {
-                c->c_ready = 0;
-                c->c_rww = n == AE_TLS_WANT_WRITE; /* retry once the socket is writable */
-                cev |= tls_want_events(n);
-            } else if (n == AE_ERR_CLOSED) {
-                c->c_eof = 1;
-                progress = 1;
-            } else {
-                {
-                    conn_close(c, AE_TCLOSE_CLIENT_ERROR);
-                    return;
-                }
-            }
-        }
-        /* buffer -> upstream */
-        b = c->c2u;
-        if (b != NULL && b->len > 0) {
-            ssize_t n = send(c->ufd, b->data + b->off, b->len, MSG_NOSIGNAL);
-            if (n > 0) {
-                b->off += (uint32_t)n;
-                b->len -= (uint32_t)n;
-                c->u_last = now;
-                progress = 1;
-            } else if (errno == EAGAIN || errno == EINTR) {
-                uev |= EV_WRITE;
-            } else {
-                {
-                    conn_close_clean(c, AE_TCLOSE_UPSTREAM_WRITE_ERROR);
-                    return;
-                }
-            }
-        }
-        release_if_empty(c, &c->c2u);
-        if (c->c_eof && c->c2u == NULL && !c->u_shut) {
-            shutdown(c->ufd, SHUT_WR);
-            c->u_shut = 1;
-        }
-        /* upstream -> buffer */
-        b = c->u2c;
-        if (!c->u_eof && c->u_ready && (b == NULL || b->off + b->len < b->cap)) {
-            if (need_buf(c, &c->u2c) == NULL) {
-                conn_close_clean(c, AE_TCLOSE_NOMEM);
-                return;
-            }
-            b = c->u2c;
-            if (b->len == 0)
-                b->off = 0;
-            size_t room = b->cap - b->off - b->len;
-            ssize_t n = recv(c->ufd, b->data + b->off + b->len, room, 0);
-            if (n > 0) {
-                b->len += (uint32_t)n;
-                c->u_last = now;
-                progress = 1;
-                if ((size_t)n < room) /* short read: the socket is drained */
-                    c->u_ready = 0;
-            } else if (n == 0) {
-                c->u_eof = 1;
-                progress = 1;
-            } else if (errno == EAGAIN || errno == EINTR) {
-                c->u_ready = 0;
-                uev |= EV_READ;
-            } else {
-                {
-                    conn_close_clean(c, AE_TCLOSE_UPSTREAM_READ_ERROR);
-                    return;
-                }
-            }
-        }
-        /* buffer -> client */
-        b = c->u2c;
-        if (b != NULL && b->len > 0) {
-            ssize_t n = ae_tls_conn_write(c->tls, b->data + b->off, b->len);
-            if (n > 0) {
-                b->off += (uint32_t)n;
-                b->len -= (uint32_t)n;
-                c->bytes_out += (uint64_t)n;
-                c->c_last = now;
-                progress = 1;
-            } else if (n == AE_TLS_WANT_READ || n == AE_TLS_WANT_WRITE) {
-                cev |= tls_want_events(n);
-            } else {
-                {
-                    conn_close(c, AE_TCLOSE_CLIENT_WRITE_ERROR);
-                    return;
-                }
-            }
-        }
-        release_if_empty(c, &c->u2c);
-        if (c->u_eof && c->u2c == NULL && !c->c_shut) {
-            /* FIN only after the close_notify is out: a full socket buffer retries it. */
-            int rv = ae_tls_conn_shutdown(c->tls);
-            if (rv == AE_TLS_WANT_WRITE || rv == AE_TLS_WANT_READ) {
-                cev |= tls_want_events(rv);
-            } else {
-                shutdown(c->cfd, SHUT_WR);
-                c->c_shut = 1;
-            }
-        }
+        if (client_read(c, now, &cev, &progress) != 0 ||
+            upstream_write(c, now, &uev, &progress) != 0 ||
+            upstream_read(c, now, &uev, &progress) != 0 ||
+            client_write(c, now, &cev, &progress) != 0)
+            return;
         if (c->c_eof && c->u_eof && c->c_shut && c->c2u == NULL && c->u2c == NULL) {
             conn_close(c, AE_TCLOSE_DONE);
             return;
