@@ -729,6 +729,60 @@ static void server_free(ae_server_main *s)
     free(s);
 }
 
+/* The workers with everything they need before their loops start: the forwarding group, the
+ * TCP hand-off, the QUIC secrets, the site.forward sockets, the listening sockets and the
+ * runtime (messages waiting in their queues). Returns 0, or -1 after logging why. */
+static int workers_start(ae_server_main *s)
+{
+    char err[1024];
+    int *fwd = NULL, reused;
+
+    s->workers = calloc(s->nworkers, sizeof(*s->workers));
+    if (s->workers == NULL)
+        return -1;
+    ev_async_init(&s->worker_exit, worker_exit_cb);
+    s->worker_exit.data = s;
+    ev_async_start(s->loop, &s->worker_exit);
+    for (size_t i = 0; i < s->nworkers; i++) {
+        if (ae_worker_new((int)i, &s->workers[i]) != 0)
+            return -1;
+        s->workers[i]->exit_loop = s->loop;
+        s->workers[i]->exit_notify = &s->worker_exit;
+    }
+    if (ae_fwd_group_new(s->workers, s->nworkers, &s->fwdg) != 0)
+        return -1;
+    handoff_start(s, s->rt->conf);
+    ae_keys_post(s->keys);
+    if (fwd_build(s, s->rt->conf, &fwd, &reused, err, sizeof(err)) != 0) {
+        AE_ERROR("%s", err);
+        return -1;
+    }
+    fwd_adopt(s, s->rt->conf, fwd);
+    if (lsocks_build(s, s->rt->conf, &s->lsocks, &s->nlsocks, err, sizeof(err)) != 0) {
+        AE_ERROR("%s", err);
+        return -1;
+    }
+    if (post_runtime(s, s->rt, s->lsocks, s->nlsocks, s->fwd_fds) != 0)
+        return -1;
+    for (size_t i = 0; i < s->nworkers; i++)
+        if (ae_worker_start(s->workers[i]) != 0)
+            return -1;
+    return 0;
+}
+
+static void signals_start(ae_server_main *s)
+{
+    ev_signal_init(&s->sig_hup, signal_cb, SIGHUP);
+    ev_signal_init(&s->sig_term, signal_cb, SIGTERM);
+    ev_signal_init(&s->sig_int, signal_cb, SIGINT);
+    ev_signal_init(&s->sig_usr2, signal_cb, SIGUSR2);
+    s->sig_hup.data = s->sig_term.data = s->sig_int.data = s->sig_usr2.data = s;
+    ev_signal_start(s->loop, &s->sig_usr2);
+    ev_signal_start(s->loop, &s->sig_hup);
+    ev_signal_start(s->loop, &s->sig_term);
+    ev_signal_start(s->loop, &s->sig_int);
+}
+
 int ae_server_run(const char *path)
 {
     char err[1024];
@@ -776,39 +830,8 @@ int ae_server_run(const char *path)
     }
     if (s->state != NULL && ae_state_ring(s->state) != NULL)
         ae_keys_ring_changed(s->keys, ae_state_ring(s->state)); /* no workers yet */
-    s->workers = calloc(s->nworkers, sizeof(*s->workers));
-    if (s->workers == NULL)
+    if (workers_start(s) != 0)
         goto fail;
-    ev_async_init(&s->worker_exit, worker_exit_cb);
-    s->worker_exit.data = s;
-    ev_async_start(s->loop, &s->worker_exit);
-    for (size_t i = 0; i < s->nworkers; i++) {
-        if (ae_worker_new((int)i, &s->workers[i]) != 0)
-            goto fail;
-        s->workers[i]->exit_loop = s->loop;
-        s->workers[i]->exit_notify = &s->worker_exit;
-    }
-    if (ae_fwd_group_new(s->workers, s->nworkers, &s->fwdg) != 0)
-        goto fail;
-    handoff_start(s, s->rt->conf);
-    ae_keys_post(s->keys);
-    {
-        int *fwd = NULL, reused;
-        if (fwd_build(s, s->rt->conf, &fwd, &reused, err, sizeof(err)) != 0) {
-            AE_ERROR("%s", err);
-            goto fail;
-        }
-        fwd_adopt(s, s->rt->conf, fwd);
-    }
-    if (lsocks_build(s, s->rt->conf, &s->lsocks, &s->nlsocks, err, sizeof(err)) != 0) {
-        AE_ERROR("%s", err);
-        goto fail;
-    }
-    if (post_runtime(s, s->rt, s->lsocks, s->nlsocks, s->fwd_fds) != 0)
-        goto fail;
-    for (size_t i = 0; i < s->nworkers; i++)
-        if (ae_worker_start(s->workers[i]) != 0)
-            goto fail;
     s->serving = 1;
     ae_keys_serving(s->keys);
     if (ae_health_new(s->loop, &s->health) != 0)
@@ -822,16 +845,7 @@ int ae_server_run(const char *path)
         ev_timer_start(s->loop, &s->peers_tick);
     if (s->fwd_fds != NULL)
         AE_INFO("forward endpoint on %s (udp)", s->fwd_addr.text);
-    ev_signal_init(&s->sig_hup, signal_cb, SIGHUP);
-    ev_signal_init(&s->sig_term, signal_cb, SIGTERM);
-    ev_signal_init(&s->sig_int, signal_cb, SIGINT);
-    ev_signal_init(&s->sig_usr2, signal_cb, SIGUSR2);
-    s->sig_usr2.data = s;
-    ev_signal_start(s->loop, &s->sig_usr2);
-    s->sig_hup.data = s->sig_term.data = s->sig_int.data = s;
-    ev_signal_start(s->loop, &s->sig_hup);
-    ev_signal_start(s->loop, &s->sig_term);
-    ev_signal_start(s->loop, &s->sig_int);
+    signals_start(s);
     for (size_t i = 0; i < s->nlsocks; i++)
         AE_INFO("listening on %s (%s, %s)", s->lsocks[i].addr.text, s->rt->conf->listeners[i].name,
                 s->lsocks[i].proto == AE_LPROTO_QUIC ? "quic/udp" : "tcp");
