@@ -31,7 +31,9 @@
 #                          [-s "SCENARIOS"] [-t "TARGETS"] [-o FILE] [--no-pin]
 # Environment (same meaning, options win): AE_BENCH_ROUNDS (3), AE_BENCH_DURATION (5),
 #   AE_BENCH_WARMUP (1), AE_BENCH_STREAMS (32), AE_BENCH_CONN_PAR (8), AE_BENCH_BULK_STREAMS (8),
-#   AE_BENCH_PIN (auto|off), AE_BENCH_SCENARIOS, AE_BENCH_TARGETS (anyedge gtlsserver),
+#   AE_BENCH_PIN (auto|off), AE_BENCH_SCENARIOS, AE_BENCH_TARGETS (anyedge gtlsserver; also
+#   anyedge_base: the anyedge configuration run by the baseline build in AE_BASE_BIN, reported as
+#   anyedge/anyedge_base CPU per operation, e.g. -t "anyedge anyedge_base" before/after a change),
 #   AE_BIN (build dir holding anyedge, ae-origin and ae-h3load; default build/),
 #   GTLSSERVER (default: gtlsserver from PATH or /usr/sbin/gtlsserver).
 #
@@ -68,7 +70,7 @@ for v in STREAMS CONN_PAR BULK_STREAMS; do
     fi
 done
 bench_check_words scenario "$SCENARIOS" h3_rps h3_conn h3_bulk
-bench_check_words target "$TARGETS" anyedge gtlsserver
+bench_check_words target "$TARGETS" anyedge gtlsserver anyedge_base
 
 ANYEDGE=$AE_BIN/anyedge
 ORIGIN=$AE_BIN/ae-origin
@@ -77,6 +79,9 @@ H3GET=$AE_BIN/ae-h3get
 for b in "$ANYEDGE" "$ORIGIN" "$H3LOAD" "$H3GET"; do
     [ -x "$b" ] || die "no $(basename "$b") in $AE_BIN (build first with libcurl HTTP/3, or set AE_BIN / -b)"
 done
+if [[ " $TARGETS " == *" anyedge_base "* ]] && [ ! -x "${AE_BASE_BIN:-}/anyedge" ]; then
+    die "anyedge_base needs AE_BASE_BIN, a build directory holding the baseline anyedge"
+fi
 GTLSSERVER=${GTLSSERVER:-$(command -v gtlsserver || echo /usr/sbin/gtlsserver)}
 if [[ " $TARGETS " == *" gtlsserver "* ]] && [ ! -x "$GTLSSERVER" ]; then
     die "gtlsserver is not installed (ngtcp2-server)"
@@ -109,15 +114,21 @@ wait_h3() {
     return 1
 }
 
-# ae_metrics NAME...: anyedge /metrics samples, space-separated (0 when absent).
-ae_metrics() { bench_metrics "$ADMIN_PORT" "$@"; }
+# ae_metrics TARGET NAME...: that anyedge target's /metrics samples, space-separated (0 when
+# absent).
+ae_metrics() {
+    local port=$ADMIN_PORT
+    [ "$1" = anyedge_base ] && port=$BASE_ADMIN_PORT
+    shift
+    bench_metrics "$port" "$@"
+}
 
 # url TARGET SCENARIO
 url() {
     local t=$1 s=$2 port=${SRV_PORT[$1]}
     case "$t/$s" in
-    anyedge/h3_bulk) printf 'https://127.0.0.1:%s/bytes/1048576' "$port" ;;
-    anyedge/*) printf 'https://127.0.0.1:%s/bytes/1024' "$port" ;;
+    anyedge*/h3_bulk) printf 'https://127.0.0.1:%s/bytes/1048576' "$port" ;;
+    anyedge*/*) printf 'https://127.0.0.1:%s/bytes/1024' "$port" ;;
     gtlsserver/h3_bulk) printf 'https://127.0.0.1:%s/1m' "$port" ;;
     gtlsserver/*) printf 'https://127.0.0.1:%s/1k' "$port" ;;
     esac
@@ -125,8 +136,8 @@ url() {
 
 # ---- setup ----
 log "temp dir $T; $PIN_DESC"
-read -r ORIGIN_PORT ADMIN_PORT AE_PORT GT_PORT <<<"$(free_ports 2 2)"
-SRV_PORT=([anyedge]=$AE_PORT [gtlsserver]=$GT_PORT)
+read -r ORIGIN_PORT ADMIN_PORT BASE_ADMIN_PORT AE_PORT GT_PORT BASE_PORT <<<"$(free_ports 3 3)"
+SRV_PORT=([anyedge]=$AE_PORT [gtlsserver]=$GT_PORT [anyedge_base]=$BASE_PORT)
 
 bench_cert
 mkdir -p "$T/htdocs"
@@ -156,11 +167,28 @@ log:
   access: off
 EOF
 
+# anyedge_base: the same configuration on its own ports, run by the baseline build's anyedge.
+sed -e "s/127.0.0.1:$AE_PORT\"/127.0.0.1:$BASE_PORT\"/" -e "s/127.0.0.1:$ADMIN_PORT\"/127.0.0.1:$BASE_ADMIN_PORT\"/" \
+    "$T/anyedge.yaml" >"$T/anyedge_base.yaml"
+if [[ " $TARGETS " == *" anyedge_base "* ]]; then
+    cp "$AE_BASE_BIN/anyedge" "$T/anyedge_base_bin" || die "cannot copy $AE_BASE_BIN/anyedge"
+    if [ -z "${AE_BASE_DESC:-}" ]; then
+        base_src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$AE_BASE_BIN/CMakeCache.txt" 2>/dev/null || true)
+        AE_BASE_DESC="$AE_BASE_BIN/anyedge"
+        if [ -n "$base_src" ] && git -C "$base_src" rev-parse --short HEAD >/dev/null 2>&1; then
+            AE_BASE_DESC="$AE_BASE_DESC (commit $(git -C "$base_src" rev-parse --short HEAD))"
+        fi
+    fi
+fi
+
 start_server() {
     local t=$1 pid
     case "$t" in
     anyedge)
         "${SRV_CPU[@]}" "$ANYEDGE" -c "$T/anyedge.yaml" >"$T/anyedge.log" 2>&1 &
+        ;;
+    anyedge_base)
+        "${SRV_CPU[@]}" "$T/anyedge_base_bin" -c "$T/anyedge_base.yaml" >"$T/anyedge_base.log" 2>&1 &
         ;;
     gtlsserver)
         "${SRV_CPU[@]}" "$GTLSSERVER" --htdocs="$T/htdocs" 127.0.0.1 "$GT_PORT" \
@@ -179,6 +207,9 @@ for t in $TARGETS; do
 done
 if [[ " $TARGETS " == *" anyedge "* ]]; then
     wait_port "$ADMIN_PORT" 10 || die "anyedge admin endpoint did not start"
+fi
+if [[ " $TARGETS " == *" anyedge_base "* ]]; then
+    wait_port "$BASE_ADMIN_PORT" 10 || die "anyedge_base admin endpoint did not start"
 fi
 
 # Sanity: the right sizes with status 200; gtlsserver's bodies are the files.
@@ -233,8 +264,8 @@ one_run() {
         run_load "$WARMUP" "$s" "$t" >/dev/null
     fi
     sleep 0.3
-    if [ "$t" = anyedge ]; then
-        read -r i0 d0 <<<"$(ae_metrics anyedge_quic_datagrams_in_total anyedge_quic_datagrams_out_total)"
+    if [[ "$t" == anyedge* ]]; then
+        read -r i0 d0 <<<"$(ae_metrics "$t" anyedge_quic_datagrams_in_total anyedge_quic_datagrams_out_total)"
     fi
     c0=$(cpu_ticks "$pid")
     o0=$(cpu_ticks "$ORIGIN_PID")
@@ -244,8 +275,8 @@ one_run() {
     c1=$(cpu_ticks "$pid")
     o1=$(cpu_ticks "$ORIGIN_PID")
     b1=$(busy_ticks)
-    if [ "$t" = anyedge ]; then
-        read -r i1 d1 <<<"$(ae_metrics anyedge_quic_datagrams_in_total anyedge_quic_datagrams_out_total)"
+    if [[ "$t" == anyedge* ]]; then
+        read -r i1 d1 <<<"$(ae_metrics "$t" anyedge_quic_datagrams_in_total anyedge_quic_datagrams_out_total)"
     fi
     if [[ "$out" != requests* ]]; then
         log "round $round $s $t: ae-h3load produced no result:"
@@ -346,8 +377,8 @@ for s in scen_order:
         if not d:
             print("| %s | %s | – | – | – | – | – | – | – | – | 0 | – |" % (label, t))
             continue
-        oc = "%.1f %s" % (med(d["ocpu"]), cunit) if t == "anyedge" else "–"
-        tot = "%.1f %s" % (med(d["tot"]), cunit) if t == "anyedge" else "%.1f %s" % (med(d["cpu"]), cunit)
+        oc = "%.1f %s" % (med(d["ocpu"]), cunit) if t.startswith("anyedge") else "–"
+        tot = "%.1f %s" % (med(d["tot"]), cunit) if t.startswith("anyedge") else "%.1f %s" % (med(d["cpu"]), cunit)
         print("| %s | %s | %.0f %s | %.1f %s | %s | %s | %.0f %% | %.0f %% | %.1f %s | %.0f %% | %d | %d / %d |" % (
             label, t, med(d["rate"]), unit, med(d["cpu"]), cunit, oc, tot, med(d["util"]),
             med(d["cutil"]), med(d["cli"]), cunit, med(d["bg"]), d["n"], d["err"], d["non2xx"]))
@@ -370,6 +401,31 @@ if "anyedge" in targets:
         print("|---|---:|---:|")
         print("\n".join(lines))
         print()
+
+if "anyedge" in targets and "anyedge_base" in targets:
+    print("## This build against the baseline: anyedge / anyedge_base, server CPU per operation")
+    print()
+    print("Baseline: $AE_BASE_DESC. Lower is better; a change passes when no path is more than 5 %")
+    print("worse (ratio of the medians <= 1.05). In brackets the per-round ratios, in round order.")
+    print()
+    print("| scenario | CPU/op base | CPU/op this build | ratio (per round) | rate ratio | result |")
+    print("|---|---:|---:|---:|---:|---|")
+    by = {(r["round"], r["scenario"], r["target"]): r for r in rows}
+    for s in scen_order:
+        a, b = agg.get((s, "anyedge_base")), agg.get((s, "anyedge"))
+        if not a or not b:
+            continue
+        label, unit, cunit = info[s]
+        cr = []
+        for k in sorted({r["round"] for r in rows}, key=int):
+            x, y = by.get((k, s, "anyedge_base")), by.get((k, s, "anyedge"))
+            if x and y and ops(x) > 0 and ops(y) > 0 and float(x["srv_cpu"]) > 0:
+                cr.append("%.3f" % ((float(y["srv_cpu"]) / ops(y)) / (float(x["srv_cpu"]) / ops(x))))
+        rc = med(b["cpu"]) / med(a["cpu"])
+        print("| %s | %.1f %s | %.1f %s | %.3fx (%s) | %.3fx | %s |" % (
+            label, med(a["cpu"]), cunit, med(b["cpu"]), cunit, rc, ", ".join(cr),
+            med(b["rate"]) / med(a["rate"]), "PASS" if rc <= 1.05 else "MISS"))
+    print()
 
 if "anyedge" in targets and "gtlsserver" in targets:
     print("## anyedge / gtlsserver (ratios of the medians) and issue #4 targets")
@@ -415,7 +471,7 @@ for r in rows:
     print("| %s | %s | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (r["round"], r["scenario"],
         r["target"], r["requests"], float(r["bytes"]) / MiB, r["seconds"], r["srv_cpu"], r["origin_cpu"],
         r["client_cpu"], r["other_cpu"], r["conns"], r["errors"], r["non2xx"],
-        "%s / %s" % (r["dg_in"], r["dg_out"]) if r["target"] == "anyedge" else "–"))
+        "%s / %s" % (r["dg_in"], r["dg_out"]) if r["target"].startswith("anyedge") else "–"))
 print()
 print("</details>")
 EOF

@@ -29,6 +29,11 @@
 # process lives, so anyedge_handoff runs only for the sanity checks and for its own runs (started
 # before each warm-up, stopped after the measurement): the other targets run without it.
 #
+# anyedge_base: the anyedge configuration run by another build's anyedge (AE_BASE_BIN: its build
+# directory, e.g. of the commit before a change). `-t "anyedge anyedge_base"` measures a change
+# side by side, alternating like the others: the report adds the anyedge/anyedge_base ratio of
+# CPU per operation (issue #9's "no path more than 5 % worse").
+#
 # wrk's latency percentiles (p50, p99; request written -> response complete, i.e. after the
 # connection's own handshake in hs_*) are reported per scenario; for keepalive the report also
 # checks "p99 no worse than HAProxy" with a 10 % tolerance for noise (PASS when anyedge p99 <=
@@ -42,7 +47,8 @@
 # Usage: tests/bench/run.sh [-r ROUNDS] [-d SECONDS] [-w SECONDS] [-b BUILD_DIR]
 #                           [-s "SCENARIOS"] [-t "TARGETS"] [-o FILE] [--no-pin]
 #   SCENARIOS: keepalive hs_full hs_resumed bulk (default: all four)
-#   TARGETS: anyedge haproxy nginx (default), anyedge_redis, anyedge_handoff (root)
+#   TARGETS: anyedge haproxy nginx (default), anyedge_redis, anyedge_handoff (root),
+#            anyedge_base (needs AE_BASE_BIN)
 # Environment (same meaning, options win): AE_BENCH_ROUNDS (3), AE_BENCH_DURATION (5),
 #   AE_BENCH_WARMUP (1), AE_BENCH_CONNS (32), AE_BENCH_BULK_CONNS (8), AE_BENCH_PIN (auto|off),
 #   AE_BENCH_SCENARIOS, AE_BENCH_TARGETS, AE_BIN (build dir holding anyedge and ae-origin;
@@ -75,7 +81,7 @@ OUT=""
 bench_parse_args "$@"
 bench_check_times
 bench_check_words scenario "$SCENARIOS" keepalive hs_full hs_resumed bulk
-bench_check_words target "$TARGETS" anyedge anyedge_redis anyedge_handoff haproxy nginx
+bench_check_words target "$TARGETS" anyedge anyedge_redis anyedge_handoff anyedge_base haproxy nginx
 
 ANYEDGE=$AE_BIN/anyedge
 ORIGIN=$AE_BIN/ae-origin
@@ -91,6 +97,10 @@ for t in $TARGETS; do
     nginx) command -v nginx >/dev/null || die "nginx is not installed" ;;
     anyedge_redis) command -v redis-server >/dev/null || die "redis-server is not installed" ;;
     anyedge_handoff) [ "$(id -u)" = 0 ] || die "anyedge_handoff needs root (tc BPF program, TUN)" ;;
+    anyedge_base)
+        [ -x "${AE_BASE_BIN:-}/anyedge" ] ||
+            die "anyedge_base needs AE_BASE_BIN, a build directory holding the baseline anyedge"
+        ;;
     esac
 done
 
@@ -99,6 +109,19 @@ bench_tmpdir ae-bench
 # AE_BIN meanwhile must not put another binary under test than the other anyedge targets.
 cp "$ANYEDGE" "$T/anyedge" || die "cannot copy $ANYEDGE to $T"
 ANYEDGE=$T/anyedge
+if [[ " $TARGETS " == *" anyedge_base "* ]]; then
+    cp "$AE_BASE_BIN/anyedge" "$T/anyedge_base_bin" || die "cannot copy $AE_BASE_BIN/anyedge to $T"
+fi
+ANYEDGE_BASE=$T/anyedge_base_bin
+# How the report names the baseline (default: its build directory and its commit when that is a
+# build of a git checkout, from CMakeCache's source directory).
+if [ -z "${AE_BASE_DESC:-}" ] && [ -n "${AE_BASE_BIN:-}" ]; then
+    base_src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$AE_BASE_BIN/CMakeCache.txt" 2>/dev/null || true)
+    AE_BASE_DESC="$AE_BASE_BIN/anyedge"
+    if [ -n "$base_src" ] && git -C "$base_src" rev-parse --short HEAD >/dev/null 2>&1; then
+        AE_BASE_DESC="$AE_BASE_DESC (commit $(git -C "$base_src" rev-parse --short HEAD))"
+    fi
+fi
 declare -A PROXY_PORT=() PROXY_PIDS=() ADMIN=() # ADMIN: admin port of each anyedge target
 FAILED=0
 
@@ -110,7 +133,7 @@ PROXY_CPU=("${SUT_CPU[@]}")
 
 # is_anyedge TARGET: true for the targets that are an anyedge instance (with an admin port).
 is_anyedge() {
-    case "$1" in anyedge | anyedge_redis | anyedge_handoff) return 0 ;; *) return 1 ;; esac
+    case "$1" in anyedge | anyedge_redis | anyedge_handoff | anyedge_base) return 0 ;; *) return 1 ;; esac
 }
 
 # ae_metrics TARGET NAME...: the samples NAME... of that anyedge target's /metrics (from its own
@@ -148,14 +171,15 @@ EOF
 # ---- setup ----
 log "temp dir $T; $PIN_DESC"
 read -r ORIGIN_PORT AE_PORT HA_PORT NGX_PORT ADMIN_PORT AER_PORT AER_ADMIN_PORT REDIS_PORT \
-    AEH_PORT AEH_ADMIN_PORT <<<"$(free_ports 10)"
+    AEH_PORT AEH_ADMIN_PORT AEB_PORT AEB_ADMIN_PORT <<<"$(free_ports 12)"
 AEH_FORWARD_PORT=""
 if [[ " $TARGETS " == *" anyedge_handoff "* ]]; then
     AEH_FORWARD_PORT=$(free_udp_pair) || die "no free UDP port pair for anyedge_handoff's site.forward"
 fi
 PROXY_PORT=([anyedge]=$AE_PORT [anyedge_redis]=$AER_PORT [anyedge_handoff]=$AEH_PORT
-    [haproxy]=$HA_PORT [nginx]=$NGX_PORT)
-ADMIN=([anyedge]=$ADMIN_PORT [anyedge_redis]=$AER_ADMIN_PORT [anyedge_handoff]=$AEH_ADMIN_PORT)
+    [anyedge_base]=$AEB_PORT [haproxy]=$HA_PORT [nginx]=$NGX_PORT)
+ADMIN=([anyedge]=$ADMIN_PORT [anyedge_redis]=$AER_ADMIN_PORT [anyedge_handoff]=$AEH_ADMIN_PORT
+    [anyedge_base]=$AEB_ADMIN_PORT)
 
 bench_cert
 cat "$T/cert.pem" "$T/key.pem" >"$T/combined.pem"
@@ -248,6 +272,7 @@ ae_conf "$AE_PORT" "$ADMIN_PORT" >"$T/anyedge.yaml"
     printf 'site: { id: 1, name: bench, forward: "127.0.0.1:%s" }\n' "$AEH_FORWARD_PORT"
     printf 'tcp_handoff: { enabled: on, interfaces: [ lo ] }\n'
 } >"$T/anyedge_handoff.yaml"
+ae_conf "$AEB_PORT" "$AEB_ADMIN_PORT" >"$T/anyedge_base.yaml"
 
 # HAProxy: mode tcp, TLS offload, one thread, no logging (as anyedge with access: off).
 cat >"$T/haproxy.cfg" <<EOF
@@ -304,6 +329,9 @@ start_proxy() {
     case "$t" in
     anyedge | anyedge_redis | anyedge_handoff)
         "${PROXY_CPU[@]}" "$ANYEDGE" -c "$T/$t.yaml" >"$T/$t.log" 2>&1 &
+        ;;
+    anyedge_base)
+        "${PROXY_CPU[@]}" "$ANYEDGE_BASE" -c "$T/$t.yaml" >"$T/$t.log" 2>&1 &
         ;;
     haproxy)
         "${PROXY_CPU[@]}" haproxy -f "$T/haproxy.cfg" -db >"$T/haproxy.log" 2>&1 &
@@ -585,6 +613,7 @@ rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 targets = "$TARGETS".split()
 scen_order = "$SCENARIOS".split()
 names = {"anyedge": "anyedge", "anyedge_redis": "anyedge+Redis", "anyedge_handoff": "anyedge+hand-off",
+         "anyedge_base": "anyedge (base)",
          "haproxy": "HAProxy", "nginx": "nginx"}
 MiB = 1048576.0
 info = {
@@ -653,7 +682,7 @@ print("value means a noisy run (rates suffer first; CPU per op less). p50 / p99:
 print("percentiles (request written -> response complete; in hs_* from after the connection's own")
 print("handshake, so they include queueing behind the other connections' handshakes), median over the rounds.")
 print()
-ae_targets = [t for t in targets if t in ("anyedge", "anyedge_redis", "anyedge_handoff")]
+ae_targets = [t for t in targets if t in ("anyedge", "anyedge_redis", "anyedge_handoff", "anyedge_base")]
 for t in ae_targets:
     hs_notes = []
     for s in ("hs_full", "hs_resumed", "keepalive"):
@@ -735,6 +764,26 @@ if "anyedge" in targets and "anyedge_redis" in targets and hs_scen:
             med(a["cpu"]), med(b["cpu"]), med(b["cpu"]) / med(a["cpu"]), rng(cr)))
     print()
 
+if "anyedge" in targets and "anyedge_base" in targets:
+    print("## This build against the baseline: anyedge / anyedge (base), CPU per operation")
+    print()
+    print("Baseline: $AE_BASE_DESC. Lower is better; a change passes when no path is more than 5 %")
+    print("worse (ratio of the medians <= 1.05). In brackets the per-round ratios, in round order.")
+    print()
+    print("| scenario | CPU/op base | CPU/op this build | ratio (per round) | rate ratio | result |")
+    print("|---|---:|---:|---:|---:|---|")
+    for s in scen_order:
+        a, b = agg.get((s, "anyedge_base")), agg.get((s, "anyedge"))
+        if not a or not b:
+            continue
+        keys = sorted((k for k in a["by_round"] if k in b["by_round"]), key=int)
+        cr = ["%.3f" % (b["by_round"][k][1] / a["by_round"][k][1]) for k in keys]
+        rc = med(b["cpu"]) / med(a["cpu"])
+        print("| %s | %.2f %s | %.2f %s | %.3fx (%s) | %.3fx | %s |" % (
+            info[s][0], med(a["cpu"]), info[s][2], med(b["cpu"]), info[s][2], rc, ", ".join(cr),
+            med(b["rate"]) / med(a["rate"]), "PASS" if rc <= 1.05 else "MISS"))
+    print()
+
 if "anyedge" in targets and "anyedge_handoff" in targets:
     ho_seen, ho_orphans = int("$HO_SEEN" or 0), int("$HO_ORPHANS" or 0)
     print("## Orphan capture on a site's own traffic: anyedge+hand-off / anyedge (CPU per operation)")
@@ -795,7 +844,7 @@ print()
 print("| round | scenario | proxy | requests | MiB | seconds | p50 / p99 µs | proxy CPU s | wrk CPU s | origin CPU s | other CPU s | errors | anyedge full/resumed hs | Redis cmds | captured / orphans |")
 print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
-    ae = r["target"] in ("anyedge", "anyedge_redis", "anyedge_handoff")
+    ae = r["target"] in ("anyedge", "anyedge_redis", "anyedge_handoff", "anyedge_base")
     ho = r["target"] == "anyedge_handoff"
     print("| %s | %s | %s | %s | %.1f | %s | %s / %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (r["round"], r["scenario"],
         names[r["target"]], r["requests"], float(r["bytes"]) / MiB, r["seconds"], r["p50_us"], r["p99_us"],
