@@ -11,8 +11,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct {
@@ -175,6 +177,10 @@ void ae_conf_free(ae_conf *conf)
     /* Staged fields live beyond ae_conf; validation always moves them out before a snapshot is
      * handed out, so skipping them keeps this safe for any ae_conf. */
     free_object(ae_conf_keys, conf, 1);
+    if (conf->admin.token != NULL) {
+        ae_memzero(conf->admin.token, strlen(conf->admin.token));
+        free(conf->admin.token);
+    }
     free(conf->path);
     free(conf);
 }
@@ -768,6 +774,48 @@ static int check_tcp_handoff(loader *L, ae_conf *c, const cnode *root)
     return 0;
 }
 
+/* admin.token_file: read the token now, so a bad file fails the load (and a reload). */
+static int check_admin(loader *L, ae_conf *c)
+{
+    char buf[1100];
+    struct stat st;
+    size_t n;
+    FILE *f;
+
+    if (c->admin.token_file == NULL)
+        return 0;
+    f = fopen(c->admin.token_file, "re");
+    if (f == NULL)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, c->admin.token_pos, "admin.token_file",
+                            "cannot read %s: %s", c->admin.token_file, strerror(errno));
+    if (fstat(fileno(f), &st) != 0 || (st.st_mode & 077) != 0) {
+        fclose(f);
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, c->admin.token_pos, "admin.token_file",
+                            "%s must not be accessible by group or others (chmod 600)",
+                            c->admin.token_file);
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        n--;
+    buf[n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f)
+            n = 0; /* not printable: reported below */
+    if (n < 16 || n > 1024) {
+        ae_memzero(buf, sizeof(buf));
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, c->admin.token_pos, "admin.token_file",
+                            "%s must hold one token of 16..1024 printable characters (no spaces)",
+                            c->admin.token_file);
+    }
+    c->admin.token = strdup(buf);
+    ae_memzero(buf, sizeof(buf));
+    if (c->admin.token == NULL)
+        return ae_conf_errk(&L->c, AE_ERR_NOMEM, c->admin.token_pos, "admin.token_file",
+                            "out of memory");
+    return 0;
+}
+
 static int validate(loader *L, ae_conf_build *b, const cnode *root)
 {
     ae_conf *c = &b->pub;
@@ -775,7 +823,7 @@ static int validate(loader *L, ae_conf_build *b, const cnode *root)
 
     if ((rv = check_tls(L, b, root)) != 0 || (rv = check_upstreams(L, c, root)) != 0 ||
         (rv = check_listeners(L, c, root)) != 0 || (rv = check_anycast(L, c, root)) != 0 ||
-        (rv = check_tcp_handoff(L, c, root)) != 0)
+        (rv = check_tcp_handoff(L, c, root)) != 0 || (rv = check_admin(L, c)) != 0)
         return rv;
     if (c->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

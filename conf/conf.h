@@ -180,6 +180,12 @@ typedef struct ae_conf {
     struct {
         ae_addr addr; /* default 127.0.0.1:9901; port 0 disables */
         int enabled;
+        char *socket;     /* Unix socket path (mode 0600), or NULL */
+        char *token_file; /* bearer token for the POST routes, or NULL */
+        ae_conf_pos token_pos;
+        char *token;             /* read from token_file at load (printable ASCII), or NULL */
+        uint32_t max_conns;      /* connections held at once (the oldest idle one makes room) */
+        uint32_t max_per_source; /* per client address (TCP) */
     } admin;
 
     struct {

@@ -576,7 +576,42 @@ static const ae_key admin_keys[] = {
      .flags = AE_KF_PORT0,
      .off = R(admin.addr),
      .def = "127.0.0.1:9901",
-     .help = "Address of the admin HTTP endpoint (metrics, status); port 0 disables it."},
+     .help = "Address of the admin HTTP endpoint (metrics, status); port 0 disables it. Only "
+             "requests whose Host names this address or a loopback name are answered."},
+    {.name = "socket",
+     .type = AE_KT_STR,
+     .flags = AE_KF_PATH,
+     .off = R(admin.socket),
+     .min = 1,
+     .max = 107,
+     .help = "Unix socket for the admin endpoint as well (created mode 0600; anyedgectl -c "
+             "prefers it). Access is the file mode's: no token needed there."},
+    {.name = "token_file",
+     .type = AE_KT_STR,
+     .flags = AE_KF_PATH | AE_KF_POS,
+     .off = R(admin.token_file),
+     .pos_off = R(admin.token_pos),
+     .min = 1,
+     .max = 4095,
+     .help = "File holding a token (16..1024 printable characters, mode 0600) that the POST "
+             "routes (reload, keys/rotate, drain, undrain) require over TCP as `Authorization: "
+             "Bearer TOKEN`; anyedgectl -c sends it."},
+    {.name = "max_connections",
+     .type = AE_KT_UINT,
+     .off = R(admin.max_conns),
+     .def = "256",
+     .min = 4,
+     .max = 65536,
+     .help = "Admin connections held at once; when full, the oldest one still sending its "
+             "request is closed to make room."},
+    {.name = "max_per_source",
+     .type = AE_KT_UINT,
+     .off = R(admin.max_per_source),
+     .def = "32",
+     .min = 1,
+     .max = 65536,
+     .help = "Admin connections held at once per client address; at the limit, that address's "
+             "oldest one still sending its request is closed to make room."},
     {0},
 };
 

@@ -4,9 +4,11 @@
  *   anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] status|metrics|sites|whereis CID|reload|keys
  * rotate anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] drain|undrain
  *
- * The admin address comes from -a, else from admin.address of the config given with -c, else
- * the default 127.0.0.1:9901. Exit status: 0 on a 2xx answer, 1 on any other answer (its body
- * is printed to stderr), 2 on usage errors, 3 when the endpoint cannot be reached.
+ * The admin endpoint is -a ADDR or -s SOCKET; with -c CONFIG, the config's admin.socket when set
+ * (and present), else its admin.address; else the default 127.0.0.1:9901. The token of the POST
+ * routes comes from -T FILE, or from the config's admin.token_file with -c. Exit status: 0 on a 2xx
+ * answer, 1 on any other answer (its body is printed to stderr), 2 on usage errors, 3 when the
+ * endpoint cannot be reached.
  */
 #include <errno.h>
 #include <poll.h>
@@ -14,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
@@ -24,7 +28,8 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: anyedgectl [-a ADDR | -c CONFIG] [-t SECONDS] COMMAND\n"
+            "usage: anyedgectl [-a ADDR | -s SOCKET | -c CONFIG] [-T TOKEN_FILE] [-t SECONDS] "
+            "COMMAND\n"
             "commands:\n"
             "  status        print the /status JSON document\n"
             "  metrics       print the Prometheus metrics\n"
@@ -39,7 +44,10 @@ static void usage(FILE *f)
             "  undrain       end the drain: announce again once healthy\n"
             "options:\n"
             "  -a ADDR       admin endpoint, e.g. 127.0.0.1:9901 or [::1]:9901\n"
-            "  -c CONFIG     take the admin endpoint from this config's admin.address\n"
+            "  -s SOCKET     admin endpoint on a Unix socket (admin.socket)\n"
+            "  -c CONFIG     take the endpoint from this config (admin.socket when set, else\n"
+            "                admin.address) and the token from its admin.token_file\n"
+            "  -T FILE       send the token in FILE (admin.token_file) as a bearer token\n"
             "  -t SECONDS    overall timeout (default 10)\n");
 }
 
@@ -162,17 +170,24 @@ static int parse_response(char *resp, size_t len, const char **body)
 
 int main(int argc, char **argv)
 {
-    const char *addr_s = NULL, *conf_path = NULL, *method, *path, *body = "";
-    char err[512], req[512], *resp = NULL;
+    const char *addr_s = NULL, *conf_path = NULL, *sock_s = NULL, *token_path = NULL, *method,
+               *path, *body = "";
+    char err[512], req[2048], auth[1100] = "", *resp = NULL, *token = NULL, *sock_own = NULL;
     double timeout_s = 10.0;
     size_t resp_len = 0;
     ae_addr addr;
     int opt, code;
 
-    while ((opt = getopt(argc, argv, "a:c:t:h")) != -1) {
+    while ((opt = getopt(argc, argv, "a:c:s:T:t:h")) != -1) {
         switch (opt) {
         case 'a':
             addr_s = optarg;
+            break;
+        case 's':
+            sock_s = optarg;
+            break;
+        case 'T':
+            token_path = optarg;
             break;
         case 'c':
             conf_path = optarg;
@@ -243,51 +258,102 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (addr_s != NULL && conf_path != NULL) {
-        fprintf(stderr, "anyedgectl: give -a or -c, not both\n");
+    if ((addr_s != NULL) + (conf_path != NULL) + (sock_s != NULL) > 1) {
+        fprintf(stderr, "anyedgectl: give one of -a, -s and -c\n");
         return 2;
     }
 
     if (conf_path != NULL) {
         ae_conf *conf = NULL;
+        struct stat st;
         if (ae_conf_load(conf_path, &conf, err, sizeof(err)) != 0) {
             fprintf(stderr, "anyedgectl: %s\n", err);
             return 2;
         }
-        if (!conf->admin.enabled) {
-            fprintf(stderr, "anyedgectl: %s: the admin endpoint is disabled (admin.address)\n",
-                    conf_path);
+        if (conf->admin.socket != NULL && stat(conf->admin.socket, &st) == 0 &&
+            S_ISSOCK(st.st_mode)) {
+            sock_s = sock_own = strdup(conf->admin.socket);
+        } else if (!conf->admin.enabled) {
+            fprintf(stderr, "anyedgectl: %s: the admin endpoint is disabled (admin.address)%s\n",
+                    conf_path, conf->admin.socket != NULL ? " and admin.socket is not there" : "");
             ae_conf_free(conf);
             return 2;
         }
         addr = conf->admin.addr;
+        if (conf->admin.token != NULL && token_path == NULL)
+            token = strdup(conf->admin.token);
         ae_conf_free(conf);
-    } else if (ae_addr_parse(addr_s != NULL ? addr_s : CTL_DEFAULT_ADDR, &addr, 0) != 0) {
+    } else if (sock_s == NULL &&
+               ae_addr_parse(addr_s != NULL ? addr_s : CTL_DEFAULT_ADDR, &addr, 0) != 0) {
         fprintf(stderr, "anyedgectl: -a %s: expected IPv4:port or [IPv6]:port\n", addr_s);
         return 2;
     }
+    if (sock_s != NULL) {
+        struct sockaddr_un *sun = (struct sockaddr_un *)&addr.sa;
+        memset(&addr, 0, sizeof(addr));
+        if (strlen(sock_s) >= sizeof(sun->sun_path)) {
+            fprintf(stderr, "anyedgectl: -s %s: path too long\n", sock_s);
+            free(sock_own);
+            return 2;
+        }
+        sun->sun_family = AF_UNIX;
+        memcpy(sun->sun_path, sock_s, strlen(sock_s) + 1);
+        addr.len = sizeof(*sun);
+        snprintf(addr.text, sizeof(addr.text), "%s", sock_s);
+    }
+    if (token_path != NULL) {
+        FILE *f = fopen(token_path, "re");
+        size_t n = f != NULL ? fread(auth, 1, sizeof(auth) - 1, f) : 0;
+        if (f == NULL) {
+            fprintf(stderr, "anyedgectl: -T %s: %s\n", token_path, strerror(errno));
+            free(sock_own);
+            return 2;
+        }
+        fclose(f);
+        while (n > 0 && (auth[n - 1] == '\n' || auth[n - 1] == '\r' || auth[n - 1] == ' '))
+            n--;
+        auth[n] = '\0';
+        token = strdup(auth);
+    }
+    auth[0] = '\0';
+    if (token != NULL) {
+        for (const char *t = token; *t != '\0'; t++)
+            if ((unsigned char)*t <= 0x20 || (unsigned char)*t >= 0x7f) {
+                fprintf(stderr, "anyedgectl: the token holds spaces or control characters\n");
+                free(token);
+                free(sock_own);
+                return 2;
+            }
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", token);
+        free(token);
+    }
 
+    /* Over the Unix socket Host is only a formality; over TCP it must name the address. */
     snprintf(req, sizeof(req),
-             "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: anyedgectl/%s\r\nContent-Length: "
+             "%s %s HTTP/1.1\r\nHost: %s\r\n%sUser-Agent: anyedgectl/%s\r\nContent-Length: "
              "0\r\nConnection: close\r\n\r\n",
-             method, path, addr.text, AE_VERSION);
+             method, path, sock_s != NULL ? "localhost" : addr.text, auth, AE_VERSION);
     if (exchange(&addr, req, (int64_t)ae_now_ms() + (int64_t)(timeout_s * 1000), &resp, &resp_len,
                  err, sizeof(err)) != 0) {
         fprintf(stderr, "anyedgectl: cannot reach the admin endpoint at %s\n", err);
+        free(sock_own);
         return 3;
     }
     code = parse_response(resp, resp_len, &body);
     if (code < 0) {
         fprintf(stderr, "anyedgectl: malformed response from %s\n", addr.text);
         free(resp);
+        free(sock_own);
         return 3;
     }
     if (code >= 200 && code < 300) {
         fputs(body, stdout);
         free(resp);
+        free(sock_own);
         return 0;
     }
     fprintf(stderr, "anyedgectl: %s %s: HTTP %d\n%s", method, path, code, body);
     free(resp);
+    free(sock_own);
     return 1;
 }

@@ -26,14 +26,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
-#define ADMIN_TIMEOUT_S   5.0
+#define ADMIN_HEAD_S      2.0 /* the request head must be complete by then */
+#define ADMIN_TIMEOUT_S   5.0 /* answering it (the response written) */
 #define ADMIN_LINGER_S    1.0 /* max wait for the client's EOF after our response */
-#define ADMIN_MAX_CONNS   64
-#define ADMIN_BACKLOG     64
-#define ADMIN_ACCEPT_WAIT 0.1 /* accept paused after EMFILE/ENFILE/ENOBUFS/ENOMEM */
+#define ADMIN_BACKLOG     256
+#define ADMIN_ACCEPT_WAIT 0.1  /* accept paused after EMFILE/ENFILE/ENOBUFS/ENOMEM */
+#define ADMIN_LOG_EVERY_S 10.0 /* refusals: at most one log line per this period */
+
+const char *const ae_admin_refuse_names[AE_ADMIN_NREFUSE] = {
+    [AE_ADMIN_REFUSE_HOST] = "host",       [AE_ADMIN_REFUSE_ORIGIN] = "origin",
+    [AE_ADMIN_REFUSE_TOKEN] = "token",     [AE_ADMIN_REFUSE_BAD_REQUEST] = "bad_request",
+    [AE_ADMIN_REFUSE_TIMEOUT] = "timeout", [AE_ADMIN_REFUSE_EVICTED] = "evicted",
+    [AE_ADMIN_REFUSE_BUSY] = "busy",
+};
 
 /* ---- request parsing and routing (pure) ---- */
 
@@ -41,6 +54,120 @@ static int is_tchar(unsigned char ch)
 {
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
            (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+/* Records the value of the headers the endpoint checks (name[0, nlen), value [v, vend)); a
+ * repeated one is an error (-1). */
+static int note_header(ae_admin_request *req, const char *name, size_t nlen, const char *v,
+                       const char *vend)
+{
+    const char **dst;
+    size_t *dlen;
+
+    if (nlen == 4 && strncasecmp(name, "host", 4) == 0) {
+        dst = &req->host;
+        dlen = &req->host_len;
+    } else if (nlen == 6 && strncasecmp(name, "origin", 6) == 0) {
+        dst = &req->origin;
+        dlen = &req->origin_len;
+    } else if (nlen == 13 && strncasecmp(name, "authorization", 13) == 0) {
+        dst = &req->authorization;
+        dlen = &req->authorization_len;
+    } else {
+        return 0;
+    }
+    if (*dst != NULL)
+        return -1;
+    while (v < vend && (*v == ' ' || *v == '\t'))
+        v++;
+    while (vend > v && (vend[-1] == ' ' || vend[-1] == '\t'))
+        vend--;
+    *dst = v;
+    *dlen = (size_t)(vend - v);
+    return 0;
+}
+
+/* Host-header checks: no DNS names, only loopback and the connection's own address. */
+static int host_part(const char *h, size_t n, char *out, size_t outlen)
+{
+    size_t hl;
+    if (n > 0 && h[0] == '[') {
+        const char *e = memchr(h, ']', n);
+        if (e == NULL)
+            return -1;
+        hl = (size_t)(e - h - 1);
+        if (hl == 0 || hl >= outlen)
+            return -1;
+        memcpy(out, h + 1, hl);
+        out[hl] = '\0';
+        h = e + 1;
+        n -= hl + 2;
+    } else {
+        const char *c = memchr(h, ':', n);
+        hl = c != NULL ? (size_t)(c - h) : n;
+        if (hl == 0 || hl >= outlen)
+            return -1;
+        memcpy(out, h, hl);
+        out[hl] = '\0';
+        h += hl;
+        n -= hl;
+    }
+    if (n == 0)
+        return 0;
+    if (h[0] != ':' || n < 2 || n > 6)
+        return -1;
+    for (size_t i = 1; i < n; i++)
+        if (h[i] < '0' || h[i] > '9')
+            return -1;
+    return 0;
+}
+
+int ae_admin_host_ok(const char *host, size_t n, const struct sockaddr *local)
+{
+    char hp[64];
+    struct in_addr a4;
+    struct in6_addr a6;
+
+    if (host == NULL || host_part(host, n, hp, sizeof(hp)) != 0)
+        return 0;
+    if (strcasecmp(hp, "localhost") == 0)
+        return 1;
+    if (inet_pton(AF_INET, hp, &a4) == 1) {
+        if ((ntohl(a4.s_addr) >> 24) == 127)
+            return 1;
+        return local != NULL && local->sa_family == AF_INET &&
+               ((const struct sockaddr_in *)local)->sin_addr.s_addr == a4.s_addr;
+    }
+    if (host[0] == '[' && inet_pton(AF_INET6, hp, &a6) == 1) {
+        if (IN6_IS_ADDR_LOOPBACK(&a6))
+            return 1;
+        return local != NULL && local->sa_family == AF_INET6 &&
+               memcmp(&((const struct sockaddr_in6 *)local)->sin6_addr, &a6, sizeof(a6)) == 0;
+    }
+    return 0;
+}
+
+int ae_admin_origin_ok(const char *origin, size_t n, const struct sockaddr *local)
+{
+    if (origin == NULL)
+        return 0;
+    if (n > 7 && strncasecmp(origin, "http://", 7) == 0)
+        return ae_admin_host_ok(origin + 7, n - 7, local);
+    if (n > 8 && strncasecmp(origin, "https://", 8) == 0)
+        return ae_admin_host_ok(origin + 8, n - 8, local);
+    return 0;
+}
+
+int ae_admin_token_ok(const char *auth, size_t n, const char *token)
+{
+    size_t tl = strlen(token);
+    unsigned diff = 0;
+
+    if (auth == NULL || n != 7 + tl || strncasecmp(auth, "bearer ", 7) != 0)
+        return 0;
+    for (size_t i = 0; i < tl; i++)
+        diff |= (unsigned char)(auth[7 + i] ^ token[i]);
+    return diff == 0;
 }
 
 int ae_admin_parse_request(const char *buf, size_t len, ae_admin_request *req)
@@ -123,6 +250,8 @@ int ae_admin_parse_request(const char *buf, size_t len, ae_admin_request *req)
             if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
                 return AE_ERR_PARSE;
         }
+        if (note_header(req, p, (size_t)(colon - p), colon + 1, nl - 1) != 0)
+            return AE_ERR_PARSE;
         p = nl + 1;
     }
 }
@@ -172,6 +301,9 @@ typedef struct admin_conn {
     ae_admin *a;
     struct admin_conn *prev, *next;
     int fd;
+    int is_unix;  /* came in on the Unix socket */
+    uint64_t seq; /* accept order: the smallest is the oldest */
+    struct sockaddr_storage peer, local;
     ac_state state;
     ev_io io;
     ev_timer timer;
@@ -184,12 +316,61 @@ typedef struct admin_conn {
 struct ae_admin {
     struct ev_loop *loop;
     ae_server_main *srv;
-    int fd;
-    ev_io io;
+    int fd;      /* TCP listener, -1 none */
+    int ufd;     /* Unix listener, -1 none */
+    char *upath; /* its path (ours to unlink) */
+    ev_io io, uio;
     ev_timer pause;
     admin_conn *conns;
     size_t nconns;
+    uint64_t seq;
+    char *token; /* admin.token_file's token, NULL: none */
+    uint32_t max_conns, max_per_source;
+    uint64_t refused[AE_ADMIN_NREFUSE];
+    uint64_t unlogged;   /* refusals since the last log line */
+    ev_tstamp logged_at; /* that line's time, 0 never */
 };
+
+/* Counts a refusal and logs it, at most one line per ADMIN_LOG_EVERY_S (with how many were not
+ * logged since the previous line). */
+static void refuse(ae_admin *a, ae_admin_refuse why, const admin_conn *c)
+{
+    ev_tstamp now = ev_now(a->loop);
+    char addr[80] = "unix socket";
+
+    a->refused[why]++;
+    a->unlogged++;
+    if (a->logged_at != 0 && now - a->logged_at < ADMIN_LOG_EVERY_S)
+        return;
+    if (c != NULL && !c->is_unix)
+        ae_addr_format((const struct sockaddr *)&c->peer, addr, sizeof(addr));
+    AE_WARN("admin: refused a %s from %s (%s); %llu refusal(s) since the last such line",
+            why == AE_ADMIN_REFUSE_BUSY || why == AE_ADMIN_REFUSE_EVICTED ? "connection"
+                                                                          : "request",
+            c != NULL ? addr : "?", ae_admin_refuse_names[why], (unsigned long long)a->unlogged);
+    a->unlogged = 0;
+    a->logged_at = now;
+}
+
+void ae_admin_refusals(const ae_admin *a, uint64_t out[AE_ADMIN_NREFUSE])
+{
+    for (size_t i = 0; i < AE_ADMIN_NREFUSE; i++)
+        out[i] = a != NULL ? a->refused[i] : 0;
+}
+
+/* Whether two client addresses are the same host (ports aside). */
+static int same_host(const struct sockaddr_storage *x, const struct sockaddr_storage *y)
+{
+    if (x->ss_family != y->ss_family)
+        return 0;
+    if (x->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)x)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)y)->sin_addr.s_addr;
+    if (x->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)x)->sin6_addr,
+                      &((const struct sockaddr_in6 *)y)->sin6_addr, sizeof(struct in6_addr)) == 0;
+    return 0;
+}
 
 static void conn_free(admin_conn *c)
 {
@@ -259,6 +440,10 @@ static const char *status_text(int code)
         return "OK";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
@@ -286,6 +471,8 @@ static void conn_respond(admin_conn *c, int code, const char *ctype, const char 
                  code, status_text(code), ctype, bodylen);
     if (allow != NULL)
         ae_sb_printf(&b, "Allow: %s\r\n", allow);
+    if (code == 401)
+        ae_sb_puts(&b, "WWW-Authenticate: Bearer realm=\"anyedge admin\"\r\n");
     ae_sb_add(&b, "\r\n", 2);
     ae_sb_add(&b, body, bodylen);
     if (b.oom) {
@@ -298,6 +485,9 @@ static void conn_respond(admin_conn *c, int code, const char *ctype, const char 
     c->outlen = b.len;
     c->outoff = 0;
     ev_io_stop(c->a->loop, &c->io);
+    ev_timer_stop(c->a->loop, &c->timer);
+    ev_timer_set(&c->timer, ADMIN_TIMEOUT_S, 0.);
+    ev_timer_start(c->a->loop, &c->timer);
     c->state = AC_WRITING;
     conn_write(c);
 }
@@ -485,7 +675,30 @@ static void conn_dispatch(admin_conn *c, const ae_admin_request *req)
     char *body = NULL;
     size_t bodylen = 0;
     int route = ae_admin_route(req, &allow), rv;
+    int post = route == AE_ADMIN_RELOAD || route == AE_ADMIN_KEYS_ROTATE ||
+               route == AE_ADMIN_DRAIN || route == AE_ADMIN_UNDRAIN;
 
+    /* Over TCP a browser can reach us: no DNS name in Host (rebinding), no foreign Origin
+     * (a web page's request), and the token on what changes the site. */
+    if (!c->is_unix && (req->host != NULL ? !ae_admin_host_ok(req->host, req->host_len,
+                                                              (struct sockaddr *)&c->local)
+                                          : req->minor >= 1)) {
+        refuse(c->a, AE_ADMIN_REFUSE_HOST, c);
+        conn_respond_text(c, 403, NULL, "forbidden: Host must name a loopback or this address\n");
+        return;
+    }
+    if (req->origin != NULL &&
+        !ae_admin_origin_ok(req->origin, req->origin_len, (struct sockaddr *)&c->local)) {
+        refuse(c->a, AE_ADMIN_REFUSE_ORIGIN, c);
+        conn_respond_text(c, 403, NULL, "forbidden: cross-origin request\n");
+        return;
+    }
+    if (post && !c->is_unix && c->a->token != NULL &&
+        !ae_admin_token_ok(req->authorization, req->authorization_len, c->a->token)) {
+        refuse(c->a, AE_ADMIN_REFUSE_TOKEN, c);
+        conn_respond_text(c, 401, NULL, "unauthorized: admin.token_file is set\n");
+        return;
+    }
     switch (route) {
     case AE_ERR_NOTFOUND:
         conn_respond_text(c, 404, NULL, "not found\n");
@@ -578,6 +791,7 @@ static void conn_read(admin_conn *c)
         ssize_t r;
 
         if (c->rlen == sizeof(c->rbuf)) {
+            refuse(c->a, AE_ADMIN_REFUSE_BAD_REQUEST, c);
             conn_respond_text(c, 431, NULL, "request too large\n");
             return;
         }
@@ -598,6 +812,7 @@ static void conn_read(admin_conn *c)
         if (rv == AE_ERR_AGAIN)
             continue;
         if (rv != 0) {
+            refuse(c->a, AE_ADMIN_REFUSE_BAD_REQUEST, c);
             conn_respond_text(c, 400, NULL, "bad request\n");
             return;
         }
@@ -637,15 +852,55 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     admin_conn *c = w->data;
 
+    if (c->state == AC_READING)
+        refuse(c->a, AE_ADMIN_REFUSE_TIMEOUT, c);
     conn_free(c);
 }
 
-static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* The oldest connection still sending its head (of peer's address when peer is not NULL). */
+static admin_conn *oldest_reading(ae_admin *a, const struct sockaddr_storage *peer)
 {
-    ae_admin *a = w->data;
+    admin_conn *best = NULL;
+    for (admin_conn *c = a->conns; c != NULL; c = c->next) {
+        if (c->state != AC_READING || (peer != NULL && (c->is_unix || !same_host(&c->peer, peer))))
+            continue;
+        if (best == NULL || c->seq < best->seq)
+            best = c;
+    }
+    return best;
+}
 
+/* Makes room for a connection from peer (NULL: the Unix socket): 0, or -1 when there is none. */
+static int make_room(ae_admin *a, const struct sockaddr_storage *peer)
+{
+    admin_conn *v;
+
+    if (peer != NULL) {
+        size_t n = 0;
+        for (admin_conn *c = a->conns; c != NULL; c = c->next)
+            n += !c->is_unix && same_host(&c->peer, peer);
+        if (n >= a->max_per_source) {
+            if ((v = oldest_reading(a, peer)) == NULL)
+                return -1;
+            refuse(a, AE_ADMIN_REFUSE_EVICTED, v);
+            conn_free(v);
+        }
+    }
+    if (a->nconns >= a->max_conns) {
+        if ((v = oldest_reading(a, NULL)) == NULL)
+            return -1;
+        refuse(a, AE_ADMIN_REFUSE_EVICTED, v);
+        conn_free(v);
+    }
+    return 0;
+}
+
+static void accept_on(ae_admin *a, ev_io *w, int is_unix)
+{
     for (;;) {
-        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        int fd = accept4(w->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         admin_conn *c;
 
         if (fd < 0) {
@@ -654,18 +909,29 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* Level-triggered: waiting on the socket again would spin. */
                 AE_WARN("admin: accept: %s; pausing", strerror(errno));
-                ev_io_stop(loop, &a->io);
+                ev_io_stop(a->loop, &a->io);
+                ev_io_stop(a->loop, &a->uio);
                 ev_timer_set(&a->pause, ADMIN_ACCEPT_WAIT, 0.);
-                ev_timer_start(loop, &a->pause);
+                ev_timer_start(a->loop, &a->pause);
             }
             return;
         }
-        if (a->nconns >= ADMIN_MAX_CONNS || (c = calloc(1, sizeof(*c))) == NULL) {
+        if (make_room(a, is_unix ? NULL : &peer) != 0 || (c = calloc(1, sizeof(*c))) == NULL) {
+            admin_conn tmp = {.is_unix = is_unix, .peer = peer};
+            refuse(a, AE_ADMIN_REFUSE_BUSY, &tmp);
             close(fd);
             continue;
         }
         c->a = a;
         c->fd = fd;
+        c->is_unix = is_unix;
+        c->peer = peer;
+        if (!is_unix) {
+            socklen_t llen = sizeof(c->local);
+            if (getsockname(fd, (struct sockaddr *)&c->local, &llen) != 0)
+                c->local.ss_family = AF_UNSPEC;
+        }
+        c->seq = ++a->seq;
         c->state = AC_READING;
         c->next = a->conns;
         if (a->conns != NULL)
@@ -674,26 +940,164 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         a->nconns++;
         ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
         c->io.data = c;
-        ev_io_start(loop, &c->io);
-        ev_timer_init(&c->timer, conn_timer_cb, ADMIN_TIMEOUT_S, 0.);
+        ev_io_start(a->loop, &c->io);
+        ev_timer_init(&c->timer, conn_timer_cb, ADMIN_HEAD_S, 0.);
         c->timer.data = c;
-        ev_timer_start(loop, &c->timer);
+        ev_timer_start(a->loop, &c->timer);
     }
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    accept_on(w->data, w, 0);
+}
+
+static void uaccept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    accept_on(w->data, w, 1);
 }
 
 static void pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     ae_admin *a = w->data;
 
-    ev_io_start(loop, &a->io);
+    if (a->fd >= 0)
+        ev_io_start(loop, &a->io);
+    if (a->ufd >= 0)
+        ev_io_start(loop, &a->uio);
 }
 
-int ae_admin_new(struct ev_loop *loop, ae_server_main *srv, const ae_addr *addr, ae_admin **out,
+/* The Unix socket at path, mode 0600. A stale socket file (nobody listening) is replaced; a
+ * live one or any other file is an error. Returns the fd, or -1 with err. */
+static int unix_open(const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    struct stat st;
+    mode_t old;
+    int fd, e;
+
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        snprintf(err, errlen, "admin: socket path %s is too long", path);
+        return -1;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(err, errlen, "admin: %s exists and is not a socket", path);
+            return -1;
+        }
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+            close(fd);
+            snprintf(err, errlen, "admin: %s is in use by another process", path);
+            return -1;
+        }
+        if (fd >= 0)
+            close(fd);
+        unlink(path);
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "admin: socket: %s", strerror(errno));
+        return -1;
+    }
+    old = umask(077); /* main thread; no other thread creates files */
+    e = bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 ? errno : 0;
+    umask(old);
+    if (e == 0 && (chmod(path, 0600) != 0 || listen(fd, ADMIN_BACKLOG) != 0))
+        e = errno;
+    if (e != 0) {
+        close(fd);
+        snprintf(err, errlen, "admin: socket %s: %s", path, strerror(e));
+        return -1;
+    }
+    return fd;
+}
+
+static void unix_close(ae_admin *a)
+{
+    if (a->ufd < 0)
+        return;
+    ev_io_stop(a->loop, &a->uio);
+    close(a->ufd);
+    unlink(a->upath);
+    a->ufd = -1;
+    free(a->upath);
+    a->upath = NULL;
+}
+
+int ae_admin_configure(ae_admin *a, const ae_conf *conf, char *err, size_t errlen)
+{
+    const char *path = conf->admin.socket;
+    char *tok = NULL;
+
+    if (conf->admin.token != NULL && (tok = strdup(conf->admin.token)) == NULL) {
+        snprintf(err, errlen, "admin: out of memory");
+        return AE_ERR_NOMEM;
+    }
+    if (a->token != NULL) {
+        ae_memzero(a->token, strlen(a->token));
+        free(a->token);
+    }
+    a->token = tok;
+    a->max_conns = conf->admin.max_conns;
+    a->max_per_source = conf->admin.max_per_source;
+    if (path == NULL ? a->upath == NULL : a->upath != NULL && strcmp(path, a->upath) == 0)
+        return 0;
+    unix_close(a);
+    if (path == NULL)
+        return 0;
+    char *p = strdup(path);
+    int fd = p != NULL ? unix_open(path, err, errlen) : -1;
+    if (fd < 0) {
+        if (p == NULL)
+            snprintf(err, errlen, "admin: out of memory");
+        free(p);
+        return AE_ERR_IO;
+    }
+    a->ufd = fd;
+    a->upath = p;
+    ev_io_init(&a->uio, uaccept_cb, fd, EV_READ);
+    a->uio.data = a;
+    ev_io_start(a->loop, &a->uio);
+    return 0;
+}
+
+static int tcp_open(ae_admin *a, const ae_addr *addr, char *err, size_t errlen)
+{
+    int one = 1, e;
+    const char *what = "socket";
+
+    a->fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (a->fd < 0)
+        goto fail;
+    what = "setsockopt SO_REUSEADDR";
+    if (setsockopt(a->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
+        goto fail;
+    what = "bind";
+    if (bind(a->fd, (const struct sockaddr *)&addr->sa, addr->len) != 0)
+        goto fail;
+    what = "listen";
+    if (listen(a->fd, ADMIN_BACKLOG) != 0)
+        goto fail;
+    ev_io_init(&a->io, accept_cb, a->fd, EV_READ);
+    a->io.data = a;
+    ev_io_start(a->loop, &a->io);
+    return 0;
+fail:
+    e = errno;
+    if (a->fd >= 0)
+        close(a->fd);
+    a->fd = -1;
+    snprintf(err, errlen, "admin: %s %s: %s", what, addr->text, strerror(e));
+    return AE_ERR_IO;
+}
+
+int ae_admin_new(struct ev_loop *loop, ae_server_main *srv, const ae_conf *conf, ae_admin **out,
                  char *err, size_t errlen)
 {
     ae_admin *a;
-    int one = 1, e;
-    const char *what;
+    int rv;
 
     *out = NULL;
     a = calloc(1, sizeof(*a));
@@ -703,36 +1107,23 @@ int ae_admin_new(struct ev_loop *loop, ae_server_main *srv, const ae_addr *addr,
     }
     a->loop = loop;
     a->srv = srv;
-    what = "socket";
-    a->fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (a->fd < 0)
-        goto fail_socket;
-    what = "setsockopt SO_REUSEADDR";
-    if (setsockopt(a->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
-        goto fail_bind;
-    what = "bind";
-    if (bind(a->fd, (const struct sockaddr *)&addr->sa, addr->len) != 0)
-        goto fail_bind;
-    what = "listen";
-    if (listen(a->fd, ADMIN_BACKLOG) != 0)
-        goto fail_bind;
-
-    ev_io_init(&a->io, accept_cb, a->fd, EV_READ);
-    a->io.data = a;
-    ev_io_start(loop, &a->io);
+    a->fd = a->ufd = -1;
     ev_timer_init(&a->pause, pause_cb, ADMIN_ACCEPT_WAIT, 0.);
     a->pause.data = a;
+    if (conf->admin.enabled && (rv = tcp_open(a, &conf->admin.addr, err, errlen)) != 0) {
+        ae_admin_free(a);
+        return rv;
+    }
+    /* Without its Unix socket the endpoint still serves over TCP: say why, go on. */
+    if ((rv = ae_admin_configure(a, conf, err, errlen)) != 0) {
+        if (a->fd < 0) {
+            ae_admin_free(a);
+            return rv;
+        }
+        AE_ERROR("admin endpoint: %s", err);
+    }
     *out = a;
     return 0;
-
-fail_bind:
-    e = errno;
-    close(a->fd);
-    errno = e;
-fail_socket:
-    snprintf(err, errlen, "admin: %s %s: %s", what, addr->text, strerror(errno));
-    free(a);
-    return AE_ERR_IO;
 }
 
 void ae_admin_free(ae_admin *a)
@@ -745,5 +1136,10 @@ void ae_admin_free(ae_admin *a)
     ev_timer_stop(a->loop, &a->pause);
     if (a->fd >= 0)
         close(a->fd);
+    unix_close(a);
+    if (a->token != NULL) {
+        ae_memzero(a->token, strlen(a->token));
+        free(a->token);
+    }
     free(a);
 }

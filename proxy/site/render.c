@@ -12,6 +12,7 @@
 #include "proxy/core/runtime.h"
 #include "proxy/forward/forward.h"
 #include "proxy/handoff/handoff.h"
+#include "proxy/site/admin.h"
 #include "proxy/site/anycast.h"
 #include "proxy/site/sb.h"
 #include "proxy/site/server.h"
@@ -460,6 +461,16 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
                  (unsigned long long)ae_server_reloads_ok(s));
     ae_sb_printf(&b, "anyedge_reloads_total{result=\"failed\"} %llu\n",
                  (unsigned long long)ae_server_reloads_failed(s));
+    {
+        uint64_t ref[AE_ADMIN_NREFUSE];
+        ae_admin_refusals(ae_server_admin(s), ref);
+        prom_head(&b, "admin_refused_total", "counter",
+                  "Admin requests and connections refused, by reason (host, origin, token, "
+                  "bad_request, timeout, evicted, busy).");
+        for (size_t r = 0; r < AE_ADMIN_NREFUSE; r++)
+            ae_sb_printf(&b, "anyedge_admin_refused_total{reason=\"%s\"} %llu\n",
+                         ae_admin_refuse_names[r], (unsigned long long)ref[r]);
+    }
     prom_head(&b, "config_generation", "gauge", "Generation of the running configuration.");
     ae_sb_printf(&b, "anyedge_config_generation %llu\n",
                  (unsigned long long)(rt != NULL ? rt->generation : 0));

@@ -49,6 +49,7 @@ struct ae_server_main {
     ae_health *health;
     ae_admin *admin;
     ae_addr admin_addr;
+    int admin_enabled; /* the admin object listens on admin_addr (TCP) */
     uint64_t reloads_ok, reloads_failed, started_ms;
     int draining;
     ae_anycast *anycast; /* route control and site drain (proxy/site/anycast.c) */
@@ -454,19 +455,37 @@ static int post_runtime(ae_server_main *s, ae_runtime *rt, const ae_lsock *set, 
 
 static void admin_apply(ae_server_main *s, const ae_conf *conf)
 {
-    if (s->admin != NULL && conf->admin.enabled && ae_addr_equal(&s->admin_addr, &conf->admin.addr))
+    char err[512];
+    int want = conf->admin.enabled || conf->admin.socket != NULL;
+
+    if (s->admin != NULL && want && s->admin_enabled == conf->admin.enabled &&
+        (!conf->admin.enabled || ae_addr_equal(&s->admin_addr, &conf->admin.addr))) {
+        if (ae_admin_configure(s->admin, conf, err, sizeof(err)) != 0)
+            AE_ERROR("admin endpoint: %s", err);
+        else if (conf->admin.socket != NULL)
+            AE_INFO("admin endpoint on unix socket %s", conf->admin.socket);
         return;
+    }
     ae_admin_free(s->admin);
     s->admin = NULL;
-    if (!conf->admin.enabled)
+    if (!want)
         return;
-    char err[512];
-    if (ae_admin_new(s->loop, s, &conf->admin.addr, &s->admin, err, sizeof(err)) != 0) {
+    if (ae_admin_new(s->loop, s, conf, &s->admin, err, sizeof(err)) != 0) {
         AE_ERROR("admin endpoint: %s", err);
         return;
     }
     s->admin_addr = conf->admin.addr;
-    AE_INFO("admin endpoint on http://%s/", conf->admin.addr.text);
+    s->admin_enabled = conf->admin.enabled;
+    if (conf->admin.enabled)
+        AE_INFO("admin endpoint on http://%s/%s", conf->admin.addr.text,
+                conf->admin.token != NULL ? " (POST routes need the admin token)" : "");
+    if (conf->admin.socket != NULL)
+        AE_INFO("admin endpoint on unix socket %s", conf->admin.socket);
+}
+
+ae_admin *ae_server_admin(ae_server_main *s)
+{
+    return s->admin;
 }
 
 ae_state *ae_server_state(ae_server_main *s)

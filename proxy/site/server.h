@@ -27,6 +27,7 @@ typedef struct ae_server_main ae_server_main;
 /* What the admin endpoint, anycast control and forwarding see of the server. */
 ae_runtime *ae_server_runtime(ae_server_main *s); /* borrowed */
 ae_keyring *ae_server_keyring(ae_server_main *s);
+struct ae_admin *ae_server_admin(ae_server_main *s); /* NULL when off */
 size_t ae_server_nworkers(ae_server_main *s);
 /* Sums every worker's counters into out. */
 void ae_server_counters(ae_server_main *s, ae_counters_snapshot *out);

@@ -181,8 +181,9 @@ metric() {
 }
 
 # write_conf FILE: writes the standard single-listener config used by most tests, from the
-# variables EDGE_PORT, ADMIN_PORT, UPSTREAMS (space-separated ports), WORKERS (default 2) and
-# EXTRA (YAML appended at top level, optional). Cert is $T/edge.{pem,key}.
+# variables EDGE_PORT, ADMIN_PORT, UPSTREAMS (space-separated ports), WORKERS (default 2),
+# ADMIN_EXTRA (more keys of the admin mapping, optional) and EXTRA (YAML appended at top level,
+# optional). Cert is $T/edge.{pem,key}.
 write_conf() {
     local f=$1 servers="" p
     for p in $UPSTREAMS; do
@@ -198,7 +199,7 @@ upstreams:
   pool:
     servers: [ $servers ]
     ${UPSTREAM_EXTRA:-}
-admin: { address: "127.0.0.1:$ADMIN_PORT" }
+admin: { address: "127.0.0.1:$ADMIN_PORT"${ADMIN_EXTRA:+, $ADMIN_EXTRA} }
 ${EXTRA:-}
 EOF
 }

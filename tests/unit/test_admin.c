@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <cmocka.h>
 
 #include "proxy/site/admin.h"
@@ -288,6 +291,102 @@ static void test_route_spans(void **state)
     assert_string_equal(allow, "GET");
 }
 
+/* Host, Origin and Authorization are captured (trimmed); a repeated one is an error. */
+static void test_headers(void **state)
+{
+    ae_admin_request req;
+    const char *s = "GET / HTTP/1.1\r\nhOsT:  127.0.0.1:9901 \r\nOrigin: http://x\r\n"
+                    "Authorization:\tBearer abc\r\nX-Other: 1\r\n\r\n";
+    (void)state;
+    assert_int_equal(parse(s, &req), 0);
+    assert_int_equal(req.host_len, strlen("127.0.0.1:9901"));
+    assert_memory_equal(req.host, "127.0.0.1:9901", req.host_len);
+    assert_int_equal(req.origin_len, 8);
+    assert_memory_equal(req.origin, "http://x", 8);
+    assert_int_equal(req.authorization_len, 10);
+    assert_memory_equal(req.authorization, "Bearer abc", 10);
+    assert_int_equal(parse("GET / HTTP/1.1\r\n\r\n", &req), 0);
+    assert_null(req.host);
+    assert_null(req.origin);
+    assert_null(req.authorization);
+    expect_parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", AE_ERR_PARSE);
+    expect_parse("GET / HTTP/1.1\r\nOrigin: a\r\norigin: a\r\n\r\n", AE_ERR_PARSE);
+    expect_parse("GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: a\r\n\r\n", AE_ERR_PARSE);
+}
+
+static int host_ok(const char *h, const struct sockaddr *local)
+{
+    return ae_admin_host_ok(h, strlen(h), local);
+}
+
+static void test_host_ok(void **state)
+{
+    struct sockaddr_in l4 = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x0a000005)};
+    struct sockaddr_in6 l6 = {.sin6_family = AF_INET6};
+    (void)state;
+    l6.sin6_addr.s6_addr[0] = 0x20;
+    l6.sin6_addr.s6_addr[1] = 0x01;
+    l6.sin6_addr.s6_addr[15] = 0x05;
+    static const char *const good[] = {"localhost",   "LocalHost:9901",    "127.0.0.1",
+                                       "127.0.0.1:1", "127.255.0.9:65535", "[::1]",
+                                       "[::1]:9901"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (!host_ok(good[i], NULL))
+            fail_msg("Host \"%s\" refused", good[i]);
+    static const char *const bad[] = {"",
+                                      "evil.example",
+                                      "localhost.evil.example",
+                                      "127.0.0.1.nip.io",
+                                      "10.0.0.5",
+                                      "128.0.0.1",
+                                      "::1",
+                                      "[::1",
+                                      "[::2]",
+                                      "127.0.0.1:",
+                                      "127.0.0.1:99999x",
+                                      "127.0.0.1:1234567",
+                                      "localhost:80:80",
+                                      "[]:1",
+                                      "0x7f.0.0.1",
+                                      "2130706433"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (host_ok(bad[i], NULL))
+            fail_msg("Host \"%s\" accepted", bad[i]);
+    /* the connection's own address, as a literal */
+    assert_true(host_ok("10.0.0.5:9901", (struct sockaddr *)&l4));
+    assert_false(host_ok("10.0.0.6", (struct sockaddr *)&l4));
+    assert_true(host_ok("[2001::5]:9901", (struct sockaddr *)&l6));
+    assert_false(host_ok("[2001::6]", (struct sockaddr *)&l6));
+    assert_false(host_ok("10.0.0.5", (struct sockaddr *)&l6));
+}
+
+static void test_origin_ok(void **state)
+{
+    (void)state;
+    assert_true(ae_admin_origin_ok("http://127.0.0.1:9901", 21, NULL));
+    assert_true(ae_admin_origin_ok("https://localhost", 17, NULL));
+    assert_false(ae_admin_origin_ok("null", 4, NULL));
+    assert_false(ae_admin_origin_ok("http://evil.example", 19, NULL));
+    assert_false(ae_admin_origin_ok("file://", 7, NULL));
+    assert_false(ae_admin_origin_ok("http://", 7, NULL));
+    assert_false(ae_admin_origin_ok("127.0.0.1", 9, NULL));
+    assert_false(ae_admin_origin_ok(NULL, 0, NULL));
+}
+
+static void test_token_ok(void **state)
+{
+    const char *tok = "0123456789abcdef";
+    (void)state;
+    assert_true(ae_admin_token_ok("Bearer 0123456789abcdef", 23, tok));
+    assert_true(ae_admin_token_ok("bEARER 0123456789abcdef", 23, tok));
+    assert_false(ae_admin_token_ok("Bearer 0123456789abcdeF", 23, tok));
+    assert_false(ae_admin_token_ok("Bearer 0123456789abcde", 22, tok));
+    assert_false(ae_admin_token_ok("Bearer 0123456789abcdef0", 24, tok));
+    assert_false(ae_admin_token_ok("Basic 0123456789abcdef", 22, tok));
+    assert_false(ae_admin_token_ok("0123456789abcdef", 16, tok));
+    assert_false(ae_admin_token_ok(NULL, 0, tok));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -296,6 +395,8 @@ int main(void)
         cmocka_unit_test(test_bad_syntax),   cmocka_unit_test(test_nul),
         cmocka_unit_test(test_route),        cmocka_unit_test(test_route_notfound),
         cmocka_unit_test(test_route_method), cmocka_unit_test(test_route_spans),
+        cmocka_unit_test(test_headers),      cmocka_unit_test(test_host_ok),
+        cmocka_unit_test(test_origin_ok),    cmocka_unit_test(test_token_ok),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
