@@ -180,7 +180,9 @@ typedef struct ae_conf {
     struct {
         ae_addr addr; /* default 127.0.0.1:9901; port 0 disables */
         int enabled;
-        char *socket;     /* Unix socket path (mode 0600), or NULL */
+        char *socket; /* Unix socket path (mode 0600), or NULL */
+        char **hosts; /* more names Host may carry (besides loopback, local address) */
+        size_t nhosts;
         char *token_file; /* bearer token for the POST routes, or NULL */
         ae_conf_pos token_pos;
         char *token;             /* read from token_file at load (printable ASCII), or NULL */

@@ -578,6 +578,15 @@ static const ae_key admin_keys[] = {
      .def = "127.0.0.1:9901",
      .help = "Address of the admin HTTP endpoint (metrics, status); port 0 disables it. Only "
              "requests whose Host names this address or a loopback name are answered."},
+    {.name = "hosts",
+     .type = AE_KT_STRLIST,
+     .off = R(admin.hosts),
+     .count_off = R(admin.nhosts),
+     .min = 1,
+     .max = 253,
+     .help = "More names the Host header may carry, without port (e.g. the name a Prometheus "
+             "server scrapes this site by). Loopback addresses and the address a connection came "
+             "in on are always accepted; list only names you control (DNS rebinding)."},
     {.name = "socket",
      .type = AE_KT_STR,
      .flags = AE_KF_PATH,

@@ -324,7 +324,9 @@ struct ae_admin {
     admin_conn *conns;
     size_t nconns;
     uint64_t seq;
-    char *token; /* admin.token_file's token, NULL: none */
+    char *token;  /* admin.token_file's token, NULL: none */
+    char **hosts; /* admin.hosts (copies) */
+    size_t nhosts;
     uint32_t max_conns, max_per_source;
     uint64_t refused[AE_ADMIN_NREFUSE];
     uint64_t unlogged;   /* refusals since the last log line */
@@ -667,6 +669,30 @@ done:
     return 0;
 }
 
+/* ae_admin_host_ok, or one of admin.hosts (with or without a port). */
+static int host_allowed(const ae_admin *a, const char *h, size_t n, const struct sockaddr *local)
+{
+    char hp[256];
+
+    if (ae_admin_host_ok(h, n, local))
+        return 1;
+    if (a->nhosts == 0 || n == 0 || h[0] == '[' || host_part(h, n, hp, sizeof(hp)) != 0)
+        return 0;
+    for (size_t i = 0; i < a->nhosts; i++)
+        if (strcasecmp(hp, a->hosts[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int origin_allowed(const ae_admin *a, const char *o, size_t n, const struct sockaddr *local)
+{
+    if (n > 7 && strncasecmp(o, "http://", 7) == 0)
+        return host_allowed(a, o + 7, n - 7, local);
+    if (n > 8 && strncasecmp(o, "https://", 8) == 0)
+        return host_allowed(a, o + 8, n - 8, local);
+    return 0;
+}
+
 static void conn_dispatch(admin_conn *c, const ae_admin_request *req)
 {
     ae_server_main *s = c->a->srv;
@@ -680,15 +706,15 @@ static void conn_dispatch(admin_conn *c, const ae_admin_request *req)
 
     /* Over TCP a browser can reach us: no DNS name in Host (rebinding), no foreign Origin
      * (a web page's request), and the token on what changes the site. */
-    if (!c->is_unix && (req->host != NULL ? !ae_admin_host_ok(req->host, req->host_len,
-                                                              (struct sockaddr *)&c->local)
+    if (!c->is_unix && (req->host != NULL ? !host_allowed(c->a, req->host, req->host_len,
+                                                          (struct sockaddr *)&c->local)
                                           : req->minor >= 1)) {
         refuse(c->a, AE_ADMIN_REFUSE_HOST, c);
         conn_respond_text(c, 403, NULL, "forbidden: Host must name a loopback or this address\n");
         return;
     }
     if (req->origin != NULL &&
-        !ae_admin_origin_ok(req->origin, req->origin_len, (struct sockaddr *)&c->local)) {
+        !origin_allowed(c->a, req->origin, req->origin_len, (struct sockaddr *)&c->local)) {
         refuse(c->a, AE_ADMIN_REFUSE_ORIGIN, c);
         conn_respond_text(c, 403, NULL, "forbidden: cross-origin request\n");
         return;
@@ -1026,6 +1052,15 @@ static void unix_close(ae_admin *a)
     a->upath = NULL;
 }
 
+static void hosts_free(ae_admin *a)
+{
+    for (size_t i = 0; i < a->nhosts; i++)
+        free(a->hosts[i]);
+    free(a->hosts);
+    a->hosts = NULL;
+    a->nhosts = 0;
+}
+
 int ae_admin_configure(ae_admin *a, const ae_conf *conf, char *err, size_t errlen)
 {
     const char *path = conf->admin.socket;
@@ -1040,6 +1075,13 @@ int ae_admin_configure(ae_admin *a, const ae_conf *conf, char *err, size_t errle
         free(a->token);
     }
     a->token = tok;
+    hosts_free(a);
+    if (conf->admin.nhosts > 0 &&
+        (a->hosts = calloc(conf->admin.nhosts, sizeof(*a->hosts))) != NULL) {
+        for (size_t i = 0; i < conf->admin.nhosts; i++)
+            if ((a->hosts[a->nhosts] = strdup(conf->admin.hosts[i])) != NULL)
+                a->nhosts++;
+    }
     a->max_conns = conf->admin.max_conns;
     a->max_per_source = conf->admin.max_per_source;
     if (path == NULL ? a->upath == NULL : a->upath != NULL && strcmp(path, a->upath) == 0)
@@ -1141,5 +1183,6 @@ void ae_admin_free(ae_admin *a)
         ae_memzero(a->token, strlen(a->token));
         free(a->token);
     }
+    hosts_free(a);
     free(a);
 }

@@ -13,7 +13,7 @@ head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/token"
 chmod 600 "$T/token"
 TOKEN=$(cat "$T/token")
 SOCK=$T/admin.sock
-UPSTREAMS="$O1" ADMIN_EXTRA="socket: $SOCK, token_file: $T/token, max_connections: 64, max_per_source: 48" \
+UPSTREAMS="$O1" ADMIN_EXTRA="socket: $SOCK, token_file: $T/token, max_connections: 64, max_per_source: 48, hosts: [ Scrape.Example ]" \
     write_conf "$T/edge.yaml"
 "$ANYEDGE" -t -c "$T/edge.yaml" >/dev/null || fail "anyedge -t rejects the config"
 start_edge edge "$T/edge.yaml"
@@ -30,6 +30,8 @@ assert_eq "$(code -H "Host: localhost" "$A/status")" 200 "Host: localhost"
 assert_eq "$(code -H "Host: 127.0.0.1" "$A/status")" 200 "Host without port"
 assert_eq "$(code -H "Host: evil.example:$ADMIN_PORT" "$A/status")" 403 "a DNS name in Host (rebinding)"
 assert_eq "$(code -H "Host: 10.1.2.3" "$A/status")" 403 "another address in Host"
+assert_eq "$(code -H "Host: scrape.example:$ADMIN_PORT" "$A/metrics")" 200 "a name of admin.hosts"
+assert_eq "$(code -H "Host: scrape.example.evil" "$A/metrics")" 403 "a longer name"
 assert_eq "$(code -H "Host:" "$A/status")" 403 "no Host header"
 # HTTP/1.1 without Host at all (curl always sends one: a raw request).
 raw=$(python3 -c '
@@ -38,10 +40,11 @@ s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
 s.sendall(b"GET /status HTTP/1.1\r\nConnection: close\r\n\r\n")
 print(s.recv(100).split(b"\r\n")[0].decode())' "$ADMIN_PORT")
 assert_match "$raw" "^HTTP/1.1 403" "HTTP/1.1 without Host"
-assert_ge "$(refused host)" 4 "refused{reason=host}"
+assert_ge "$(refused host)" 5 "refused{reason=host}"
 assert_eq "$(code -H "Origin: http://evil.example" "$A/status")" 403 "a foreign Origin"
 assert_eq "$(code -H "Origin: null" "$A/status")" 403 "Origin: null (sandboxed page)"
 assert_eq "$(code -H "Origin: http://127.0.0.1:$ADMIN_PORT" "$A/status")" 200 "its own Origin"
+assert_eq "$(code -H "Origin: https://scrape.example" "$A/status")" 200 "an Origin of admin.hosts"
 # A web page's "simple" POST: text/plain, foreign Origin, even with the token it cannot know.
 assert_eq "$(code -X POST -H 'Content-Type: text/plain' -H 'Origin: http://evil.example' \
     -H "Authorization: Bearer $TOKEN" "$A/drain")" 403 "cross-origin POST /drain"
