@@ -51,6 +51,7 @@ const char *const ae_quic_close_cause_names[] = {
     [AE_QCAUSE_LOCAL_CLOSE] = "local_close",
     [AE_QCAUSE_SHUTDOWN] = "shutdown",
     [AE_QCAUSE_ERROR] = "error",
+    [AE_QCAUSE_NO_HANDSHAKE] = "no_handshake",
 };
 _Static_assert(AE_ARRAY_LEN(ae_quic_close_cause_names) == AE_QCAUSE__COUNT,
                "one label per QUIC close cause");

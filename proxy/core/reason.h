@@ -65,6 +65,7 @@ typedef enum {
     AE_QCAUSE_LOCAL_CLOSE,      /* "local_close": it was closing (we closed: error, GOAWAY end) */
     AE_QCAUSE_SHUTDOWN,         /* "shutdown" */
     AE_QCAUSE_ERROR,            /* "error": anything else (freed while open) */
+    AE_QCAUSE_NO_HANDSHAKE,     /* "no_handshake": ended before its handshake completed */
     AE_QCAUSE__COUNT
 } ae_quic_close_cause;
 extern const char *const ae_quic_close_cause_names[AE_QCAUSE__COUNT];

@@ -23,6 +23,15 @@
 #include "proxy/core/runtime.h"
 
 typedef struct ae_worker ae_worker;
+
+/* Overload events a worker reports in one log line per period (ae_worker_overload). */
+typedef enum {
+    AE_OVL_ACCEPT = 0, /* accept(2) failed (EMFILE, ENFILE, ENOBUFS, ENOMEM...) */
+    AE_OVL_TCP_LIMIT,  /* a TCP connection refused by tune.max_connections */
+    AE_OVL_QUIC_LIMIT, /* a QUIC Initial refused by tune.max_connections */
+    AE_OVL__COUNT
+} ae_overload;
+#define AE_OVERLOAD_LOG_S 10.0 /* at most one overload line per worker per this period */
 typedef struct ae_tconn ae_tconn;
 
 /* One listening socket owned by a worker (its member of the SO_REUSEPORT group). */
@@ -97,10 +106,20 @@ struct ae_worker {
     struct ev_loop *exit_loop;
     ev_async *exit_notify;
     _Atomic int exited; /* set by the worker thread when its loop has ended */
+    /* overload events not logged yet (ae_worker_overload), the last accept errno, the time of
+     * the last line, and the timer that writes the pending ones out */
+    uint64_t ovl[AE_OVL__COUNT];
+    int ovl_errno;
+    ev_tstamp ovl_logged;
+    ev_timer ovl_timer;
 };
 
 /* Creates a worker (not started). */
 int ae_worker_new(int id, ae_worker **out);
+/* Worker thread: notes an overload event (err: the errno of an accept failure, else 0). The
+ * first one is logged at once, the ones after it in one summary line per AE_OVERLOAD_LOG_S
+ * (counters count every event as they always did). */
+void ae_worker_overload(ae_worker *w, ae_overload what, int err);
 int ae_worker_start(ae_worker *w);
 /* Queues a message (ownership of msg and its contents moves to the worker). Any thread. */
 void ae_worker_post(ae_worker *w, ae_msg *msg);

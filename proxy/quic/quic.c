@@ -165,12 +165,14 @@ uint64_t ae_quic_app_no_error(ae_worker *w)
 
 /* Why a connection ended, for anyedge_quic_connections_closed_by_reason_total: the period it
  * was in (draining: the peer closed; closing: we did) or the reason given to conn_kill. */
-static ae_quic_close_cause close_cause(qc_state was, ae_quic_close reason)
+static ae_quic_close_cause close_cause(qc_state was, ae_quic_close reason, int hs_done)
 {
-    if (reason == AE_QCLOSE_IDLE_TIMEOUT)
-        return AE_QCAUSE_IDLE_TIMEOUT;
     if (reason == AE_QCLOSE_SHUTDOWN)
         return AE_QCAUSE_SHUTDOWN;
+    if (!hs_done) /* an Initial that never became a connection */
+        return AE_QCAUSE_NO_HANDSHAKE;
+    if (reason == AE_QCLOSE_IDLE_TIMEOUT)
+        return AE_QCAUSE_IDLE_TIMEOUT;
     if (was == QC_DRAINING)
         return AE_QCAUSE_PEER_CLOSED;
     if (was == QC_CLOSING)
@@ -204,7 +206,8 @@ void ae_quic_conn_kill(qconn *c, ae_quic_close reason)
     w->quic->dead = c;
     w->quic->nconns--;
     ae_count(&w->counters, AE_M_QUIC_CONN_CLOSED, 1);
-    ae_count(&w->counters, (ae_metric)(AE_M_QUIC_CLOSE_B0 + close_cause(was, reason)), 1);
+    ae_count(&w->counters, (ae_metric)(AE_M_QUIC_CLOSE_B0 + close_cause(was, reason, c->hs_done)),
+             1);
 }
 
 static void conn_free(qconn *c)
@@ -652,6 +655,7 @@ void ae_quic_conn_new(ae_qep *ep, const ae_dgram *dg, const ngtcp2_pkt_hd *hd, n
     }
     if (qw->nconns >= rt->conf->tune.max_connections) {
         ae_count(&w->counters, AE_M_CONN_LIMIT, 1);
+        ae_worker_overload(w, AE_OVL_QUIC_LIMIT, 0);
         ae_quic_drop(ep);
         return;
     }

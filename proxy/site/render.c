@@ -408,7 +408,8 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
                                           : 0));
     prom_head(&b, "quic_connections_closed_by_reason_total", "counter",
               "QUIC connections ended, by cause: idle timeout, closed by the peer, closed by "
-              "us (error or GOAWAY end), shutdown, other errors.");
+              "us (error or GOAWAY end), shutdown, other errors, and no_handshake: Initials "
+              "that never became a connection (handshake not completed).");
     for (i = 0; i < AE_QCAUSE__COUNT; i++)
         ae_sb_printf(&b, "anyedge_quic_connections_closed_by_reason_total{reason=\"%s\"} %llu\n",
                      ae_quic_close_cause_names[i], (unsigned long long)c.v[AE_M_QUIC_CLOSE_B0 + i]);

@@ -643,6 +643,7 @@ void ae_tconn_accept(ae_worker *w, ae_wlistener *l, int fd, const struct sockadd
     if (rt == NULL || l->index >= rt->conf->nlisteners ||
         w->nconns >= rt->conf->tune.max_connections) {
         ae_count(&w->counters, AE_M_CONN_LIMIT, 1);
+        ae_worker_overload(w, AE_OVL_TCP_LIMIT, 0);
         close(fd);
         return;
     }

@@ -30,6 +30,44 @@ static void listener_close(ae_worker *w, ae_wlistener *l)
     free(l);
 }
 
+/* ---- overload reporting: one line per period, not one per event ---- */
+
+static void overload_flush(ae_worker *w)
+{
+    uint64_t *o = w->ovl;
+    if (o[AE_OVL_ACCEPT] + o[AE_OVL_TCP_LIMIT] + o[AE_OVL_QUIC_LIMIT] == 0)
+        return;
+    AE_WARN("overload: %llu accept failure(s)%s%s%s, %llu TCP connection(s) and %llu QUIC "
+            "Initial(s) refused by tune.max_connections (%u per worker), since the last such "
+            "line",
+            (unsigned long long)o[AE_OVL_ACCEPT], o[AE_OVL_ACCEPT] ? " (last: " : "",
+            o[AE_OVL_ACCEPT] ? strerror(w->ovl_errno) : "", o[AE_OVL_ACCEPT] ? ")" : "",
+            (unsigned long long)o[AE_OVL_TCP_LIMIT], (unsigned long long)o[AE_OVL_QUIC_LIMIT],
+            w->rt != NULL ? w->rt->conf->tune.max_connections : 0);
+    memset(w->ovl, 0, sizeof(w->ovl));
+    w->ovl_logged = ev_now(w->loop);
+}
+
+static void overload_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    overload_flush(t->data);
+}
+
+void ae_worker_overload(ae_worker *w, ae_overload what, int err)
+{
+    ev_tstamp now = ev_now(w->loop);
+
+    w->ovl[what]++;
+    if (err != 0)
+        w->ovl_errno = err;
+    if (w->ovl_logged == 0 || now - w->ovl_logged >= AE_OVERLOAD_LOG_S) {
+        overload_flush(w);
+    } else if (!ev_is_active(&w->ovl_timer)) {
+        ev_timer_set(&w->ovl_timer, w->ovl_logged + AE_OVERLOAD_LOG_S - now, 0);
+        ev_timer_start(w->loop, &w->ovl_timer);
+    }
+}
+
 static void accept_resume_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     ae_wlistener *l = t->data;
@@ -50,8 +88,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
             if (errno == ECONNABORTED || errno == EPERM || errno == EPROTO)
                 continue;
             ae_count(&w->counters, AE_M_ACCEPT_ERRORS, 1);
-            AE_LOG(AE_LOG_ERROR, 0, "accept: %s; pausing accepts for %.0f ms", strerror(errno),
-                   AE_ACCEPT_PAUSE_S * 1000);
+            ae_worker_overload(w, AE_OVL_ACCEPT, errno); /* accepts pause AE_ACCEPT_PAUSE_S */
             ev_io_stop(loop, io);
             ev_timer_set(&l->pause, AE_ACCEPT_PAUSE_S, 0);
             ev_timer_start(loop, &l->pause);
@@ -251,6 +288,8 @@ int ae_worker_new(int id, ae_worker **out)
     ev_prepare_start(w->loop, &w->gc);
     ev_timer_init(&w->drain, drain_timeout_cb, 0, 0);
     w->drain.data = w;
+    ev_timer_init(&w->ovl_timer, overload_cb, 0, 0);
+    w->ovl_timer.data = w;
     /* QUIC tells the forwarding layer about datagrams whose connection is not here and sends
      * tunnel replies through it, and runs HTTP/3 on its connections through the application
      * ops (calls go down only: quic never calls forward.c or h3.c itself). */
@@ -275,6 +314,7 @@ static void *worker_main(void *arg)
     ae_log_worker = w->id;
     AE_DEBUG("worker started");
     ev_run(w->loop, 0);
+    overload_flush(w);
     ae_tconn_gc(w);
     AE_DEBUG("worker stopped");
     atomic_store(&w->exited, 1);
@@ -333,6 +373,7 @@ void ae_worker_free(ae_worker *w)
     ev_async_stop(w->loop, &w->wake);
     ev_prepare_stop(w->loop, &w->gc);
     ev_timer_stop(w->loop, &w->drain);
+    ev_timer_stop(w->loop, &w->ovl_timer);
     ev_loop_destroy(w->loop);
     pthread_mutex_destroy(&w->lock);
     free(w);

@@ -53,8 +53,8 @@ static void test_quic_names(void **state)
 
 static void test_quic_causes(void **state)
 {
-    static const char *const want[] = {"idle_timeout", "peer_closed", "local_close", "shutdown",
-                                       "error"};
+    static const char *const want[] = {"idle_timeout", "peer_closed", "local_close",
+                                       "shutdown",     "error",       "no_handshake"};
     (void)state;
     assert_int_equal(AE_QCAUSE__COUNT, sizeof(want) / sizeof(want[0]));
     assert_int_equal(AE_M_QUIC_CLOSE_LAST - AE_M_QUIC_CLOSE_B0 + 1, AE_QCAUSE__COUNT);
