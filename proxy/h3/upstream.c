@@ -262,7 +262,9 @@ int ae_h3_dn_append(qstream *s, const uint8_t *p, size_t len)
     return 0;
 }
 
-void ae_h3_close_upstream(qstream *s)
+/* Closes s's upstream socket (watchers, the server's active slot) and keeps the request bytes
+ * queued: the next server gets them (failover after a failed connect). */
+static void drop_connection(qstream *s)
 {
     ev_io_stop(s->w->loop, &s->uio);
     ev_timer_stop(s->w->loop, &s->ut);
@@ -275,6 +277,11 @@ void ae_h3_close_upstream(qstream *s)
                                   memory_order_relaxed);
         s->counted = 0;
     }
+}
+
+void ae_h3_close_upstream(qstream *s)
+{
+    drop_connection(s);
     ae_h3_free_chain(s->w, &s->up_head, &s->up_tail);
     /* Request body bytes nobody will forward any more: give the client its window back. */
     if (s->pending_consume > 0 && !s->dead)
@@ -456,7 +463,7 @@ static void connect_failed(qstream *s, int timeout)
     ae_pool_report_connect(s->c->pool, (size_t)s->server_idx, 0, ae_now_ms());
     AE_CWARN(s->c->id, "upstream %s: connect %s", s->c->pool->servers[s->server_idx]->addr.text,
              timeout ? "timeout" : "failed");
-    ae_h3_close_upstream(s);
+    drop_connection(s);
     ae_h3_try_connect(s);
 }
 
@@ -578,7 +585,7 @@ void ae_h3_try_connect(qstream *s)
         ae_count(&s->w->counters, AE_M_UP_CONNECT_FAIL, 1);
         ae_pool_report_connect(pool, (size_t)idx, 0, now);
         AE_CWARN(s->c->id, "upstream %s: connect: %s", srv->addr.text, strerror(errno));
-        ae_h3_close_upstream(s);
+        drop_connection(s);
     }
 }
 
