@@ -47,16 +47,16 @@ static void access_log(qstream *s)
                   "authority", s->authority ? s->authority : "-", "path", s->path ? s->path : "-",
                   "status", s->status ? st : "-", "upstream",
                   s->server_idx >= 0 ? c->pool->servers[s->server_idx]->addr.text : "-", "bytes_in",
-                  in, "bytes_out", out, "duration_ms", dur, "reason",
-                  s->reason ? s->reason : "done", (const char *)NULL);
+                  in, "bytes_out", out, "duration_ms", dur, "reason", ae_h3_close_name(s->reason),
+                  (const char *)NULL);
 }
 
 /* Detaches s: upstream closed, logged, off the connection's list, queued for gc. */
-static void stream_detach(qstream *s, const char *reason, int unbind)
+static void stream_detach(qstream *s, ae_h3_close reason, int unbind)
 {
     if (s->dead)
         return;
-    if (s->reason == NULL)
+    if (s->reason == AE_H3CLOSE_NONE)
         s->reason = reason;
     ae_h3_close_upstream(s);
     access_log(s);
@@ -92,14 +92,15 @@ static void gc_streams(ae_h3_worker *hw)
     }
 }
 
-/* Detaches every stream of c (connection going away; reason for the access log). */
-static void close_all(h3conn *c, const char *reason)
+/* Detaches every stream of c (connection going away; reason for the access log of the streams
+ * whose response was not sent in full). */
+static void close_all(h3conn *c, ae_h3_close reason)
 {
     while (c->streams != NULL) {
         qstream *s = c->streams;
         /* A response sent in full is "done" even if the client closed before acking it all. */
         int full = s->resp_done && s->dn_handed == s->dn_in && !s->reset;
-        stream_detach(s, full ? "done" : reason, 1);
+        stream_detach(s, full ? AE_H3CLOSE_DONE : reason, 1);
     }
 }
 
@@ -111,7 +112,7 @@ static void count_status(qstream *s)
 }
 
 /* Ends the stream abruptly in both directions (the response, if any, is cut). */
-void ae_h3_qstream_reset(qstream *s, uint64_t code, const char *reason)
+void ae_h3_qstream_reset(qstream *s, uint64_t code, ae_h3_close reason)
 {
     if (s->reset || s->dead)
         return;
@@ -172,7 +173,7 @@ int ae_h3_submit(qstream *s, nghttp3_nv *nva, size_t n, int body)
     }
     int rv = nghttp3_conn_submit_response(s->c->h3, s->sid, nva, n, body ? &dr : NULL);
     if (rv != 0) {
-        ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "submit_failed");
+        ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_SUBMIT_FAILED);
         return rv;
     }
     ae_quic_conn_kick(s->c->qc);
@@ -180,7 +181,7 @@ int ae_h3_submit(qstream *s, nghttp3_nv *nva, size_t n, int body)
 }
 
 /* A response made by the proxy (errors). Once a response started, only a reset is left. */
-void ae_h3_respond_error(qstream *s, int status, const char *reason)
+void ae_h3_respond_error(qstream *s, int status, ae_h3_close reason)
 {
     if (s->dead || s->reset)
         return;
@@ -206,7 +207,7 @@ void ae_h3_respond_error(qstream *s, int status, const char *reason)
     s->status = status;
     s->reason = reason;
     if (ae_h3_dn_append(s, (const uint8_t *)body, strlen(body)) != 0) {
-        ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "nomem");
+        ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_NOMEM);
         return;
     }
     s->resp_done = 1;
@@ -388,13 +389,13 @@ static int h3_end_headers(nghttp3_conn *h3, int64_t sid, int fin, void *cud, voi
     case AE_H3_OK:
         break;
     case AE_H3_TOO_BIG:
-        ae_h3_respond_error(s, 431, "header_too_big");
+        ae_h3_respond_error(s, 431, AE_H3CLOSE_HEADER_TOO_BIG);
         return 0;
     case AE_H3_CONNECT:
-        ae_h3_respond_error(s, 501, "connect_not_supported");
+        ae_h3_respond_error(s, 501, AE_H3CLOSE_CONNECT_NOT_SUPPORTED);
         return 0;
     default:
-        ae_h3_qstream_reset(s, NGHTTP3_H3_MESSAGE_ERROR, "malformed");
+        ae_h3_qstream_reset(s, NGHTTP3_H3_MESSAGE_ERROR, AE_H3CLOSE_MALFORMED);
         return 0;
     }
     s->is_head = strcmp(s->method, "HEAD") == 0;
@@ -406,7 +407,7 @@ static int h3_end_headers(nghttp3_conn *h3, int64_t sid, int fin, void *cud, voi
         if (!s->c->rt->conf->quic.early_data_unsafe && strcmp(s->method, "GET") != 0 &&
             !s->is_head && strcmp(s->method, "OPTIONS") != 0) {
             ae_count(&s->w->counters, AE_M_H3_TOO_EARLY, 1);
-            ae_h3_respond_error(s, 425, "too_early");
+            ae_h3_respond_error(s, 425, AE_H3CLOSE_TOO_EARLY);
             return 0;
         }
         ae_count(&s->w->counters, AE_M_H3_EARLY_FORWARDED, 1);
@@ -495,9 +496,9 @@ static int h3_stream_close(nghttp3_conn *h3, int64_t sid, uint64_t code, void *c
     if (ngtcp2_is_bidi_stream(sid))
         ngtcp2_conn_extend_max_streams_bidi(c->conn, 1);
     if (s != NULL) {
-        if (!s->resp_done && s->reason == NULL)
-            s->reason = "client_reset";
-        stream_detach(s, "done", 0);
+        if (!s->resp_done && s->reason == AE_H3CLOSE_NONE)
+            s->reason = AE_H3CLOSE_CLIENT_RESET;
+        stream_detach(s, AE_H3CLOSE_DONE, 0);
     }
     return 0;
 }
@@ -515,7 +516,7 @@ static int h3_reset_stream(nghttp3_conn *h3, int64_t sid, uint64_t code, void *c
     qstream *s = sud;
     if (s != NULL && !s->reset) {
         s->reset = 1;
-        s->reason = code == NGHTTP3_H3_MESSAGE_ERROR ? "malformed" : "reset";
+        s->reason = code == NGHTTP3_H3_MESSAGE_ERROR ? AE_H3CLOSE_MALFORMED : AE_H3CLOSE_RESET;
         ae_count(&c->w->counters, AE_M_H3_REQ_RESET, 1);
         ae_h3_close_upstream(s);
     }
@@ -709,9 +710,9 @@ static size_t op_nstreams(void *app)
     return n;
 }
 
-static void op_close(void *app, const char *reason)
+static void op_close(void *app, ae_quic_close reason)
 {
-    close_all(app, reason);
+    close_all(app, ae_h3_close_conn(reason));
 }
 
 static void op_free(void *app)

@@ -95,7 +95,7 @@ struct qstream {
     uint64_t dn_base, dn_in, dn_handed, dn_acked;
     uint64_t bytes_out;
     ev_tstamp started;
-    const char *reason;
+    ae_h3_close reason; /* why it ended, for the access log (AE_H3CLOSE_NONE until decided) */
 };
 
 /* A response field for nghttp3 from a literal name (h3.c, h3_upstream.c). */
@@ -106,9 +106,9 @@ struct qstream {
 /* Submits the response HEADERS (nva[0, n)), with a body to follow when body != 0. */
 int ae_h3_submit(qstream *s, nghttp3_nv *nva, size_t n, int body);
 /* A response made by the proxy (errors); a reset once the response has started. */
-void ae_h3_respond_error(qstream *s, int status, const char *reason);
+void ae_h3_respond_error(qstream *s, int status, ae_h3_close reason);
 /* Ends the stream abruptly in both directions (the response, if any, is cut). */
-void ae_h3_qstream_reset(qstream *s, uint64_t code, const char *reason);
+void ae_h3_qstream_reset(qstream *s, uint64_t code, ae_h3_close reason);
 
 /* ---- h3_upstream.c (HTTP/1.1 upstream side of a qstream), used by h3.c ---- */
 /* Closes every idle keep-alive upstream connection of the worker (exit). */

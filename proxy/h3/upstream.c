@@ -381,14 +381,14 @@ static int parse(qstream *s)
             size_t hl = ae_h1_head_len((const char *)p, b->len);
             if (hl == 0) {
                 if (b->len >= b->cap / 2) {
-                    ae_h3_respond_error(s, 502, "upstream_head_too_big");
+                    ae_h3_respond_error(s, 502, AE_H3CLOSE_UPSTREAM_HEAD_TOO_BIG);
                     return -1;
                 }
                 break;
             }
             head_result rv = parse_head(s, (char *)p, hl);
             if (rv == HEAD_MALFORMED) {
-                ae_h3_respond_error(s, 502, "upstream_bad_response");
+                ae_h3_respond_error(s, 502, AE_H3CLOSE_UPSTREAM_BAD_RESPONSE);
                 return -1;
             }
             if (rv == HEAD_SUBMIT_FAILED)
@@ -401,7 +401,7 @@ static int parse(qstream *s)
         }
         ssize_t n = body_bytes(s, p, b->len);
         if (n < 0) {
-            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "upstream_bad_body");
+            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_UPSTREAM_BAD_BODY);
             return -1;
         }
         if (s->dead || s->reset)
@@ -425,12 +425,12 @@ static void upstream_eof(qstream *s)
     s->u_eof = 1;
     if (!s->resp_started) {
         if (!retry(s))
-            ae_h3_respond_error(s, 502, "upstream_closed");
+            ae_h3_respond_error(s, 502, AE_H3CLOSE_UPSTREAM_CLOSED);
     } else if (!s->resp_done) {
         if (ae_h1_body_eof(&s->body) == AE_H1_OK) /* close-delimited */
             response_complete(s);
         else
-            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "upstream_truncated");
+            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_UPSTREAM_TRUNCATED);
     }
 }
 
@@ -513,7 +513,7 @@ static void upstream_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     AE_CWARN(s->c->id, "upstream %s: no response progress for %.0f ms",
              s->c->pool->servers[s->server_idx]->addr.text, idle * 1000);
-    ae_h3_respond_error(s, 504, "upstream_timeout");
+    ae_h3_respond_error(s, 504, AE_H3CLOSE_UPSTREAM_TIMEOUT);
     ae_quic_conn_kick(s->c->qc);
 }
 
@@ -537,11 +537,11 @@ void ae_h3_try_connect(qstream *s)
         if (idx < 0) {
             ae_count(&s->w->counters, AE_M_NO_UPSTREAM, 1);
             if (s->attempts == 0)
-                ae_h3_respond_error(s, 503, "no_upstream");
+                ae_h3_respond_error(s, 503, AE_H3CLOSE_NO_UPSTREAM);
             else
                 ae_h3_respond_error(s, s->last_timeout ? 504 : 502,
-                                    s->last_timeout ? "upstream_connect_timeout"
-                                                    : "upstream_connect");
+                                    s->last_timeout ? AE_H3CLOSE_UPSTREAM_CONNECT_TIMEOUT
+                                                    : AE_H3CLOSE_UPSTREAM_CONNECT);
             return;
         }
         s->attempts++;
@@ -564,7 +564,7 @@ void ae_h3_try_connect(qstream *s)
         s->ufd = socket(srv->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (s->ufd < 0) {
             AE_CERROR(s->c->id, "upstream socket: %s", strerror(errno));
-            ae_h3_respond_error(s, 502, "upstream_socket");
+            ae_h3_respond_error(s, 502, AE_H3CLOSE_UPSTREAM_SOCKET);
             return;
         }
         int one = 1;
@@ -682,7 +682,7 @@ void ae_h3_pump(qstream *s)
     /* upstream -> response queue, bounded by what the client has not acknowledged */
     while (!s->u_eof && !s->resp_done && s->dn_in - s->dn_acked < AE_H3_DOWN_LIMIT) {
         if (s->rin == NULL && (s->rin = ae_worker_buf_get(s->w, bufsize(s))) == NULL) {
-            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "nomem");
+            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_NOMEM);
             return;
         }
         ae_buf *b = s->rin;
@@ -710,9 +710,9 @@ void ae_h3_pump(qstream *s)
         }
         if (!s->resp_started) {
             if (!retry(s))
-                ae_h3_respond_error(s, 502, "upstream_read_error");
+                ae_h3_respond_error(s, 502, AE_H3CLOSE_UPSTREAM_READ_ERROR);
         } else
-            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "upstream_read_error");
+            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_UPSTREAM_READ_ERROR);
         return;
     }
     if (s->keep) {
