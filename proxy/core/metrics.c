@@ -76,9 +76,11 @@ const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_FWD_SEND_ERRORS] = "forward_send_errors",
     [AE_M_FWD_REPLY_OUT] = "forward_reply_out",
     [AE_M_FWD_REPLY_IN] = "forward_reply_in",
+    [AE_M_H3_ILLEGAL_MOVES] = "h3_illegal_state_moves",
     /* AE_M_TUN_DROP_*: rendered as tunnel_drops_total{reason=...} */
     /* AE_M_H3_UPLAT_*: no name, rendered as the histogram h3_upstream_latency_seconds */
     /* AE_M_FWD_LAT_*: no name, rendered as the histogram forward_latency_seconds */
+    /* AE_M_H3_REQ_STATE_*, AE_M_H3_UP_STATE_*: rendered as h3_stream_state_total{machine,state} */
 };
 
 const double ae_h3_uplat_bounds[AE_H3_UPLAT_NBUCKETS - 1] = {
@@ -167,4 +169,6 @@ const char *const ae_metric_help[AE_M__COUNT] = {
                            "packets (site.return: tunnel; per site: forwarded_datagrams_total).",
     [AE_M_FWD_REPLY_IN] = "Reply frames from the owner of a connection, sent on to its client "
                           "from the anycast address.",
+    [AE_M_H3_ILLEGAL_MOVES] = "HTTP/3 request stream or upstream client state moves that their "
+                              "transition table refuses (bugs; each is logged as an error).",
 };

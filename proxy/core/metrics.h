@@ -84,6 +84,11 @@ typedef enum {
     AE_M_FWD_LAT_SUM_US,                      /* sum of the observations, microseconds */
     AE_M_QUIC_CLOSE_B0, /* QUIC connections ended, by cause: + ae_quic_close_cause (reason.h) */
     AE_M_QUIC_CLOSE_LAST = AE_M_QUIC_CLOSE_B0 + AE_QCAUSE__COUNT - 1,
+    AE_M_H3_REQ_STATE_B0, /* HTTP/3 request streams entering each state: + ae_h3_req_state */
+    AE_M_H3_REQ_STATE_LAST = AE_M_H3_REQ_STATE_B0 + 5, /* (proxy/h3/states.h) */
+    AE_M_H3_UP_STATE_B0, /* HTTP/3 upstream clients entering each state: + ae_h3_up_state */
+    AE_M_H3_UP_STATE_LAST = AE_M_H3_UP_STATE_B0 + 5,
+    AE_M_H3_ILLEGAL_MOVES, /* state moves of either machine its table refuses (bugs) */
     AE_M__COUNT
 } ae_metric;
 

@@ -55,3 +55,38 @@ const char *const ae_quic_close_cause_names[] = {
 };
 _Static_assert(AE_ARRAY_LEN(ae_quic_close_cause_names) == AE_QCAUSE__COUNT,
                "one label per QUIC close cause");
+
+static const char *const h3_close_names[] = {
+    [AE_H3CLOSE_NONE] = "done",
+    [AE_H3CLOSE_DONE] = "done",
+    [AE_H3CLOSE_CLIENT_RESET] = "client_reset",
+    [AE_H3CLOSE_RESET] = "reset",
+    [AE_H3CLOSE_MALFORMED] = "malformed",
+    [AE_H3CLOSE_HEADER_TOO_BIG] = "header_too_big",
+    [AE_H3CLOSE_CONNECT_NOT_SUPPORTED] = "connect_not_supported",
+    [AE_H3CLOSE_TOO_EARLY] = "too_early",
+    [AE_H3CLOSE_SUBMIT_FAILED] = "submit_failed",
+    [AE_H3CLOSE_NOMEM] = "nomem",
+    [AE_H3CLOSE_NO_UPSTREAM] = "no_upstream",
+    [AE_H3CLOSE_UPSTREAM_CONNECT] = "upstream_connect",
+    [AE_H3CLOSE_UPSTREAM_CONNECT_TIMEOUT] = "upstream_connect_timeout",
+    [AE_H3CLOSE_UPSTREAM_SOCKET] = "upstream_socket",
+    [AE_H3CLOSE_UPSTREAM_TIMEOUT] = "upstream_timeout",
+    [AE_H3CLOSE_UPSTREAM_CLOSED] = "upstream_closed",
+    [AE_H3CLOSE_UPSTREAM_READ_ERROR] = "upstream_read_error",
+    [AE_H3CLOSE_UPSTREAM_HEAD_TOO_BIG] = "upstream_head_too_big",
+    [AE_H3CLOSE_UPSTREAM_BAD_RESPONSE] = "upstream_bad_response",
+    [AE_H3CLOSE_UPSTREAM_BAD_BODY] = "upstream_bad_body",
+    [AE_H3CLOSE_UPSTREAM_TRUNCATED] = "upstream_truncated",
+};
+_Static_assert(AE_ARRAY_LEN(h3_close_names) == AE_H3CLOSE_CONN_B0,
+               "one name per HTTP/3 stream close reason (connection reasons are named by quic)");
+
+const char *ae_h3_close_name(ae_h3_close r)
+{
+    if ((unsigned)r < AE_H3CLOSE_CONN_B0)
+        return h3_close_names[r];
+    if ((unsigned)r < AE_H3CLOSE__COUNT)
+        return ae_quic_close_names[r - AE_H3CLOSE_CONN_B0];
+    return "?";
+}

@@ -70,4 +70,44 @@ typedef enum {
 } ae_quic_close_cause;
 extern const char *const ae_quic_close_cause_names[AE_QCAUSE__COUNT];
 
+/* ---- HTTP/3 request streams (proxy/h3/): reason= of the access log line ----
+ * Set once when the stream's end is decided (a later reset may still overwrite an error
+ * answer's reason); a stream still open when its connection goes away takes the connection's
+ * reason, AE_H3CLOSE_CONN_B0 + ae_quic_close, named by ae_quic_close_names. */
+
+typedef enum {
+    AE_H3CLOSE_NONE = 0,              /* not decided yet (logged as "done") */
+    AE_H3CLOSE_DONE,                  /* the response was sent in full */
+    AE_H3CLOSE_CLIENT_RESET,          /* the stream closed before the whole response was queued */
+    AE_H3CLOSE_RESET,                 /* the client reset the stream */
+    AE_H3CLOSE_MALFORMED,             /* malformed request: reset with H3_MESSAGE_ERROR */
+    AE_H3CLOSE_HEADER_TOO_BIG,        /* 431: header section over AE_H3_HEAD_MAX */
+    AE_H3CLOSE_CONNECT_NOT_SUPPORTED, /* 501: CONNECT */
+    AE_H3CLOSE_TOO_EARLY,             /* 425: unsafe method in 0-RTT */
+    AE_H3CLOSE_SUBMIT_FAILED,         /* nghttp3 refused the response HEADERS */
+    AE_H3CLOSE_NOMEM,                 /* no buffer for the response */
+    AE_H3CLOSE_NO_UPSTREAM,           /* 503: no usable server in the pool */
+    AE_H3CLOSE_UPSTREAM_CONNECT,      /* 502: every connect attempt failed */
+    AE_H3CLOSE_UPSTREAM_CONNECT_TIMEOUT, /* 504: ... and the last one timed out */
+    AE_H3CLOSE_UPSTREAM_SOCKET,          /* 502: socket(2) for the upstream failed */
+    AE_H3CLOSE_UPSTREAM_TIMEOUT,         /* 504 or reset: no upstream progress (upstream_idle) */
+    AE_H3CLOSE_UPSTREAM_CLOSED,          /* 502: the server closed before the response head */
+    AE_H3CLOSE_UPSTREAM_READ_ERROR,      /* 502 or reset: recv from the upstream failed */
+    AE_H3CLOSE_UPSTREAM_HEAD_TOO_BIG,    /* 502: the response head does not fit a buffer */
+    AE_H3CLOSE_UPSTREAM_BAD_RESPONSE,    /* 502: malformed response head (upstream/http1.c) */
+    AE_H3CLOSE_UPSTREAM_BAD_BODY,        /* reset: malformed response body framing */
+    AE_H3CLOSE_UPSTREAM_TRUNCATED,       /* reset: the server closed before the body's end */
+    AE_H3CLOSE_CONN_B0,                  /* the connection ended: + ae_quic_close */
+    AE_H3CLOSE__COUNT = AE_H3CLOSE_CONN_B0 + AE_QCLOSE__COUNT
+} ae_h3_close;
+
+/* The connection close reason r as a stream close reason. */
+static inline ae_h3_close ae_h3_close_conn(ae_quic_close r)
+{
+    return (ae_h3_close)(AE_H3CLOSE_CONN_B0 + r);
+}
+/* Name of r: "done", "malformed", ..., for connection reasons the QUIC name ("idle_timeout",
+ * "peer_closed", ...); AE_H3CLOSE_NONE is "done"; "?" out of range. */
+const char *ae_h3_close_name(ae_h3_close r);
+
 #endif

@@ -1,11 +1,18 @@
 /*
  * HTTP/3 (RFC 9114, nghttp3) to HTTP/1.1 upstream: one qstream per request stream. This file is
- * the HTTP/3 side (session, request streams, responses handed to nghttp3); the upstream side
+ * the HTTP/3 side (session, request streams, responses handed to nghttp3); the upstream client
  * (connections, keep-alive pool, HTTP/1.1 request serialization, response parsing) is
- * h3_upstream.c.
+ * upstream.c.
+ *
+ * Life cycle of a request stream (ae_h3_req_state, proxy/h3/states.h; moved by req_set_state()
+ * only): HEADERS while the header section arrives; FORWARDED once it passed the checks and went
+ * to the upstream client; RESPONDING from the response HEADERS while body bytes come;
+ * RESPONDED once the whole response is queued (also straight from HEADERS or FORWARDED for an
+ * answer of the proxy: 431, 501, 425, 502, 503, 504); RESET when either side reset it;
+ * CLOSED when detached (stream closed, connection gone), freed by the worker's gc.
  *
  * Request: the header section is checked (RFC 9114 §4) and collected, hop-by-hop fields
- * dropped, for the HTTP/1.1 head h3_upstream.c sends. The request body follows with
+ * dropped, for the HTTP/1.1 head upstream.c sends. The request body follows with
  * Content-Length when the client gave one, chunked otherwise. Request body bytes are credited
  * back to the client's flow-control window only once they were written to the upstream socket,
  * so a slow upstream throttles the client.
@@ -24,6 +31,11 @@
 #include "proxy/h3/h3_int.h"
 
 /* ---- helpers ---- */
+
+static void req_set_state(qstream *s, ae_h3_req_state to)
+{
+    ae_h3_req_set_state(&s->w->counters, s->c->id, s->sid, &s->state, to);
+}
 
 static void set_app_error(h3conn *c, int liberr)
 {
@@ -46,21 +58,22 @@ static void access_log(qstream *s)
                   ae_quic_conn_sni(c->qc), "stream", sid, "method", s->method ? s->method : "-",
                   "authority", s->authority ? s->authority : "-", "path", s->path ? s->path : "-",
                   "status", s->status ? st : "-", "upstream",
-                  s->server_idx >= 0 ? c->pool->servers[s->server_idx]->addr.text : "-", "bytes_in",
-                  in, "bytes_out", out, "duration_ms", dur, "reason",
-                  s->reason ? s->reason : "done", (const char *)NULL);
+                  s->up.server_idx >= 0 ? c->pool->servers[s->up.server_idx]->addr.text : "-",
+                  "bytes_in", in, "bytes_out", out, "duration_ms", dur, "reason",
+                  ae_h3_close_name(s->reason), (const char *)NULL);
 }
 
-/* Detaches s: upstream closed, logged, off the connection's list, queued for gc. */
-static void stream_detach(qstream *s, const char *reason, int unbind)
+/* CLOSED: s is detached (upstream client DONE, logged, off the connection's list, queued for
+ * gc). reason: for the access log unless one was decided before. */
+static void stream_detach(qstream *s, ae_h3_close reason, int unbind)
 {
-    if (s->dead)
+    if (s->state == AE_H3_REQ_CLOSED)
         return;
-    if (s->reason == NULL)
+    if (s->reason == AE_H3CLOSE_NONE)
         s->reason = reason;
     ae_h3_close_upstream(s);
     access_log(s);
-    s->dead = 1;
+    req_set_state(s, AE_H3_REQ_CLOSED);
     h3conn *c = s->c;
     if (unbind && c->h3 != NULL)
         nghttp3_conn_set_stream_user_data(c->h3, s->sid, NULL);
@@ -81,7 +94,7 @@ static void gc_streams(ae_h3_worker *hw)
         qstream *s = hw->dead_streams;
         hw->dead_streams = s->dead_next;
         ae_h3_free_chain(s->w, &s->dn_head, &s->dn_tail);
-        ae_worker_buf_put(s->w, s->rin);
+        ae_worker_buf_put(s->w, s->up.rin);
         free(s->method);
         free(s->path);
         free(s->authority);
@@ -92,14 +105,15 @@ static void gc_streams(ae_h3_worker *hw)
     }
 }
 
-/* Detaches every stream of c (connection going away; reason for the access log). */
-static void close_all(h3conn *c, const char *reason)
+/* Detaches every stream of c (connection going away; reason for the access log of the streams
+ * whose response was not sent in full). */
+static void close_all(h3conn *c, ae_h3_close reason)
 {
     while (c->streams != NULL) {
         qstream *s = c->streams;
         /* A response sent in full is "done" even if the client closed before acking it all. */
-        int full = s->resp_done && s->dn_handed == s->dn_in && !s->reset;
-        stream_detach(s, full ? "done" : reason, 1);
+        int full = s->state == AE_H3_REQ_RESPONDED && s->dn_handed == s->dn_in;
+        stream_detach(s, full ? AE_H3CLOSE_DONE : reason, 1);
     }
 }
 
@@ -110,15 +124,20 @@ static void count_status(qstream *s)
         ae_count(&s->w->counters, (ae_metric)(AE_M_H3_REQ_2XX + (k - 2)), 1);
 }
 
-/* Ends the stream abruptly in both directions (the response, if any, is cut). */
-void ae_h3_qstream_reset(qstream *s, uint64_t code, const char *reason)
+/* RESET (by us or the client): the upstream client ends (DONE). */
+static void enter_reset(qstream *s, ae_h3_close reason)
 {
-    if (s->reset || s->dead)
-        return;
-    s->reset = 1;
+    req_set_state(s, AE_H3_REQ_RESET);
     s->reason = reason;
     ae_count(&s->w->counters, AE_M_H3_REQ_RESET, 1);
     ae_h3_close_upstream(s);
+}
+
+void ae_h3_qstream_reset(qstream *s, uint64_t code, ae_h3_close reason)
+{
+    if (!ae_h3_live(s))
+        return;
+    enter_reset(s, reason);
     ngtcp2_conn_shutdown_stream(s->c->conn, 0, s->sid, code);
     ae_quic_conn_kick(s->c->qc);
 }
@@ -146,7 +165,7 @@ static nghttp3_ssize read_data(nghttp3_conn *h3, int64_t sid, nghttp3_vec *vec, 
         n++;
     }
     if (s->dn_handed == s->dn_in) {
-        if (s->resp_done)
+        if (s->state == AE_H3_REQ_RESPONDED)
             *pflags |= NGHTTP3_DATA_FLAG_EOF;
         else if (n == 0) {
             s->h3_blocked = 1;
@@ -156,10 +175,41 @@ static nghttp3_ssize read_data(nghttp3_conn *h3, int64_t sid, nghttp3_vec *vec, 
     return (nghttp3_ssize)n;
 }
 
-int ae_h3_submit(qstream *s, nghttp3_nv *nva, size_t n, int body)
+int ae_h3_dn_append(qstream *s, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ae_buf *b = s->dn_tail;
+        if (b == NULL || b->len == b->cap) {
+            b = ae_worker_buf_get(s->w, s->c->rt->conf->tune.buffer_size);
+            if (b == NULL)
+                return AE_ERR_NOMEM;
+            if (s->dn_tail)
+                s->dn_tail->next = b;
+            else {
+                s->dn_head = b;
+                s->dn_base = s->dn_in;
+            }
+            s->dn_tail = b;
+        }
+        size_t room = b->cap - b->len, n = len < room ? len : room;
+        memcpy(b->data + b->len, p, n);
+        b->len += (uint32_t)n;
+        s->dn_in += n;
+        p += n;
+        len -= n;
+    }
+    if (s->h3_blocked && s->c->h3 != NULL) {
+        s->h3_blocked = 0;
+        nghttp3_conn_resume_stream(s->c->h3, s->sid);
+    }
+    return 0;
+}
+
+/* Submits the response HEADERS (nva[0, n); the caller moved s to RESPONDING or RESPONDED),
+ * with a body to follow when body != 0. Returns 0, or nghttp3's error (s was reset). */
+static int submit(qstream *s, nghttp3_nv *nva, size_t n, int body)
 {
     static const nghttp3_data_reader dr = {read_data};
-    s->resp_started = 1;
     count_status(s);
     const ae_conf *conf = s->c->rt->conf;
     nghttp3_nv all[AE_H3_MAX_RESP_FIELDS + 1];
@@ -172,21 +222,40 @@ int ae_h3_submit(qstream *s, nghttp3_nv *nva, size_t n, int body)
     }
     int rv = nghttp3_conn_submit_response(s->c->h3, s->sid, nva, n, body ? &dr : NULL);
     if (rv != 0) {
-        ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "submit_failed");
+        ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_SUBMIT_FAILED);
         return rv;
     }
     ae_quic_conn_kick(s->c->qc);
     return 0;
 }
 
-/* A response made by the proxy (errors). Once a response started, only a reset is left. */
-void ae_h3_respond_error(qstream *s, int status, const char *reason)
+int ae_h3_respond(qstream *s, int status, nghttp3_nv *nva, size_t n, int body)
 {
-    if (s->dead || s->reset)
+    s->status = status;
+    req_set_state(s, body ? AE_H3_REQ_RESPONDING : AE_H3_REQ_RESPONDED);
+    return submit(s, nva, n, body);
+}
+
+void ae_h3_response_end(qstream *s)
+{
+    if (s->state == AE_H3_REQ_RESPONDING)
+        req_set_state(s, AE_H3_REQ_RESPONDED);
+    if (s->h3_blocked && s->c->h3 != NULL) {
+        s->h3_blocked = 0;
+        nghttp3_conn_resume_stream(s->c->h3, s->sid);
+    }
+    if (!s->req_fin) /* the rest of the request body is not needed any more */
+        ngtcp2_conn_shutdown_stream_read(s->c->conn, 0, s->sid, NGHTTP3_H3_NO_ERROR);
+    ae_quic_conn_kick(s->c->qc);
+}
+
+/* A response made by the proxy (errors). Once a response started, only a reset is left. */
+void ae_h3_respond_error(qstream *s, int status, ae_h3_close reason)
+{
+    if (!ae_h3_live(s))
         return;
     ae_h3_close_upstream(s);
-    s->up_done = 1;
-    if (s->resp_started) {
+    if (s->state == AE_H3_REQ_RESPONDING || s->state == AE_H3_REQ_RESPONDED) {
         ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, reason);
         return;
     }
@@ -206,14 +275,14 @@ void ae_h3_respond_error(qstream *s, int status, const char *reason)
     s->status = status;
     s->reason = reason;
     if (ae_h3_dn_append(s, (const uint8_t *)body, strlen(body)) != 0) {
-        ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "nomem");
+        ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_NOMEM);
         return;
     }
-    s->resp_done = 1;
+    req_set_state(s, AE_H3_REQ_RESPONDED);
     nghttp3_nv nva[] = {AE_H3_NV(":status", st, strlen(st)),
                         AE_H3_NV("content-type", "text/plain", 10),
                         AE_H3_NV("content-length", cl, strlen(cl))};
-    ae_h3_submit(s, nva, AE_ARRAY_LEN(nva), 1);
+    submit(s, nva, AE_ARRAY_LEN(nva), 1);
 }
 
 /* ---- request ---- */
@@ -246,11 +315,10 @@ static qstream *stream_get(h3conn *c, int64_t sid, void *sud)
     s->c = c;
     s->w = c->w;
     s->sid = sid;
-    s->ufd = -1;
-    s->server_idx = -1;
     s->req_cl = -1;
     s->early = c->rx_early;
     s->started = ev_now(c->w->loop);
+    ae_h3_req_state_init(&s->w->counters, &s->state);
     ae_h3_up_init(s);
     s->next = c->streams;
     if (c->streams)
@@ -285,14 +353,12 @@ static int h3_recv_header(nghttp3_conn *h3, int64_t sid, int32_t token, nghttp3_
                           nghttp3_rcbuf *value, uint8_t flags, void *cud, void *sud)
 {
     qstream *s = sud;
-    if (s == NULL || s->headers_done)
+    if (s == NULL || s->state != AE_H3_REQ_HEADERS)
         return 0;
     nghttp3_vec n = nghttp3_rcbuf_get_buf(name), v = nghttp3_rcbuf_get_buf(value);
     s->head_bytes += n.len + v.len + 32;
-    if (s->head_bytes > AE_H3_HEAD_MAX) {
-        s->too_big = 1;
+    if (s->head_bytes > AE_H3_HEAD_MAX) /* 431 at the end of the section */
         return 0;
-    }
     /* nghttp3 validated names and values already (RFC 9114 §4.2); check again with our own
      * rules: a CR, LF or NUL would split the HTTP/1.1 request. */
     if (ae_h3_check_field(n.base, n.len, v.base, v.len) != AE_H3_OK) {
@@ -371,9 +437,8 @@ static int h3_recv_header(nghttp3_conn *h3, int64_t sid, int32_t token, nghttp3_
 static int h3_end_headers(nghttp3_conn *h3, int64_t sid, int fin, void *cud, void *sud)
 {
     qstream *s = sud;
-    if (s == NULL)
+    if (s == NULL || s->state != AE_H3_REQ_HEADERS)
         return 0;
-    s->headers_done = 1;
     s->req_fin = fin != 0;
     ae_h3_req_info ri = {.method = s->method,
                          .scheme = s->scheme,
@@ -388,13 +453,13 @@ static int h3_end_headers(nghttp3_conn *h3, int64_t sid, int fin, void *cud, voi
     case AE_H3_OK:
         break;
     case AE_H3_TOO_BIG:
-        ae_h3_respond_error(s, 431, "header_too_big");
+        ae_h3_respond_error(s, 431, AE_H3CLOSE_HEADER_TOO_BIG);
         return 0;
     case AE_H3_CONNECT:
-        ae_h3_respond_error(s, 501, "connect_not_supported");
+        ae_h3_respond_error(s, 501, AE_H3CLOSE_CONNECT_NOT_SUPPORTED);
         return 0;
     default:
-        ae_h3_qstream_reset(s, NGHTTP3_H3_MESSAGE_ERROR, "malformed");
+        ae_h3_qstream_reset(s, NGHTTP3_H3_MESSAGE_ERROR, AE_H3CLOSE_MALFORMED);
         return 0;
     }
     s->is_head = strcmp(s->method, "HEAD") == 0;
@@ -406,15 +471,13 @@ static int h3_end_headers(nghttp3_conn *h3, int64_t sid, int fin, void *cud, voi
         if (!s->c->rt->conf->quic.early_data_unsafe && strcmp(s->method, "GET") != 0 &&
             !s->is_head && strcmp(s->method, "OPTIONS") != 0) {
             ae_count(&s->w->counters, AE_M_H3_TOO_EARLY, 1);
-            ae_h3_respond_error(s, 425, "too_early");
+            ae_h3_respond_error(s, 425, AE_H3CLOSE_TOO_EARLY);
             return 0;
         }
         ae_count(&s->w->counters, AE_M_H3_EARLY_FORWARDED, 1);
     }
-    if ((s->req_fin || s->req_cl >= 0) && ae_h3_queue_head(s) != 0)
-        return NGHTTP3_ERR_CALLBACK_FAILURE;
-    ae_h3_try_connect(s);
-    return 0;
+    req_set_state(s, AE_H3_REQ_FORWARDED);
+    return ae_h3_up_start(s) == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE;
 }
 
 static int h3_recv_data(nghttp3_conn *h3, int64_t sid, const uint8_t *data, size_t len, void *cud,
@@ -422,20 +485,13 @@ static int h3_recv_data(nghttp3_conn *h3, int64_t sid, const uint8_t *data, size
 {
     qstream *s = sud;
     h3conn *c = cud;
-    if (s == NULL || s->up_done || s->reset) { /* nobody wants it: credit it at once */
+    if (s == NULL || !ae_h3_live(s) || !ae_h3_up_takes_body(s)) {
+        /* nobody wants it: credit it at once */
         ngtcp2_conn_extend_max_stream_offset(c->conn, sid, len);
         ngtcp2_conn_extend_max_offset(c->conn, len);
         return 0;
     }
-    if (!s->head_queued && ae_h3_queue_head(s) != 0)
-        return NGHTTP3_ERR_CALLBACK_FAILURE;
-    int rv = 0;
-    if (s->req_chunked)
-        rv |= ae_h3_up_printf(s, "%zx\r\n", len);
-    rv |= ae_h3_up_append(s, data, len);
-    if (s->req_chunked)
-        rv |= ae_h3_up_append(s, "\r\n", 2);
-    if (rv != 0)
+    if (ae_h3_up_body(s, data, len) != 0)
         return NGHTTP3_ERR_CALLBACK_FAILURE;
     s->bytes_in += len;
     s->pending_consume += len;
@@ -446,18 +502,26 @@ static int h3_recv_data(nghttp3_conn *h3, int64_t sid, const uint8_t *data, size
 static int h3_end_stream(nghttp3_conn *h3, int64_t sid, void *cud, void *sud)
 {
     qstream *s = sud;
-    if (s == NULL || s->reset)
+    if (s == NULL || !ae_h3_live(s))
         return 0;
     s->req_fin = 1;
-    if (s->up_done)
+    if (!ae_h3_up_takes_body(s))
         return 0;
-    if (!s->head_queued) {
-        if (ae_h3_queue_head(s) != 0)
-            return NGHTTP3_ERR_CALLBACK_FAILURE;
-    } else if (s->req_chunked && ae_h3_up_append(s, "0\r\n\r\n", 5) != 0)
+    if (ae_h3_up_body_end(s) != 0)
         return NGHTTP3_ERR_CALLBACK_FAILURE;
     ae_h3_pump(s);
     return 0;
+}
+
+void ae_h3_credit(qstream *s, uint64_t n)
+{
+    if (n > s->pending_consume)
+        n = s->pending_consume;
+    if (n == 0)
+        return;
+    s->pending_consume -= n;
+    ngtcp2_conn_extend_max_stream_offset(s->c->conn, s->sid, n);
+    ngtcp2_conn_extend_max_offset(s->c->conn, n);
 }
 
 static int h3_deferred_consume(nghttp3_conn *h3, int64_t sid, size_t n, void *cud, void *sud)
@@ -482,9 +546,7 @@ static int h3_acked_stream_data(nghttp3_conn *h3, int64_t sid, uint64_t n, void 
             s->dn_tail = NULL;
         ae_worker_buf_put(s->w, b);
     }
-    s->u_last = ev_now(s->w->loop); /* a slow client is not an idle upstream */
-    if (!s->resp_done && s->ufd >= 0 && s->dn_in - s->dn_acked < AE_H3_DOWN_LIMIT)
-        ev_feed_event(s->w->loop, &s->uio, EV_READ); /* resume reading after this callback */
+    ae_h3_up_acked(s);
     return 0;
 }
 
@@ -495,9 +557,9 @@ static int h3_stream_close(nghttp3_conn *h3, int64_t sid, uint64_t code, void *c
     if (ngtcp2_is_bidi_stream(sid))
         ngtcp2_conn_extend_max_streams_bidi(c->conn, 1);
     if (s != NULL) {
-        if (!s->resp_done && s->reason == NULL)
-            s->reason = "client_reset";
-        stream_detach(s, "done", 0);
+        if (s->state != AE_H3_REQ_RESPONDED && s->reason == AE_H3CLOSE_NONE)
+            s->reason = AE_H3CLOSE_CLIENT_RESET;
+        stream_detach(s, AE_H3CLOSE_DONE, 0);
     }
     return 0;
 }
@@ -513,12 +575,8 @@ static int h3_reset_stream(nghttp3_conn *h3, int64_t sid, uint64_t code, void *c
 {
     h3conn *c = cud;
     qstream *s = sud;
-    if (s != NULL && !s->reset) {
-        s->reset = 1;
-        s->reason = code == NGHTTP3_H3_MESSAGE_ERROR ? "malformed" : "reset";
-        ae_count(&c->w->counters, AE_M_H3_REQ_RESET, 1);
-        ae_h3_close_upstream(s);
-    }
+    if (s != NULL && ae_h3_live(s))
+        enter_reset(s, code == NGHTTP3_H3_MESSAGE_ERROR ? AE_H3CLOSE_MALFORMED : AE_H3CLOSE_RESET);
     ngtcp2_conn_shutdown_stream_write(c->conn, 0, sid, code);
     return 0;
 }
@@ -709,9 +767,9 @@ static size_t op_nstreams(void *app)
     return n;
 }
 
-static void op_close(void *app, const char *reason)
+static void op_close(void *app, ae_quic_close reason)
 {
-    close_all(app, reason);
+    close_all(app, ae_h3_close_conn(reason));
 }
 
 static void op_free(void *app)

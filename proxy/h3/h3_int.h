@@ -4,9 +4,10 @@
  *
  * Ownership (all on one worker thread): quic owns the connection (ae_qconn) and holds an
  * h3conn as its application state (ae_quic_app_ops setup/free); an h3conn owns its nghttp3
- * object and its request streams, each with at most one upstream TCP connection. Streams are
- * never freed inside a callback: closing detaches them and queues them on the worker's
- * ae_h3_worker, freed by gc.
+ * object and its request streams (qstream); each stream embeds its upstream HTTP/1.1 client
+ * (h3uclient), which holds at most one upstream TCP connection at a time. Streams are never
+ * freed inside a callback: closing detaches them and queues them on the worker's ae_h3_worker,
+ * freed by gc. The two state machines (stream, client) are described in proxy/h3/states.h.
  */
 #ifndef AE_H3_INT_H
 #define AE_H3_INT_H
@@ -15,6 +16,7 @@
 #include <ngtcp2/ngtcp2.h>
 
 #include "proxy/h3/h3.h"
+#include "proxy/h3/states.h"
 #include "proxy/upstream/http1.h"
 
 #define AE_H3_DOWN_LIMIT AE_QUIC_STREAM_WINDOW /* response bytes held per stream (not acked) */
@@ -25,7 +27,7 @@ typedef struct qstream qstream;
 struct ae_h3_worker {
     ae_worker *w;
     qstream *dead_streams;     /* detached, freed by gc */
-    struct ae_h3_upool *upool; /* idle keep-alive upstream connections (h3_upstream.c) */
+    struct ae_h3_upool *upool; /* idle keep-alive upstream connections (upstream.c) */
 };
 
 /* The HTTP/3 session of one QUIC connection. The fields from w to remote are copied from the
@@ -48,88 +50,128 @@ struct h3conn {
 
 #define AE_H3_MAX_RESP_FIELDS 128 /* response header fields relayed */
 
-/* One HTTP/3 request stream and its upstream side (h3.c, h3_upstream.c). */
+/* The upstream HTTP/1.1 client of one request stream (upstream.c): one exchange, the request
+ * out and the response in, on one upstream TCP connection at a time (a new one, or one from
+ * the worker's keep-alive pool; failover and one retry may use others in turn). Embedded in
+ * its qstream (its watchers' data is the qstream). Its life cycle is state (ae_h3_up_state,
+ * proxy/h3/states.h), moved by upstream.c only; the bits below are facts across states. */
+typedef struct {
+    ae_h3_up_state state;
+    int fd; /* the connection: >= 0 in CONNECTING, HEAD, BODY and KEEP, else -1 */
+    ev_io io;
+    ev_timer timer;              /* CONNECTING: connect timeout; HEAD, BODY: idle timeout */
+    int server_idx;              /* pool server of the current or last attempt, -1 before */
+    uint64_t tried;              /* servers tried (bit idx % 64) */
+    uint32_t attempts;           /* connect attempts (pool takes included) */
+    ae_buf *out_head, *out_tail; /* request bytes to send: head, body, chunk framing */
+    ae_buf *rin;                 /* response bytes read, not parsed yet */
+    ae_h1_body body;             /* the response body's framing (BODY), from the head */
+    ev_tstamp last;              /* last progress either way (idle timeout) */
+    ev_tstamp start;             /* first attempt (latency histogram): 0 before, -1 once observed */
+    uint64_t bytes;              /* bytes received on the current connection */
+    unsigned head_queued : 1;    /* the HTTP/1.1 request head is in the queue */
+    unsigned chunked : 1;        /* the request body goes chunked (length unknown at the head) */
+    unsigned counted : 1;        /* holds a slot in the server's active */
+    unsigned eof : 1;            /* the server closed its side */
+    unsigned send_err : 1;       /* a send failed: no more request bytes go out (the response is
+                                  * still read: the server may have answered and closed) */
+    unsigned last_timeout : 1;   /* the last failed connect timed out (504 rather than 502) */
+    /* keep-alive: reused = on a pooled connection; retried = once on a fresh one; no_reuse =
+     * never take a pooled one; resp_close = "Connection: close" or HTTP/1.0 */
+    unsigned reused : 1, retried : 1, no_reuse : 1, resp_close : 1;
+} h3uclient;
+
+/* One HTTP/3 request stream (h3.c): the request the client sends, the response it gets. Its
+ * life cycle is state (ae_h3_req_state, proxy/h3/states.h), moved by h3.c only (upstream.c
+ * reports through ae_h3_respond() and ae_h3_response_end()); up serves it. */
 struct qstream {
     qstream *dead_next;
     qstream *prev, *next; /* in c->streams */
     h3conn *c;
     ae_worker *w;
     int64_t sid;
-    int dead;
+    ae_h3_req_state state;
+    ae_h3_close reason; /* why it ended, for the access log (AE_H3CLOSE_NONE until decided) */
     /* request */
     char *method, *path, *authority, *scheme, *xff;
     char *hdrs; /* "Name: value\r\n" lines to forward */
     size_t hdrs_len, hdrs_cap, head_bytes;
     int64_t req_cl; /* -1: no Content-Length */
-    unsigned headers_done : 1, req_fin : 1, req_chunked : 1, head_queued : 1, too_big : 1,
-        is_head : 1;
+    /* what the header section carried (HEADERS; for ae_h3_check_request) */
     unsigned bad_field : 1, dup_pseudo : 1, late_pseudo : 1, has_protocol : 1, seen_regular : 1,
         host_auth : 1;
+    unsigned is_head : 1; /* HEAD: the response has no body whatever its head says */
+    unsigned req_fin : 1; /* the client ended the request (its side of the stream) */
     /* 0-RTT (RFC 8470): early = part of the header section came in 0-RTT (c->rx_early while
      * nghttp3 read it); early_hdr = the client itself sent Early-Data (kept, normalised to "1") */
     unsigned early : 1, early_hdr : 1;
     uint64_t pending_consume; /* body bytes received, not yet credited to the client */
     uint64_t bytes_in;
-    ae_buf *up_head, *up_tail; /* bytes to the upstream */
-    /* upstream */
-    int ufd;
-    ev_io uio;
-    ev_timer ut;
-    int server_idx;
-    uint64_t tried;
-    uint32_t attempts;
-    unsigned counted : 1, connecting : 1, u_eof : 1, last_timeout : 1, up_done : 1;
-    /* keep-alive: reused = on a pooled connection; retried = once on a fresh one; no_reuse =
-     * never take a pooled one; u_err = a send failed; resp_close = "Connection: close" or
-     * HTTP/1.0; keep = the response completed in a way that allows reuse */
-    unsigned reused : 1, retried : 1, no_reuse : 1, u_err : 1, resp_close : 1, keep : 1;
-    ev_tstamp u_last;
-    ev_tstamp u_start; /* first upstream attempt (latency histogram), 0 before */
-    uint64_t u_bytes;  /* bytes received from the current upstream connection */
     /* response */
-    ae_buf *rin; /* raw bytes from the upstream */
     int status;
-    unsigned resp_started : 1, resp_done : 1, h3_blocked : 1, reset : 1;
-    ae_h1_body body;           /* the response body's framing, set up from the head */
+    unsigned h3_blocked : 1;   /* nghttp3 waits for body bytes (read_data said WOULDBLOCK) */
     ae_buf *dn_head, *dn_tail; /* response body queue, data[0, len) each */
     uint64_t dn_base, dn_in, dn_handed, dn_acked;
     uint64_t bytes_out;
     ev_tstamp started;
-    const char *reason;
+    h3uclient up;
 };
 
-/* A response field for nghttp3 from a literal name (h3.c, h3_upstream.c). */
+/* Not reset nor closed: the stream may still send, receive and move. */
+static inline int ae_h3_live(const qstream *s)
+{
+    return s->state != AE_H3_REQ_RESET && s->state != AE_H3_REQ_CLOSED;
+}
+
+/* A response field for nghttp3 from a literal name (h3.c, upstream.c). */
 #define AE_H3_NV(n, v, vl)                                                                         \
     ((nghttp3_nv){(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP3_NV_FLAG_NONE})
 
-/* ---- h3.c, used by h3_upstream.c ---- */
-/* Submits the response HEADERS (nva[0, n)), with a body to follow when body != 0. */
-int ae_h3_submit(qstream *s, nghttp3_nv *nva, size_t n, int body);
-/* A response made by the proxy (errors); a reset once the response has started. */
-void ae_h3_respond_error(qstream *s, int status, const char *reason);
-/* Ends the stream abruptly in both directions (the response, if any, is cut). */
-void ae_h3_qstream_reset(qstream *s, uint64_t code, const char *reason);
+/* ---- h3.c (the request stream), used by upstream.c ---- */
+/* The upstream's response head (status, fields nva[0, n)) for a FORWARDED stream: submitted to
+ * nghttp3; the stream becomes RESPONDING when a body follows (body != 0), else RESPONDED.
+ * Returns 0, or nghttp3's error (the stream was reset). Sending may close the connection, and
+ * with it the stream: check ae_h3_live() after. */
+int ae_h3_respond(qstream *s, int status, nghttp3_nv *nva, size_t n, int body);
+/* The whole response is queued (RESPONDING -> RESPONDED; RESPONDED stays): nghttp3 reads on to
+ * the end, the rest of the request body is refused (STOP_SENDING) when it has not ended. */
+void ae_h3_response_end(qstream *s);
+/* A response made by the proxy (errors), RESPONDED; a reset once the response has started.
+ * The upstream client ends (DONE). */
+void ae_h3_respond_error(qstream *s, int status, ae_h3_close reason);
+/* Ends the stream abruptly in both directions (RESET; the response, if any, is cut). */
+void ae_h3_qstream_reset(qstream *s, uint64_t code, ae_h3_close reason);
+/* Appends response body bytes for the client. 0 or AE_ERR_NOMEM. */
+int ae_h3_dn_append(qstream *s, const uint8_t *p, size_t len);
+/* Credits n request body bytes (at most s->pending_consume) back to the client's windows. */
+void ae_h3_credit(qstream *s, uint64_t n);
 
-/* ---- h3_upstream.c (HTTP/1.1 upstream side of a qstream), used by h3.c ---- */
+/* ---- upstream.c (the upstream client s->up), used by h3.c ---- */
 /* Closes every idle keep-alive upstream connection of the worker (exit). */
 void ae_h3_upool_free(ae_h3_worker *hw);
-/* Sets up s's upstream watchers (no socket yet). */
+/* Sets up s->up: IDLE, no socket, watchers ready. */
 void ae_h3_up_init(qstream *s);
-/* Appends bytes to the queue to the upstream. Returns 0 or AE_ERR_NOMEM. */
-int ae_h3_up_append(qstream *s, const void *data, size_t len);
-/* Appends formatted text (under 64 bytes) to the queue to the upstream. */
-int ae_h3_up_printf(qstream *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Returns the buffers of a chain to the worker. */
-void ae_h3_free_chain(ae_worker *w, ae_buf **head, ae_buf **tail);
-/* Appends response body bytes for the client. */
-int ae_h3_dn_append(qstream *s, const uint8_t *p, size_t len);
-/* Closes s's upstream connection (if any) and credits unsent request body bytes back. */
-void ae_h3_close_upstream(qstream *s);
-/* Queues the HTTP/1.1 request head. */
-int ae_h3_queue_head(qstream *s);
-/* Picks an upstream server and connects (or takes a pooled connection); errors answer s. */
-void ae_h3_try_connect(qstream *s);
+/* Starts the exchange of a FORWARDED request: queues the request head when its framing is
+ * known (the request ended with its headers, or has a Content-Length; otherwise at the first
+ * body byte or the end), then picks a server and connects or takes a pooled connection (errors
+ * answer s). 0, or AE_ERR_NOMEM. */
+int ae_h3_up_start(qstream *s);
+/* Whether the upstream still takes request body bytes (not KEEP nor DONE, no failed send). */
+int ae_h3_up_takes_body(const qstream *s);
+/* Queues request body bytes (the head first when not queued yet; chunk framing when chunked).
+ * 0 or AE_ERR_NOMEM. */
+int ae_h3_up_body(qstream *s, const uint8_t *data, size_t len);
+/* The request ended: queues the head when not queued yet, else the last chunk when chunked. */
+int ae_h3_up_body_end(qstream *s);
+/* The client acknowledged response bytes: a slow client is not an idle upstream; reading
+ * resumes (after this callback) once the queue is below AE_H3_DOWN_LIMIT. */
+void ae_h3_up_acked(qstream *s);
 /* Moves bytes between the queues and the upstream socket until nothing moves. */
 void ae_h3_pump(qstream *s);
+/* Ends the exchange (DONE; stays DONE): the connection closed (unless the pool took it),
+ * queued request bytes dropped and their window credited back to the client. */
+void ae_h3_close_upstream(qstream *s);
+/* Returns the buffers of a chain to the worker. */
+void ae_h3_free_chain(ae_worker *w, ae_buf **head, ae_buf **tail);
 
 #endif

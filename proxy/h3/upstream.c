@@ -1,6 +1,14 @@
 /*
- * HTTP/3 requests to HTTP/1.1 upstreams: the upstream side of a qstream (see h3.c for the
- * HTTP/3 side).
+ * HTTP/3 requests to HTTP/1.1 upstreams: the upstream client of a qstream (s->up, h3uclient;
+ * see h3.c for the HTTP/3 side).
+ *
+ * Life cycle (ae_h3_up_state, proxy/h3/states.h; moved by up_set_state() only): IDLE until
+ * h3.c forwards the request; CONNECTING while a new connection is made (a failed connect goes
+ * back to IDLE and the next server gets the queued request bytes); HEAD once connected (or with
+ * a pooled connection) until the response head is complete; BODY while the body is read; KEEP
+ * for the rest of a pump round when the connection may go back to the pool; DONE at the end
+ * (complete, failed, or the stream reset or closed). A pooled connection that fails in HEAD
+ * before any response byte goes back to IDLE once for a retry.
  *
  * Request: the HTTP/1.1 head is serialized from what h3.c collected (request line from :method
  * and :path, Host from :authority, X-Forwarded-For / X-Forwarded-Proto added) and sent on an
@@ -27,31 +35,43 @@
 
 #include "proxy/h3/h3_int.h"
 
-static void consume(qstream *s, uint64_t n);
+static void try_connect(qstream *s);
 static int retry(qstream *s);
 static void observe_latency(qstream *s);
 
 /* ---- helpers ---- */
+
+static void up_set_state(qstream *s, ae_h3_up_state to)
+{
+    ae_h3_up_set_state(&s->w->counters, s->c->id, s->sid, &s->up.state, to);
+}
 
 static uint32_t bufsize(qstream *s)
 {
     return s->c->rt->conf->tune.buffer_size;
 }
 
-int ae_h3_up_append(qstream *s, const void *data, size_t len)
+static const char *server_name(qstream *s)
 {
+    return s->c->pool->servers[s->up.server_idx]->addr.text;
+}
+
+/* Appends bytes to the queue to the upstream. Returns 0 or AE_ERR_NOMEM. */
+static int out_append(qstream *s, const void *data, size_t len)
+{
+    h3uclient *u = &s->up;
     const uint8_t *p = data;
     while (len > 0) {
-        ae_buf *b = s->up_tail;
+        ae_buf *b = u->out_tail;
         if (b == NULL || b->off + b->len == b->cap) {
             b = ae_worker_buf_get(s->w, bufsize(s));
             if (b == NULL)
                 return AE_ERR_NOMEM;
-            if (s->up_tail)
-                s->up_tail->next = b;
+            if (u->out_tail)
+                u->out_tail->next = b;
             else
-                s->up_head = b;
-            s->up_tail = b;
+                u->out_head = b;
+            u->out_tail = b;
         }
         size_t room = b->cap - b->off - b->len, n = len < room ? len : room;
         memcpy(b->data + b->off + b->len, p, n);
@@ -62,14 +82,15 @@ int ae_h3_up_append(qstream *s, const void *data, size_t len)
     return 0;
 }
 
-int ae_h3_up_printf(qstream *s, const char *fmt, ...)
+/* Appends formatted text (under 64 bytes) to the queue to the upstream. */
+__attribute__((format(printf, 2, 3))) static int out_printf(qstream *s, const char *fmt, ...)
 {
     char buf[64];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
-    return n < 0 || (size_t)n >= sizeof(buf) ? AE_ERR_INVAL : ae_h3_up_append(s, buf, (size_t)n);
+    return n < 0 || (size_t)n >= sizeof(buf) ? AE_ERR_INVAL : out_append(s, buf, (size_t)n);
 }
 
 void ae_h3_free_chain(ae_worker *w, ae_buf **head, ae_buf **tail)
@@ -157,11 +178,12 @@ void ae_h3_upool_free(ae_h3_worker *hw)
     hw->upool = NULL;
 }
 
-/* Hands s's upstream connection to the pool. Returns 0, or -1 (the caller closes it). */
+/* Hands s's upstream connection (KEEP) to the pool. Returns 0, or -1 (the caller closes it). */
 static int upool_put(qstream *s)
 {
+    h3uclient *u = &s->up;
     ae_h3_worker *hw = s->c->hw;
-    ae_upstream_server *srv = s->c->pool->servers[s->server_idx];
+    ae_upstream_server *srv = s->c->pool->servers[u->server_idx];
     if (hw->upool == NULL) {
         if ((hw->upool = calloc(1, sizeof(*hw->upool))) == NULL)
             return -1;
@@ -187,13 +209,13 @@ static int upool_put(qstream *s)
     upidle *e = calloc(1, sizeof(*e));
     if (e == NULL)
         return -1;
-    ev_io_stop(s->w->loop, &s->uio);
-    ev_timer_stop(s->w->loop, &s->ut);
+    ev_io_stop(s->w->loop, &u->io);
+    ev_timer_stop(s->w->loop, &u->timer);
     e->pool = p;
     e->rt = ae_runtime_ref(s->c->rt);
     e->srv = srv;
-    e->fd = s->ufd;
-    s->ufd = -1;
+    e->fd = u->fd;
+    u->fd = -1;
     double idle = s->c->rt->conf->timeouts.upstream_idle_ms / 1000.0;
     if (idle > AE_H3_POOL_IDLE_MAX)
         idle = AE_H3_POOL_IDLE_MAX;
@@ -231,76 +253,60 @@ static int upool_take(ae_h3_worker *hw, ae_upstream_server *srv)
     return -1;
 }
 
-/* Appends response body bytes for the client. */
-int ae_h3_dn_append(qstream *s, const uint8_t *p, size_t len)
+/* ---- the connection ---- */
+
+/* Closes s's upstream socket (watchers, the server's active slot) and keeps the request bytes
+ * queued: the next server gets them (failover after a failed connect). No state move. */
+static void drop_connection(qstream *s)
 {
-    while (len > 0) {
-        ae_buf *b = s->dn_tail;
-        if (b == NULL || b->len == b->cap) {
-            b = ae_worker_buf_get(s->w, bufsize(s));
-            if (b == NULL)
-                return AE_ERR_NOMEM;
-            if (s->dn_tail)
-                s->dn_tail->next = b;
-            else {
-                s->dn_head = b;
-                s->dn_base = s->dn_in;
-            }
-            s->dn_tail = b;
-        }
-        size_t room = b->cap - b->len, n = len < room ? len : room;
-        memcpy(b->data + b->len, p, n);
-        b->len += (uint32_t)n;
-        s->dn_in += n;
-        p += n;
-        len -= n;
+    h3uclient *u = &s->up;
+    ev_io_stop(s->w->loop, &u->io);
+    ev_timer_stop(s->w->loop, &u->timer);
+    if (u->fd >= 0)
+        close(u->fd);
+    u->fd = -1;
+    if (u->counted) {
+        atomic_fetch_sub_explicit(&s->c->pool->servers[u->server_idx]->active, 1,
+                                  memory_order_relaxed);
+        u->counted = 0;
     }
-    if (s->h3_blocked && s->c->h3 != NULL) {
-        s->h3_blocked = 0;
-        nghttp3_conn_resume_stream(s->c->h3, s->sid);
-    }
-    return 0;
 }
 
 void ae_h3_close_upstream(qstream *s)
 {
-    ev_io_stop(s->w->loop, &s->uio);
-    ev_timer_stop(s->w->loop, &s->ut);
-    if (s->ufd >= 0)
-        close(s->ufd);
-    s->ufd = -1;
-    s->connecting = 0;
-    if (s->counted) {
-        atomic_fetch_sub_explicit(&s->c->pool->servers[s->server_idx]->active, 1,
-                                  memory_order_relaxed);
-        s->counted = 0;
-    }
-    ae_h3_free_chain(s->w, &s->up_head, &s->up_tail);
+    h3uclient *u = &s->up;
+    drop_connection(s);
+    ae_h3_free_chain(s->w, &u->out_head, &u->out_tail);
     /* Request body bytes nobody will forward any more: give the client its window back. */
-    if (s->pending_consume > 0 && !s->dead)
-        consume(s, s->pending_consume);
+    if (s->pending_consume > 0 && s->state != AE_H3_REQ_CLOSED)
+        ae_h3_credit(s, s->pending_consume);
+    if (u->state != AE_H3_UP_DONE)
+        up_set_state(s, AE_H3_UP_DONE);
 }
 
 /* ---- response parsing (the HTTP/1.1 rules are in proxy/upstream/http1.c) ---- */
 
 /* What parse_head() did with a response head. */
 typedef enum {
-    HEAD_SUBMITTED = 0, /* a final response: submitted to nghttp3, s->body set up */
+    HEAD_SUBMITTED = 0, /* a final response: submitted to nghttp3, s->up.body set up */
     HEAD_INTERIM,       /* a 1xx head (not 101): skipped, the final head follows */
     HEAD_MALFORMED,     /* refused by the parser: the caller answers 502 */
-    HEAD_SUBMIT_FAILED, /* nghttp3 refused it: ae_h3_submit() has reset the stream already */
+    HEAD_SUBMIT_FAILED, /* nghttp3 refused it: ae_h3_respond() has reset the stream already */
 } head_result;
 
-/* Parses the response head in buf[0, len) (ends with the empty line) and submits it. */
+/* Parses the response head in buf[0, len) (ends with the empty line) and submits it. A head
+ * with a body moves the client to BODY; one without leaves it in HEAD for the caller to
+ * complete. */
 static head_result parse_head(qstream *s, char *buf, size_t len)
 {
+    h3uclient *u = &s->up;
     ae_h1_field fields[AE_H3_MAX_RESP_FIELDS - 1]; /* and :status */
     ae_h1_head h;
     ae_h1_req req = {.is_head = s->is_head, .drop_field = s->c->rt->conf->quic.site_header};
     int rv = ae_h1_parse_head(buf, len, &req, &h, fields, AE_ARRAY_LEN(fields));
     if (rv != AE_H1_OK) {
-        AE_CDEBUG(s->c->id, "upstream %s: bad response head: %s",
-                  s->c->pool->servers[s->server_idx]->addr.text, ae_h1_strerror(rv));
+        AE_CDEBUG(s->c->id, "upstream %s: bad response head: %s", server_name(s),
+                  ae_h1_strerror(rv));
         return HEAD_MALFORMED;
     }
     if (h.interim)
@@ -313,50 +319,45 @@ static head_result parse_head(qstream *s, char *buf, size_t len)
     for (size_t i = 0; i < h.nfields; i++)
         nva[n++] = (nghttp3_nv){(uint8_t *)fields[i].name, (uint8_t *)fields[i].value,
                                 fields[i].namelen, fields[i].valuelen, NGHTTP3_NV_FLAG_NONE};
-    s->status = h.status;
-    s->resp_close = !h.keep_alive;
-    ae_h1_body_init(&s->body, h.body, (uint64_t)h.content_length);
-    if (h.body == AE_H1_BODY_NONE)
-        s->resp_done = 1;
-    return ae_h3_submit(s, nva, n, h.body != AE_H1_BODY_NONE) == 0 ? HEAD_SUBMITTED
-                                                                   : HEAD_SUBMIT_FAILED;
+    u->resp_close = !h.keep_alive;
+    ae_h1_body_init(&u->body, h.body, (uint64_t)h.content_length);
+    int body = h.body != AE_H1_BODY_NONE;
+    if (body)
+        up_set_state(s, AE_H3_UP_BODY);
+    return ae_h3_respond(s, h.status, nva, n, body) == 0 ? HEAD_SUBMITTED : HEAD_SUBMIT_FAILED;
 }
 
-/* Response complete: the upstream connection is done. It may go back to the keep-alive pool
- * (decided by ae_h3_pump() once the bytes of this read are accounted for: s->keep). */
+/* The response is complete (HEAD without a body, or BODY at its end): the exchange is over.
+ * The connection may go back to the keep-alive pool (KEEP: decided by ae_h3_pump() once the
+ * bytes of this read are accounted for), else it is closed (DONE). */
 static void response_complete(qstream *s)
 {
-    s->resp_done = 1;
-    s->up_done = 1;
-    s->keep = !s->resp_close && s->body.mode != AE_H1_BODY_CLOSE && !s->u_err && !s->u_eof;
-    if (!s->keep)
+    h3uclient *u = &s->up;
+    if (!u->resp_close && u->body.mode != AE_H1_BODY_CLOSE && !u->send_err && !u->eof)
+        up_set_state(s, AE_H3_UP_KEEP);
+    else
         ae_h3_close_upstream(s);
-    if (s->h3_blocked && s->c->h3 != NULL) {
-        s->h3_blocked = 0;
-        nghttp3_conn_resume_stream(s->c->h3, s->sid);
-    }
-    if (!s->req_fin) /* the rest of the request body is not needed any more */
-        ngtcp2_conn_shutdown_stream_read(s->c->conn, 0, s->sid, NGHTTP3_H3_NO_ERROR);
-    ae_quic_conn_kick(s->c->qc);
+    ae_h3_response_end(s);
 }
 
-/* Consumes body bytes of p[0, len); returns bytes used, or -1 on a framing error. */
+/* Consumes body bytes of p[0, len) (BODY); returns bytes used, or -1 on a framing error. */
 static ssize_t body_bytes(qstream *s, const uint8_t *p, size_t len)
 {
+    h3uclient *u = &s->up;
     size_t used = 0;
-    while (used < len && !s->resp_done) {
+    while (used < len && u->state == AE_H3_UP_BODY) {
         const uint8_t *data;
         size_t datalen;
-        ssize_t n = ae_h1_body_decode(&s->body, p + used, len - used, &data, &datalen);
+        ssize_t n = ae_h1_body_decode(&u->body, p + used, len - used, &data, &datalen);
         if (n < 0) {
-            AE_CDEBUG(s->c->id, "upstream %s: bad response body: %s",
-                      s->c->pool->servers[s->server_idx]->addr.text, ae_h1_strerror((int)n));
+            AE_CDEBUG(s->c->id, "upstream %s: bad response body: %s", server_name(s),
+                      ae_h1_strerror((int)n));
             return -1;
         }
         if (datalen > 0 && ae_h3_dn_append(s, data, datalen) != 0)
             return -1;
         used += (size_t)n;
-        if (ae_h1_body_done(&s->body))
+        if (ae_h1_body_done(&u->body))
             response_complete(s);
         else if (n == 0)
             break;
@@ -364,40 +365,46 @@ static ssize_t body_bytes(qstream *s, const uint8_t *p, size_t len)
     return (ssize_t)used;
 }
 
-/* Processes what s->rin holds. Returns 0, or -1 when the stream ended with an error. */
+/* Processes what s->up.rin holds (HEAD or BODY). Returns 0, or -1 when the stream ended with
+ * an error or is gone. */
 static int parse(qstream *s)
 {
-    ae_buf *b = s->rin;
-    while (b->len > 0 && !s->resp_done) {
+    h3uclient *u = &s->up;
+    ae_buf *b = u->rin;
+    while (b->len > 0 && (u->state == AE_H3_UP_HEAD || u->state == AE_H3_UP_BODY)) {
         uint8_t *p = b->data + b->off;
-        if (!s->resp_started) {
+        if (u->state == AE_H3_UP_HEAD) {
             size_t hl = ae_h1_head_len((const char *)p, b->len);
             if (hl == 0) {
                 if (b->len >= b->cap / 2) {
-                    ae_h3_respond_error(s, 502, "upstream_head_too_big");
+                    ae_h3_respond_error(s, 502, AE_H3CLOSE_UPSTREAM_HEAD_TOO_BIG);
                     return -1;
                 }
                 break;
             }
             head_result rv = parse_head(s, (char *)p, hl);
             if (rv == HEAD_MALFORMED) {
-                ae_h3_respond_error(s, 502, "upstream_bad_response");
+                ae_h3_respond_error(s, 502, AE_H3CLOSE_UPSTREAM_BAD_RESPONSE);
                 return -1;
             }
             if (rv == HEAD_SUBMIT_FAILED)
                 return -1;
             b->off += (uint32_t)hl;
             b->len -= (uint32_t)hl;
-            if (s->resp_done) /* no body (HEAD, 204, 304, Content-Length: 0) */
-                response_complete(s);
+            if (rv == HEAD_SUBMITTED) {
+                if (!ae_h3_live(s)) /* sending closed the connection */
+                    return -1;
+                if (u->state == AE_H3_UP_HEAD) /* no body (HEAD, 204, 304, Content-Length: 0) */
+                    response_complete(s);
+            }
             continue;
         }
         ssize_t n = body_bytes(s, p, b->len);
         if (n < 0) {
-            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "upstream_bad_body");
+            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_UPSTREAM_BAD_BODY);
             return -1;
         }
-        if (s->dead || s->reset)
+        if (!ae_h3_live(s))
             return -1;
         b->off += (uint32_t)n;
         b->len -= (uint32_t)n;
@@ -413,58 +420,52 @@ static int parse(qstream *s)
     return 0;
 }
 
+/* The server closed its side (HEAD or BODY). */
 static void upstream_eof(qstream *s)
 {
-    s->u_eof = 1;
-    if (!s->resp_started) {
+    h3uclient *u = &s->up;
+    u->eof = 1;
+    if (u->state == AE_H3_UP_HEAD) {
         if (!retry(s))
-            ae_h3_respond_error(s, 502, "upstream_closed");
-    } else if (!s->resp_done) {
-        if (ae_h1_body_eof(&s->body) == AE_H1_OK) /* close-delimited */
+            ae_h3_respond_error(s, 502, AE_H3CLOSE_UPSTREAM_CLOSED);
+    } else if (u->state == AE_H3_UP_BODY) {
+        if (ae_h1_body_eof(&u->body) == AE_H1_OK) /* close-delimited */
             response_complete(s);
         else
-            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "upstream_truncated");
+            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_UPSTREAM_TRUNCATED);
     }
 }
 
-/* ---- upstream connection ---- */
-
-static void consume(qstream *s, uint64_t n)
-{
-    if (n > s->pending_consume)
-        n = s->pending_consume;
-    if (n == 0)
-        return;
-    s->pending_consume -= n;
-    ngtcp2_conn_extend_max_stream_offset(s->c->conn, s->sid, n);
-    ngtcp2_conn_extend_max_offset(s->c->conn, n);
-}
+/* ---- connecting ---- */
 
 static void arm_idle(qstream *s, double secs)
 {
-    ev_timer_stop(s->w->loop, &s->ut);
-    ev_timer_set(&s->ut, secs, 0);
-    ev_timer_start(s->w->loop, &s->ut);
+    ev_timer *t = &s->up.timer;
+    ev_timer_stop(s->w->loop, t);
+    ev_timer_set(t, secs, 0);
+    ev_timer_start(s->w->loop, t);
 }
 
+/* CONNECTING failed: back to IDLE, the next server is tried. */
 static void connect_failed(qstream *s, int timeout)
 {
     ae_count(&s->w->counters, AE_M_UP_CONNECT_FAIL, 1);
     if (timeout)
         ae_count(&s->w->counters, AE_M_UP_CONNECT_TIMEOUT, 1);
-    s->last_timeout = (unsigned)timeout;
-    ae_pool_report_connect(s->c->pool, (size_t)s->server_idx, 0, ae_now_ms());
-    AE_CWARN(s->c->id, "upstream %s: connect %s", s->c->pool->servers[s->server_idx]->addr.text,
-             timeout ? "timeout" : "failed");
-    ae_h3_close_upstream(s);
-    ae_h3_try_connect(s);
+    s->up.last_timeout = (unsigned)timeout;
+    ae_pool_report_connect(s->c->pool, (size_t)s->up.server_idx, 0, ae_now_ms());
+    AE_CWARN(s->c->id, "upstream %s: connect %s", server_name(s), timeout ? "timeout" : "failed");
+    drop_connection(s);
+    up_set_state(s, AE_H3_UP_IDLE);
+    try_connect(s);
 }
 
+/* CONNECTING succeeded: HEAD. */
 static void connected(qstream *s)
 {
-    s->connecting = 0;
-    ae_pool_report_connect(s->c->pool, (size_t)s->server_idx, 1, ae_now_ms());
-    s->u_last = ev_now(s->w->loop);
+    up_set_state(s, AE_H3_UP_HEAD);
+    ae_pool_report_connect(s->c->pool, (size_t)s->up.server_idx, 1, ae_now_ms());
+    s->up.last = ev_now(s->w->loop);
     arm_idle(s, s->c->rt->conf->timeouts.upstream_idle_ms / 1000.0);
     ae_h3_pump(s);
 }
@@ -472,10 +473,10 @@ static void connected(qstream *s)
 static void upstream_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     qstream *s = io->data;
-    if (s->connecting) {
+    if (s->up.state == AE_H3_UP_CONNECTING) {
         int err = 0;
         socklen_t l = sizeof(err);
-        if (getsockopt(s->ufd, SOL_SOCKET, SO_ERROR, &err, &l) != 0)
+        if (getsockopt(s->up.fd, SOL_SOCKET, SO_ERROR, &err, &l) != 0)
             err = errno;
         if (err == EINPROGRESS || err == EALREADY)
             return;
@@ -486,99 +487,108 @@ static void upstream_cb(struct ev_loop *loop, ev_io *io, int revents)
     } else {
         ae_h3_pump(s);
     }
-    if (!s->dead)
+    if (s->state != AE_H3_REQ_CLOSED)
         ae_quic_conn_kick(s->c->qc);
 }
 
 static void upstream_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     qstream *s = t->data;
-    if (s->connecting) {
+    if (s->up.state == AE_H3_UP_CONNECTING) {
         connect_failed(s, 1);
         ae_quic_conn_kick(s->c->qc);
         return;
     }
     ev_tstamp idle = s->c->rt->conf->timeouts.upstream_idle_ms / 1000.0;
-    ev_tstamp left = s->u_last + idle - ev_now(loop);
+    ev_tstamp left = s->up.last + idle - ev_now(loop);
     if (left > 0.001) {
         arm_idle(s, left);
         return;
     }
-    AE_CWARN(s->c->id, "upstream %s: no response progress for %.0f ms",
-             s->c->pool->servers[s->server_idx]->addr.text, idle * 1000);
-    ae_h3_respond_error(s, 504, "upstream_timeout");
+    AE_CWARN(s->c->id, "upstream %s: no response progress for %.0f ms", server_name(s),
+             idle * 1000);
+    ae_h3_respond_error(s, 504, AE_H3CLOSE_UPSTREAM_TIMEOUT);
     ae_quic_conn_kick(s->c->qc);
 }
 
-/* Sets up s's upstream watchers (no socket yet). */
 void ae_h3_up_init(qstream *s)
 {
-    ev_io_init(&s->uio, upstream_cb, -1, 0);
-    s->uio.data = s;
-    ev_timer_init(&s->ut, upstream_timer_cb, 0, 0);
-    s->ut.data = s;
+    h3uclient *u = &s->up;
+    u->fd = -1;
+    u->server_idx = -1;
+    ev_io_init(&u->io, upstream_cb, -1, 0);
+    u->io.data = s;
+    ev_timer_init(&u->timer, upstream_timer_cb, 0, 0);
+    u->timer.data = s;
+    ae_h3_up_state_init(&s->w->counters, &u->state);
 }
 
-void ae_h3_try_connect(qstream *s)
+/* IDLE: picks the next server and takes a pooled connection to it (HEAD) or connects
+ * (CONNECTING, or HEAD at once); a connect that fails at once tries the next server. No server
+ * left: the error answers s (DONE). */
+static void try_connect(qstream *s)
 {
+    h3uclient *u = &s->up;
     ae_pool *pool = s->c->pool;
     uint64_t now = ae_now_ms();
-    if (s->u_start == 0)
-        s->u_start = ev_time();
+    if (u->start == 0)
+        u->start = ev_time();
     for (;;) {
-        int idx = s->attempts < pool->nservers ? ae_pool_pick(pool, s->tried, now) : -1;
+        int idx = u->attempts < pool->nservers ? ae_pool_pick(pool, u->tried, now) : -1;
         if (idx < 0) {
             ae_count(&s->w->counters, AE_M_NO_UPSTREAM, 1);
-            if (s->attempts == 0)
-                ae_h3_respond_error(s, 503, "no_upstream");
+            if (u->attempts == 0)
+                ae_h3_respond_error(s, 503, AE_H3CLOSE_NO_UPSTREAM);
             else
-                ae_h3_respond_error(s, s->last_timeout ? 504 : 502,
-                                    s->last_timeout ? "upstream_connect_timeout"
-                                                    : "upstream_connect");
+                ae_h3_respond_error(s, u->last_timeout ? 504 : 502,
+                                    u->last_timeout ? AE_H3CLOSE_UPSTREAM_CONNECT_TIMEOUT
+                                                    : AE_H3CLOSE_UPSTREAM_CONNECT);
             return;
         }
-        s->attempts++;
-        s->tried |= 1ull << (idx % 64);
-        s->server_idx = idx;
+        u->attempts++;
+        u->tried |= 1ull << (idx % 64);
+        u->server_idx = idx;
         ae_upstream_server *srv = pool->servers[idx];
-        s->u_bytes = 0;
-        s->reused = 0;
-        if (!s->no_reuse && (s->ufd = upool_take(s->c->hw, srv)) >= 0) {
+        u->bytes = 0;
+        u->reused = 0;
+        if (!u->no_reuse && (u->fd = upool_take(s->c->hw, srv)) >= 0) {
             ae_count(&s->w->counters, AE_M_H3_UPSTREAM_REUSED, 1);
             atomic_fetch_add_explicit(&srv->active, 1, memory_order_relaxed);
-            s->counted = 1;
-            s->reused = 1;
-            ev_io_set(&s->uio, s->ufd, EV_READ);
-            s->u_last = ev_now(s->w->loop);
+            u->counted = 1;
+            u->reused = 1;
+            up_set_state(s, AE_H3_UP_HEAD);
+            ev_io_set(&u->io, u->fd, EV_READ);
+            u->last = ev_now(s->w->loop);
             arm_idle(s, s->c->rt->conf->timeouts.upstream_idle_ms / 1000.0);
             ae_h3_pump(s);
             return;
         }
-        s->ufd = socket(srv->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (s->ufd < 0) {
+        u->fd = socket(srv->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (u->fd < 0) {
             AE_CERROR(s->c->id, "upstream socket: %s", strerror(errno));
-            ae_h3_respond_error(s, 502, "upstream_socket");
+            ae_h3_respond_error(s, 502, AE_H3CLOSE_UPSTREAM_SOCKET);
             return;
         }
         int one = 1;
-        setsockopt(s->ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         atomic_fetch_add_explicit(&srv->active, 1, memory_order_relaxed);
-        s->counted = 1;
-        ev_io_set(&s->uio, s->ufd, EV_WRITE);
-        if (connect(s->ufd, (struct sockaddr *)&srv->addr.sa, srv->addr.len) == 0) {
+        u->counted = 1;
+        up_set_state(s, AE_H3_UP_CONNECTING);
+        ev_io_set(&u->io, u->fd, EV_WRITE);
+        if (connect(u->fd, (struct sockaddr *)&srv->addr.sa, srv->addr.len) == 0) {
             connected(s);
             return;
         }
         if (errno == EINPROGRESS) {
-            s->connecting = 1;
-            ev_io_start(s->w->loop, &s->uio);
+            ev_io_start(s->w->loop, &u->io);
             arm_idle(s, pool->conf->connect_timeout_ms / 1000.0);
             return;
         }
         ae_count(&s->w->counters, AE_M_UP_CONNECT_FAIL, 1);
         ae_pool_report_connect(pool, (size_t)idx, 0, now);
         AE_CWARN(s->c->id, "upstream %s: connect: %s", srv->addr.text, strerror(errno));
-        ae_h3_close_upstream(s);
+        drop_connection(s);
+        up_set_state(s, AE_H3_UP_IDLE);
     }
 }
 
@@ -588,33 +598,39 @@ static int is_idempotent(const char *m)
            !strcmp(m, "TRACE") || !strcmp(m, "PUT") || !strcmp(m, "DELETE");
 }
 
-/* A pooled connection failed before any response byte (the server closed it while we were
- * sending): an idempotent request whose whole content is still at hand (no body) is sent once
- * more on a fresh connection. Returns 1 when it was, 0 when the caller reports the error. */
+static int queue_head(qstream *s);
+
+/* A pooled connection failed in HEAD before any response byte (the server closed it while we
+ * were sending): an idempotent request whose whole content is still at hand (no body) is sent
+ * once more on a fresh connection (HEAD -> IDLE -> ...). Returns 1 when it was, 0 when the
+ * caller reports the error. */
 static int retry(qstream *s)
 {
-    if (!s->reused || s->retried || s->u_bytes > 0 || s->resp_started || s->dead || s->reset ||
+    h3uclient *u = &s->up;
+    if (!u->reused || u->retried || u->bytes > 0 || s->state != AE_H3_REQ_FORWARDED ||
         !s->req_fin || s->bytes_in > 0 || s->method == NULL || !is_idempotent(s->method))
         return 0;
     AE_CDEBUG(s->c->id, "upstream %s: pooled connection failed, retrying on a new one",
-              s->c->pool->servers[s->server_idx]->addr.text);
-    s->retried = 1;
-    s->no_reuse = 1;
-    ae_h3_close_upstream(s);
-    s->up_done = s->u_eof = s->u_err = s->head_queued = s->req_chunked = 0;
-    if (s->rin != NULL)
-        s->rin->off = s->rin->len = 0;
-    if (ae_h3_queue_head(s) != 0)
+              server_name(s));
+    u->retried = 1;
+    u->no_reuse = 1;
+    drop_connection(s);
+    ae_h3_free_chain(s->w, &u->out_head, &u->out_tail);
+    up_set_state(s, AE_H3_UP_IDLE);
+    u->eof = u->send_err = u->head_queued = u->chunked = 0;
+    if (u->rin != NULL)
+        u->rin->off = u->rin->len = 0;
+    if (queue_head(s) != 0)
         return 0;
-    s->tried = 0;
-    s->attempts = 0;
-    ae_h3_try_connect(s);
+    u->tried = 0;
+    u->attempts = 0;
+    try_connect(s);
     return 1;
 }
 
 static void observe_latency(qstream *s)
 {
-    double d = ev_time() - s->u_start;
+    double d = ev_time() - s->up.start;
     if (d < 0)
         d = 0;
     size_t i = 0;
@@ -622,73 +638,78 @@ static void observe_latency(qstream *s)
         i++;
     ae_count(&s->w->counters, (ae_metric)(AE_M_H3_UPLAT_B0 + i), 1);
     ae_count(&s->w->counters, AE_M_H3_UPLAT_SUM_US, (uint64_t)(d * 1e6));
-    s->u_start = -1; /* once per request */
+    s->up.start = -1; /* once per request */
 }
+
+/* ---- moving bytes ---- */
 
 static void watch(qstream *s, int events)
 {
-    if (s->ufd < 0)
+    h3uclient *u = &s->up;
+    if (u->fd < 0)
         return;
-    if ((s->uio.events & (EV_READ | EV_WRITE)) == events && (events == 0 || ev_is_active(&s->uio)))
+    if ((u->io.events & (EV_READ | EV_WRITE)) == events && (events == 0 || ev_is_active(&u->io)))
         return;
-    ev_io_stop(s->w->loop, &s->uio);
+    ev_io_stop(s->w->loop, &u->io);
     if (events != 0) {
-        ev_io_modify(&s->uio, events);
-        ev_io_start(s->w->loop, &s->uio);
+        ev_io_modify(&u->io, events);
+        ev_io_start(s->w->loop, &u->io);
     }
 }
 
-/* Moves bytes between the queues and the upstream socket until nothing moves. */
+/* Moves bytes between the queues and the upstream socket until nothing moves (HEAD, BODY; a
+ * no-op in other states). */
 void ae_h3_pump(qstream *s)
 {
-    if (s->dead || s->reset || s->ufd < 0 || s->connecting)
+    h3uclient *u = &s->up;
+    if (!ae_h3_live(s) || (u->state != AE_H3_UP_HEAD && u->state != AE_H3_UP_BODY))
         return;
     ev_tstamp now = ev_now(s->w->loop);
     int ev = 0;
     /* request -> upstream */
-    while (s->up_head != NULL) {
-        ae_buf *b = s->up_head;
-        ssize_t n = send(s->ufd, b->data + b->off, b->len, MSG_NOSIGNAL);
+    while (u->out_head != NULL) {
+        ae_buf *b = u->out_head;
+        ssize_t n = send(u->fd, b->data + b->off, b->len, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 ev |= EV_WRITE;
                 break;
             }
             /* The upstream may have answered and closed already: read what it said. */
-            ae_h3_free_chain(s->w, &s->up_head, &s->up_tail);
-            s->up_done = 1;
-            s->u_err = 1;
-            consume(s, s->pending_consume);
+            ae_h3_free_chain(s->w, &u->out_head, &u->out_tail);
+            u->send_err = 1;
+            ae_h3_credit(s, s->pending_consume);
             break;
         }
-        s->u_last = now;
-        consume(s, (uint64_t)n);
+        u->last = now;
+        ae_h3_credit(s, (uint64_t)n);
         b->off += (uint32_t)n;
         b->len -= (uint32_t)n;
         if (b->len == 0) {
-            s->up_head = b->next;
-            if (s->up_head == NULL)
-                s->up_tail = NULL;
+            u->out_head = b->next;
+            if (u->out_head == NULL)
+                u->out_tail = NULL;
             ae_worker_buf_put(s->w, b);
         }
     }
     /* upstream -> response queue, bounded by what the client has not acknowledged */
-    while (!s->u_eof && !s->resp_done && s->dn_in - s->dn_acked < AE_H3_DOWN_LIMIT) {
-        if (s->rin == NULL && (s->rin = ae_worker_buf_get(s->w, bufsize(s))) == NULL) {
-            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "nomem");
+    while (!u->eof && (u->state == AE_H3_UP_HEAD || u->state == AE_H3_UP_BODY) &&
+           s->dn_in - s->dn_acked < AE_H3_DOWN_LIMIT) {
+        if (u->rin == NULL && (u->rin = ae_worker_buf_get(s->w, bufsize(s))) == NULL) {
+            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_NOMEM);
             return;
         }
-        ae_buf *b = s->rin;
+        ae_buf *b = u->rin;
         size_t room = b->cap - b->off - b->len;
         if (room == 0) /* parse() keeps room unless a head is too big (answered already) */
             break;
-        ssize_t n = recv(s->ufd, b->data + b->off + b->len, room, 0);
+        ssize_t n = recv(u->fd, b->data + b->off + b->len, room, 0);
         if (n > 0) {
-            if (s->u_bytes == 0 && s->u_start > 0)
+            if (u->bytes == 0 && u->start > 0)
                 observe_latency(s);
-            s->u_bytes += (uint64_t)n;
+            u->bytes += (uint64_t)n;
             b->len += (uint32_t)n;
-            s->u_last = now;
+            u->last = now;
             if (parse(s) != 0)
                 return;
             continue;
@@ -701,35 +722,48 @@ void ae_h3_pump(qstream *s)
             ev |= EV_READ;
             break;
         }
-        if (!s->resp_started) {
+        if (u->state == AE_H3_UP_HEAD) {
             if (!retry(s))
-                ae_h3_respond_error(s, 502, "upstream_read_error");
+                ae_h3_respond_error(s, 502, AE_H3CLOSE_UPSTREAM_READ_ERROR);
         } else
-            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, "upstream_read_error");
+            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_UPSTREAM_READ_ERROR);
         return;
     }
-    if (s->keep) {
+    if (u->state == AE_H3_UP_KEEP) {
         /* Reusable only when the exchange is over on the wire: the whole request written, no
          * byte beyond the response read. */
-        s->keep = 0;
-        if (s->ufd >= 0 && (s->rin == NULL || s->rin->len == 0) && s->req_fin && s->head_queued &&
-            s->up_head == NULL && !s->u_err && !s->reset && !s->dead)
+        if ((u->rin == NULL || u->rin->len == 0) && s->req_fin && u->head_queued &&
+            u->out_head == NULL && !u->send_err)
             upool_put(s);
-        ae_h3_close_upstream(s); /* closes the fd unless the pool took it */
+        ae_h3_close_upstream(s); /* DONE; closes the fd unless the pool took it */
     }
-    if (s->resp_done && s->rin != NULL) {
-        ae_worker_buf_put(s->w, s->rin);
-        s->rin = NULL;
+    if (u->state == AE_H3_UP_DONE && u->rin != NULL) {
+        ae_worker_buf_put(s->w, u->rin);
+        u->rin = NULL;
     }
-    if (s->ufd >= 0)
+    if (u->fd >= 0)
         watch(s, ev);
 }
 
-/* ---- request head ---- */
+void ae_h3_up_acked(qstream *s)
+{
+    h3uclient *u = &s->up;
+    u->last = ev_now(s->w->loop); /* a slow client is not an idle upstream */
+    if (u->state == AE_H3_UP_BODY && s->dn_in - s->dn_acked < AE_H3_DOWN_LIMIT)
+        ev_feed_event(s->w->loop, &u->io, EV_READ); /* resume reading after this callback */
+}
+
+/* ---- request ---- */
+
+int ae_h3_up_takes_body(const qstream *s)
+{
+    const h3uclient *u = &s->up;
+    return u->state != AE_H3_UP_KEEP && u->state != AE_H3_UP_DONE && !u->send_err;
+}
 
 /* Queues the HTTP/1.1 request head. Framing: Content-Length when known, chunked when a body of
  * unknown length follows, none when the request has ended. */
-int ae_h3_queue_head(qstream *s)
+static int queue_head(qstream *s)
 {
     h3conn *c = s->c;
     char ip[INET6_ADDRSTRLEN] = "";
@@ -738,32 +772,62 @@ int ae_h3_queue_head(qstream *s)
     else
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&c->remote)->sin6_addr, ip, sizeof(ip));
     int rv = 0;
-    rv |= ae_h3_up_append(s, s->method, strlen(s->method));
-    rv |= ae_h3_up_append(s, " ", 1);
-    rv |= ae_h3_up_append(s, s->path, strlen(s->path));
-    rv |= ae_h3_up_append(s, " HTTP/1.1\r\nHost: ", 17);
-    rv |= ae_h3_up_append(s, s->authority, strlen(s->authority));
-    rv |= ae_h3_up_append(s, "\r\n", 2);
+    rv |= out_append(s, s->method, strlen(s->method));
+    rv |= out_append(s, " ", 1);
+    rv |= out_append(s, s->path, strlen(s->path));
+    rv |= out_append(s, " HTTP/1.1\r\nHost: ", 17);
+    rv |= out_append(s, s->authority, strlen(s->authority));
+    rv |= out_append(s, "\r\n", 2);
     if (s->hdrs_len)
-        rv |= ae_h3_up_append(s, s->hdrs, s->hdrs_len);
-    rv |= ae_h3_up_append(s, "X-Forwarded-For: ", 17);
+        rv |= out_append(s, s->hdrs, s->hdrs_len);
+    rv |= out_append(s, "X-Forwarded-For: ", 17);
     if (s->xff) {
-        rv |= ae_h3_up_append(s, s->xff, strlen(s->xff));
-        rv |= ae_h3_up_append(s, ", ", 2);
+        rv |= out_append(s, s->xff, strlen(s->xff));
+        rv |= out_append(s, ", ", 2);
     }
-    rv |= ae_h3_up_append(s, ip, strlen(ip));
-    rv |= ae_h3_up_append(s, "\r\nX-Forwarded-Proto: https\r\n", 28);
+    rv |= out_append(s, ip, strlen(ip));
+    rv |= out_append(s, "\r\nX-Forwarded-Proto: https\r\n", 28);
     if (s->early || s->early_hdr)
-        rv |= ae_h3_up_append(s, "Early-Data: 1\r\n", 15);
+        rv |= out_append(s, "Early-Data: 1\r\n", 15);
     if (s->req_cl >= 0)
-        rv |= ae_h3_up_printf(s, "Content-Length: %lld\r\n", (long long)s->req_cl);
+        rv |= out_printf(s, "Content-Length: %lld\r\n", (long long)s->req_cl);
     else if (!s->req_fin) {
-        s->req_chunked = 1;
-        rv |= ae_h3_up_append(s, "Transfer-Encoding: chunked\r\n", 28);
+        s->up.chunked = 1;
+        rv |= out_append(s, "Transfer-Encoding: chunked\r\n", 28);
     } else if (!strcmp(s->method, "POST") || !strcmp(s->method, "PUT") ||
                !strcmp(s->method, "PATCH"))
-        rv |= ae_h3_up_append(s, "Content-Length: 0\r\n", 19);
-    rv |= ae_h3_up_append(s, "\r\n", 2);
-    s->head_queued = 1;
+        rv |= out_append(s, "Content-Length: 0\r\n", 19);
+    rv |= out_append(s, "\r\n", 2);
+    s->up.head_queued = 1;
     return rv;
+}
+
+int ae_h3_up_start(qstream *s)
+{
+    if ((s->req_fin || s->req_cl >= 0) && queue_head(s) != 0)
+        return AE_ERR_NOMEM;
+    try_connect(s);
+    return 0;
+}
+
+int ae_h3_up_body(qstream *s, const uint8_t *data, size_t len)
+{
+    if (!s->up.head_queued && queue_head(s) != 0)
+        return AE_ERR_NOMEM;
+    int rv = 0;
+    if (s->up.chunked)
+        rv |= out_printf(s, "%zx\r\n", len);
+    rv |= out_append(s, data, len);
+    if (s->up.chunked)
+        rv |= out_append(s, "\r\n", 2);
+    return rv == 0 ? 0 : AE_ERR_NOMEM;
+}
+
+int ae_h3_up_body_end(qstream *s)
+{
+    if (!s->up.head_queued)
+        return queue_head(s) == 0 ? 0 : AE_ERR_NOMEM;
+    if (s->up.chunked && out_append(s, "0\r\n\r\n", 5) != 0)
+        return AE_ERR_NOMEM;
+    return 0;
 }

@@ -151,7 +151,7 @@ static void arm_timer(qconn *c)
 /* ---- the application (ae_quic_app_ops) ---- */
 
 /* The connection is going away: the application detaches its streams (once it has a session). */
-static void app_close(qconn *c, const char *reason)
+static void app_close(qconn *c, ae_quic_close reason)
 {
     if (c->app != NULL)
         c->w->quic->app->close(c->app, reason);
@@ -189,7 +189,7 @@ void ae_quic_conn_kill(qconn *c, ae_quic_close reason)
     ae_worker *w = c->w;
     ae_qep *ep = c->ep;
     AE_CDEBUG(c->id, "quic connection closed: %s", ae_quic_close_names[reason]);
-    app_close(c, ae_quic_close_names[reason]);
+    app_close(c, reason);
     for (size_t i = 0; i < c->ncids; i++)
         ae_quic_cid_del(ep, &c->cids[i]);
     c->ncids = 0;
@@ -226,7 +226,7 @@ static void conn_free(qconn *c)
 static void start_period(qconn *c, qc_state st)
 {
     c->state = st;
-    app_close(c, st == QC_DRAINING ? "peer_closed" : "closed");
+    app_close(c, st == QC_DRAINING ? AE_QCLOSE_PEER_CLOSED : AE_QCLOSE_CLOSED);
     ev_timer_stop(c->w->loop, &c->timer);
     ev_timer_set(&c->timer, 3.0 * (ev_tstamp)ngtcp2_conn_get_pto(c->conn) / NGTCP2_SECONDS, 0);
     ev_timer_start(c->w->loop, &c->timer);

@@ -23,6 +23,7 @@
 #include <ngtcp2/ngtcp2.h>
 
 #include "proxy/core/dgram.h"
+#include "proxy/core/reason.h"
 #include "proxy/core/worker.h"
 #include "state/cid.h"
 
@@ -121,10 +122,10 @@ typedef struct ae_quic_app_ops {
      * connection with no_error once nstreams() is 0 after step 1. */
     void (*goaway)(void *app, int step);
     size_t (*nstreams)(void *app); /* requests still open */
-    /* The connection is closing or closed (reason for logs: "idle_timeout", "peer_closed",
-     * "closed", "shutdown", ...): detach every stream; no stream op follows. May be called
-     * more than once. */
-    void (*close)(void *app, const char *reason);
+    /* The connection is closing or closed (reason for logs: AE_QCLOSE_IDLE_TIMEOUT,
+     * _PEER_CLOSED, _CLOSED, _SHUTDOWN, ...): detach every stream; no stream op follows. May
+     * be called more than once. */
+    void (*close)(void *app, ae_quic_close reason);
     /* Frees app (the connection is being freed, after close). */
     void (*free)(void *app);
 

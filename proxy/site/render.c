@@ -11,6 +11,7 @@
 #include "proxy/core/reason.h"
 #include "proxy/core/runtime.h"
 #include "proxy/forward/forward.h"
+#include "proxy/h3/states.h"
 #include "proxy/handoff/handoff.h"
 #include "proxy/site/admin.h"
 #include "proxy/site/anycast.h"
@@ -413,6 +414,15 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
     for (i = 0; i < AE_QCAUSE__COUNT; i++)
         ae_sb_printf(&b, "anyedge_quic_connections_closed_by_reason_total{reason=\"%s\"} %llu\n",
                      ae_quic_close_cause_names[i], (unsigned long long)c.v[AE_M_QUIC_CLOSE_B0 + i]);
+    prom_head(&b, "h3_stream_state_total", "counter",
+              "HTTP/3 request streams (machine=request) and their upstream HTTP/1.1 clients "
+              "(machine=upstream) entering each state of their life cycle.");
+    for (i = 0; i < AE_H3_REQ__COUNT; i++)
+        ae_sb_printf(&b, "anyedge_h3_stream_state_total{machine=\"request\",state=\"%s\"} %llu\n",
+                     ae_h3_req_state_names[i], (unsigned long long)c.v[AE_M_H3_REQ_STATE_B0 + i]);
+    for (i = 0; i < AE_H3_UP__COUNT; i++)
+        ae_sb_printf(&b, "anyedge_h3_stream_state_total{machine=\"upstream\",state=\"%s\"} %llu\n",
+                     ae_h3_up_state_names[i], (unsigned long long)c.v[AE_M_H3_UP_STATE_B0 + i]);
     render_histogram(&b, "forward_latency_seconds",
                      "Accepted tunnel frames: this site's wall clock minus the frame's timestamp "
                      "(the forwarding site's wall clock; 1 ms resolution, negatives counted as 0).",

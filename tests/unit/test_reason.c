@@ -1,6 +1,7 @@
 /*
  * Close reasons: every enum value has a name, the names are the ones logs and metric labels
- * have always shown, handshake failures take tls/'s names.
+ * have always shown, handshake failures take tls/'s names, HTTP/3 streams closed with their
+ * connection take quic's.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -62,13 +63,59 @@ static void test_quic_causes(void **state)
         assert_string_equal(ae_quic_close_cause_names[r], want[r]);
 }
 
+static void test_h3_names(void **state)
+{
+    /* The reason= values of HTTP/3 access log lines, as they were when they were strings. */
+    static const char *const want[] = {"done",
+                                       "done",
+                                       "client_reset",
+                                       "reset",
+                                       "malformed",
+                                       "header_too_big",
+                                       "connect_not_supported",
+                                       "too_early",
+                                       "submit_failed",
+                                       "nomem",
+                                       "no_upstream",
+                                       "upstream_connect",
+                                       "upstream_connect_timeout",
+                                       "upstream_socket",
+                                       "upstream_timeout",
+                                       "upstream_closed",
+                                       "upstream_read_error",
+                                       "upstream_head_too_big",
+                                       "upstream_bad_response",
+                                       "upstream_bad_body",
+                                       "upstream_truncated"};
+    (void)state;
+    assert_int_equal(AE_H3CLOSE_CONN_B0, sizeof(want) / sizeof(want[0]));
+    for (int r = 0; r < AE_H3CLOSE_CONN_B0; r++)
+        assert_string_equal(ae_h3_close_name((ae_h3_close)r), want[r]);
+    for (int r = 0; r < AE_H3CLOSE__COUNT; r++) {
+        const char *n = ae_h3_close_name((ae_h3_close)r);
+        assert_non_null(n);
+        assert_true(n[0] != '\0');
+        assert_string_not_equal(n, "?");
+    }
+    assert_string_equal(ae_h3_close_name(AE_H3CLOSE__COUNT), "?");
+}
+
+static void test_h3_connection_reasons(void **state)
+{
+    (void)state;
+    for (int r = 0; r < AE_QCLOSE__COUNT; r++)
+        assert_string_equal(ae_h3_close_name(ae_h3_close_conn((ae_quic_close)r)),
+                            ae_quic_close_names[r]);
+    assert_string_equal(ae_h3_close_name(ae_h3_close_conn(AE_QCLOSE_IDLE_TIMEOUT)), "idle_timeout");
+    assert_string_equal(ae_h3_close_name(ae_h3_close_conn(AE_QCLOSE_PEER_CLOSED)), "peer_closed");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tcp_names),
-        cmocka_unit_test(test_tcp_handshake_failures),
-        cmocka_unit_test(test_quic_names),
-        cmocka_unit_test(test_quic_causes),
+        cmocka_unit_test(test_tcp_names),  cmocka_unit_test(test_tcp_handshake_failures),
+        cmocka_unit_test(test_quic_names), cmocka_unit_test(test_quic_causes),
+        cmocka_unit_test(test_h3_names),   cmocka_unit_test(test_h3_connection_reasons),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
