@@ -168,14 +168,148 @@ static int parse_response(char *resp, size_t len, const char **body)
     return code;
 }
 
+/* The route of the command in argv[0, argc): *method and *path (static storage). Returns 0, or
+ * 2 after printing what is wrong. */
+static int command(int argc, char **argv, const char **method, const char **path)
+{
+    static char whereis[256];
+    static const struct {
+        const char *a0, *a1, *method, *path;
+    } simple[] = {
+        {"status", NULL, "GET", "/status"},         {"metrics", NULL, "GET", "/metrics"},
+        {"sites", NULL, "GET", "/sites"},           {"reload", NULL, "POST", "/reload"},
+        {"drain", NULL, "POST", "/drain"},          {"undrain", NULL, "POST", "/undrain"},
+        {"keys", "rotate", "POST", "/keys/rotate"},
+    };
+
+    for (size_t i = 0; i < sizeof(simple) / sizeof(simple[0]); i++) {
+        if (argc == (simple[i].a1 != NULL ? 2 : 1) && strcmp(argv[0], simple[i].a0) == 0 &&
+            (simple[i].a1 == NULL || strcmp(argv[1], simple[i].a1) == 0)) {
+            *method = simple[i].method;
+            *path = simple[i].path;
+            return 0;
+        }
+    }
+    *method = "GET";
+    *path = whereis;
+    if (argc == 4 && strcmp(argv[0], "whereis") == 0 && strcmp(argv[1], "tcp") == 0) {
+        size_t n2 = strlen(argv[2]), n3 = strlen(argv[3]);
+        if (n2 == 0 || n2 > 64 || n3 == 0 || n3 > 64 ||
+            strspn(argv[2], "0123456789abcdefABCDEF.:[]") != n2 ||
+            strspn(argv[3], "0123456789abcdefABCDEF.:[]") != n3) {
+            fprintf(stderr, "anyedgectl: whereis tcp: expected CLIENT_ADDR:PORT LOCAL_ADDR:PORT\n");
+            return 2;
+        }
+        snprintf(whereis, sizeof(whereis), "/whereis?tcp=%s,%s", argv[2], argv[3]);
+        return 0;
+    }
+    if (argc == 2 && strcmp(argv[0], "whereis") == 0) {
+        size_t n = strlen(argv[1]);
+        if (n == 0 || n > 64 || strspn(argv[1], "0123456789abcdefABCDEF") != n) {
+            fprintf(stderr, "anyedgectl: whereis: CID must be hex\n");
+            return 2;
+        }
+        snprintf(whereis, sizeof(whereis), "/whereis?cid=%s", argv[1]);
+        return 0;
+    }
+    usage(stderr);
+    return 2;
+}
+
+/* Where to send the request and with what token. */
+typedef struct {
+    ae_addr addr; /* TCP address, or the Unix socket (sockaddr_un in addr.sa) */
+    int is_unix;
+    char token[1100]; /* "" when none */
+} ctl_target;
+
+/* Reads a token file into t->token (trailing newline and blanks dropped). 0, or 2. */
+static int read_token(const char *path, ctl_target *t)
+{
+    FILE *f = fopen(path, "re");
+    size_t n;
+
+    if (f == NULL) {
+        fprintf(stderr, "anyedgectl: -T %s: %s\n", path, strerror(errno));
+        return 2;
+    }
+    n = fread(t->token, 1, sizeof(t->token) - 1, f);
+    fclose(f);
+    while (n > 0 && (t->token[n - 1] == '\n' || t->token[n - 1] == '\r' || t->token[n - 1] == ' '))
+        n--;
+    t->token[n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)t->token[i] <= 0x20 || (unsigned char)t->token[i] >= 0x7f) {
+            fprintf(stderr, "anyedgectl: -T %s: the token holds spaces or control characters\n",
+                    path);
+            return 2;
+        }
+    return 0;
+}
+
+/* The endpoint from -a, -s or -c (one of them; none: the default address) and the token from
+ * -T or the config. Returns 0, or 2 after printing what is wrong. */
+static int target(const char *addr_s, const char *sock_s, const char *conf_path,
+                  const char *token_path, ctl_target *t)
+{
+    char err[512], sock[108] = "";
+
+    memset(t, 0, sizeof(*t));
+    if ((addr_s != NULL) + (conf_path != NULL) + (sock_s != NULL) > 1) {
+        fprintf(stderr, "anyedgectl: give one of -a, -s and -c\n");
+        return 2;
+    }
+    if (sock_s != NULL && strlen(sock_s) >= sizeof(sock)) {
+        fprintf(stderr, "anyedgectl: -s %s: path too long\n", sock_s);
+        return 2;
+    }
+    if (sock_s != NULL)
+        snprintf(sock, sizeof(sock), "%s", sock_s);
+    if (conf_path != NULL) {
+        ae_conf *conf = NULL;
+        struct stat st;
+        if (ae_conf_load(conf_path, &conf, err, sizeof(err)) != 0) {
+            fprintf(stderr, "anyedgectl: %s\n", err);
+            return 2;
+        }
+        if (conf->admin.socket != NULL && stat(conf->admin.socket, &st) == 0 &&
+            S_ISSOCK(st.st_mode)) {
+            snprintf(sock, sizeof(sock), "%s", conf->admin.socket);
+        } else if (!conf->admin.enabled) {
+            fprintf(stderr, "anyedgectl: %s: the admin endpoint is disabled (admin.address)%s\n",
+                    conf_path, conf->admin.socket != NULL ? " and admin.socket is not there" : "");
+            ae_conf_free(conf);
+            return 2;
+        }
+        t->addr = conf->admin.addr;
+        if (conf->admin.token != NULL)
+            snprintf(t->token, sizeof(t->token), "%s", conf->admin.token);
+        ae_conf_free(conf);
+    } else if (sock[0] == '\0' &&
+               ae_addr_parse(addr_s != NULL ? addr_s : CTL_DEFAULT_ADDR, &t->addr, 0) != 0) {
+        fprintf(stderr, "anyedgectl: -a %s: expected IPv4:port or [IPv6]:port\n", addr_s);
+        return 2;
+    }
+    if (sock[0] != '\0') {
+        struct sockaddr_un *sun = (struct sockaddr_un *)&t->addr.sa;
+        memset(&t->addr, 0, sizeof(t->addr));
+        sun->sun_family = AF_UNIX;
+        memcpy(sun->sun_path, sock, strlen(sock) + 1);
+        t->addr.len = sizeof(*sun);
+        snprintf(t->addr.text, sizeof(t->addr.text), "%.*s", (int)sizeof(t->addr.text) - 1, sock);
+        t->is_unix = 1;
+    }
+    return token_path != NULL ? read_token(token_path, t) : 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *addr_s = NULL, *conf_path = NULL, *sock_s = NULL, *token_path = NULL, *method,
                *path, *body = "";
-    char err[512], req[2048], auth[1100] = "", *resp = NULL, *token = NULL, *sock_own = NULL;
+    char err[512], req[2048], auth[1200] = "", *resp = NULL;
     double timeout_s = 10.0;
     size_t resp_len = 0;
-    ae_addr addr;
+    ctl_target t;
     int opt, code;
 
     while ((opt = getopt(argc, argv, "a:c:s:T:t:h")) != -1) {
@@ -209,151 +343,33 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    argc -= optind;
-    argv += optind;
-    if (argc == 1 && strcmp(argv[0], "status") == 0) {
-        method = "GET";
-        path = "/status";
-    } else if (argc == 1 && strcmp(argv[0], "metrics") == 0) {
-        method = "GET";
-        path = "/metrics";
-    } else if (argc == 1 && strcmp(argv[0], "sites") == 0) {
-        method = "GET";
-        path = "/sites";
-    } else if (argc == 4 && strcmp(argv[0], "whereis") == 0 && strcmp(argv[1], "tcp") == 0) {
-        static char whereis[256];
-        size_t n2 = strlen(argv[2]), n3 = strlen(argv[3]);
-        if (n2 == 0 || n2 > 64 || n3 == 0 || n3 > 64 ||
-            strspn(argv[2], "0123456789abcdefABCDEF.:[]") != n2 ||
-            strspn(argv[3], "0123456789abcdefABCDEF.:[]") != n3) {
-            fprintf(stderr, "anyedgectl: whereis tcp: expected CLIENT_ADDR:PORT LOCAL_ADDR:PORT\n");
-            return 2;
-        }
-        snprintf(whereis, sizeof(whereis), "/whereis?tcp=%s,%s", argv[2], argv[3]);
-        method = "GET";
-        path = whereis;
-    } else if (argc == 2 && strcmp(argv[0], "whereis") == 0) {
-        static char whereis[128];
-        size_t n = strlen(argv[1]);
-        if (n == 0 || n > 64 || strspn(argv[1], "0123456789abcdefABCDEF") != n) {
-            fprintf(stderr, "anyedgectl: whereis: CID must be hex\n");
-            return 2;
-        }
-        snprintf(whereis, sizeof(whereis), "/whereis?cid=%s", argv[1]);
-        method = "GET";
-        path = whereis;
-    } else if (argc == 1 && strcmp(argv[0], "reload") == 0) {
-        method = "POST";
-        path = "/reload";
-    } else if (argc == 1 && strcmp(argv[0], "drain") == 0) {
-        method = "POST";
-        path = "/drain";
-    } else if (argc == 1 && strcmp(argv[0], "undrain") == 0) {
-        method = "POST";
-        path = "/undrain";
-    } else if (argc == 2 && strcmp(argv[0], "keys") == 0 && strcmp(argv[1], "rotate") == 0) {
-        method = "POST";
-        path = "/keys/rotate";
-    } else {
-        usage(stderr);
+    if (command(argc - optind, argv + optind, &method, &path) != 0 ||
+        target(addr_s, sock_s, conf_path, token_path, &t) != 0)
         return 2;
-    }
-    if ((addr_s != NULL) + (conf_path != NULL) + (sock_s != NULL) > 1) {
-        fprintf(stderr, "anyedgectl: give one of -a, -s and -c\n");
-        return 2;
-    }
-
-    if (conf_path != NULL) {
-        ae_conf *conf = NULL;
-        struct stat st;
-        if (ae_conf_load(conf_path, &conf, err, sizeof(err)) != 0) {
-            fprintf(stderr, "anyedgectl: %s\n", err);
-            return 2;
-        }
-        if (conf->admin.socket != NULL && stat(conf->admin.socket, &st) == 0 &&
-            S_ISSOCK(st.st_mode)) {
-            sock_s = sock_own = strdup(conf->admin.socket);
-        } else if (!conf->admin.enabled) {
-            fprintf(stderr, "anyedgectl: %s: the admin endpoint is disabled (admin.address)%s\n",
-                    conf_path, conf->admin.socket != NULL ? " and admin.socket is not there" : "");
-            ae_conf_free(conf);
-            return 2;
-        }
-        addr = conf->admin.addr;
-        if (conf->admin.token != NULL && token_path == NULL)
-            token = strdup(conf->admin.token);
-        ae_conf_free(conf);
-    } else if (sock_s == NULL &&
-               ae_addr_parse(addr_s != NULL ? addr_s : CTL_DEFAULT_ADDR, &addr, 0) != 0) {
-        fprintf(stderr, "anyedgectl: -a %s: expected IPv4:port or [IPv6]:port\n", addr_s);
-        return 2;
-    }
-    if (sock_s != NULL) {
-        struct sockaddr_un *sun = (struct sockaddr_un *)&addr.sa;
-        memset(&addr, 0, sizeof(addr));
-        if (strlen(sock_s) >= sizeof(sun->sun_path)) {
-            fprintf(stderr, "anyedgectl: -s %s: path too long\n", sock_s);
-            free(sock_own);
-            return 2;
-        }
-        sun->sun_family = AF_UNIX;
-        memcpy(sun->sun_path, sock_s, strlen(sock_s) + 1);
-        addr.len = sizeof(*sun);
-        snprintf(addr.text, sizeof(addr.text), "%s", sock_s);
-    }
-    if (token_path != NULL) {
-        FILE *f = fopen(token_path, "re");
-        size_t n = f != NULL ? fread(auth, 1, sizeof(auth) - 1, f) : 0;
-        if (f == NULL) {
-            fprintf(stderr, "anyedgectl: -T %s: %s\n", token_path, strerror(errno));
-            free(sock_own);
-            return 2;
-        }
-        fclose(f);
-        while (n > 0 && (auth[n - 1] == '\n' || auth[n - 1] == '\r' || auth[n - 1] == ' '))
-            n--;
-        auth[n] = '\0';
-        token = strdup(auth);
-    }
-    auth[0] = '\0';
-    if (token != NULL) {
-        for (const char *t = token; *t != '\0'; t++)
-            if ((unsigned char)*t <= 0x20 || (unsigned char)*t >= 0x7f) {
-                fprintf(stderr, "anyedgectl: the token holds spaces or control characters\n");
-                free(token);
-                free(sock_own);
-                return 2;
-            }
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", token);
-        free(token);
-    }
-
+    if (t.token[0] != '\0')
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", t.token);
     /* Over the Unix socket Host is only a formality; over TCP it must name the address. */
     snprintf(req, sizeof(req),
              "%s %s HTTP/1.1\r\nHost: %s\r\n%sUser-Agent: anyedgectl/%s\r\nContent-Length: "
              "0\r\nConnection: close\r\n\r\n",
-             method, path, sock_s != NULL ? "localhost" : addr.text, auth, AE_VERSION);
-    if (exchange(&addr, req, (int64_t)ae_now_ms() + (int64_t)(timeout_s * 1000), &resp, &resp_len,
+             method, path, t.is_unix ? "localhost" : t.addr.text, auth, AE_VERSION);
+    if (exchange(&t.addr, req, (int64_t)ae_now_ms() + (int64_t)(timeout_s * 1000), &resp, &resp_len,
                  err, sizeof(err)) != 0) {
         fprintf(stderr, "anyedgectl: cannot reach the admin endpoint at %s\n", err);
-        free(sock_own);
         return 3;
     }
     code = parse_response(resp, resp_len, &body);
     if (code < 0) {
-        fprintf(stderr, "anyedgectl: malformed response from %s\n", addr.text);
+        fprintf(stderr, "anyedgectl: malformed response from %s\n", t.addr.text);
         free(resp);
-        free(sock_own);
         return 3;
     }
     if (code >= 200 && code < 300) {
         fputs(body, stdout);
         free(resp);
-        free(sock_own);
         return 0;
     }
     fprintf(stderr, "anyedgectl: %s %s: HTTP %d\n%s", method, path, code, body);
     free(resp);
-    free(sock_own);
     return 1;
 }

@@ -367,6 +367,87 @@ static void render_histogram(ae_sb *b, const char *name, const char *help, const
     ae_sb_printf(b, "anyedge_%s_count %llu\n", name, (unsigned long long)cum);
 }
 
+/* QUIC connections and HTTP/3 streams, from the workers' counters. */
+static void render_quic(ae_sb *b, const ae_counters_snapshot *c)
+{
+    size_t i;
+
+    render_histogram(b, "h3_upstream_latency_seconds",
+                     "HTTP/3 requests: time from the first upstream attempt to the first response "
+                     "byte from the upstream server.",
+                     &c->v[AE_M_H3_UPLAT_B0], ae_h3_uplat_bounds, AE_H3_UPLAT_NBUCKETS,
+                     c->v[AE_M_H3_UPLAT_SUM_US]);
+    prom_head(b, "quic_connections_active", "gauge", "Open QUIC connections.");
+    ae_sb_printf(
+        b, "anyedge_quic_connections_active %llu\n",
+        (unsigned long long)(c->v[AE_M_QUIC_CONN_OPENED] >= c->v[AE_M_QUIC_CONN_CLOSED]
+                                 ? c->v[AE_M_QUIC_CONN_OPENED] - c->v[AE_M_QUIC_CONN_CLOSED]
+                                 : 0));
+    prom_head(b, "quic_connections_closed_by_reason_total", "counter",
+              "QUIC connections ended, by cause: idle timeout, closed by the peer, closed by "
+              "us (error or GOAWAY end), shutdown, other errors, and no_handshake: Initials "
+              "that never became a connection (handshake not completed).");
+    for (i = 0; i < AE_QCAUSE__COUNT; i++)
+        ae_sb_printf(b, "anyedge_quic_connections_closed_by_reason_total{reason=\"%s\"} %llu\n",
+                     ae_quic_close_cause_names[i],
+                     (unsigned long long)c->v[AE_M_QUIC_CLOSE_B0 + i]);
+    prom_head(b, "h3_stream_state_total", "counter",
+              "HTTP/3 request streams (machine=request) and their upstream HTTP/1.1 clients "
+              "(machine=upstream) entering each state of their life cycle.");
+    for (i = 0; i < AE_H3_REQ__COUNT; i++)
+        ae_sb_printf(b, "anyedge_h3_stream_state_total{machine=\"request\",state=\"%s\"} %llu\n",
+                     ae_h3_req_state_names[i], (unsigned long long)c->v[AE_M_H3_REQ_STATE_B0 + i]);
+    for (i = 0; i < AE_H3_UP__COUNT; i++)
+        ae_sb_printf(b, "anyedge_h3_stream_state_total{machine=\"upstream\",state=\"%s\"} %llu\n",
+                     ae_h3_up_state_names[i], (unsigned long long)c->v[AE_M_H3_UP_STATE_B0 + i]);
+}
+
+/* Inter-site forwarding: latency, drops, datagrams per peer site. */
+static void render_forwarding(ae_sb *b, const ae_counters_snapshot *c, ae_fwd_group *g)
+{
+    size_t i;
+
+    render_histogram(b, "forward_latency_seconds",
+                     "Accepted tunnel frames: this site's wall clock minus the frame's timestamp "
+                     "(the forwarding site's wall clock; 1 ms resolution, negatives counted as 0).",
+                     &c->v[AE_M_FWD_LAT_B0], ae_fwd_lat_bounds, AE_FWD_LAT_NBUCKETS,
+                     c->v[AE_M_FWD_LAT_SUM_US]);
+    prom_head(b, "tunnel_drops_total", "counter",
+              "Tunnel frames dropped at this site, by reason (short, magic, version, key, mac, "
+              "stale, site, addr, flags, no_endpoint, initial, loop, no_keys, reply_peer).");
+    for (i = 0; i < AE_FWD_NDROPS; i++)
+        ae_sb_printf(b, "anyedge_tunnel_drops_total{reason=\"%s\"} %llu\n",
+                     ae_fwd_drop_name((int)i), (unsigned long long)c->v[AE_M_TUN_DROP_B0 + i]);
+    prom_head(b, "forwarded_datagrams_total", "counter",
+              "QUIC datagrams forwarded to (direction=out) or received from (direction=in) "
+              "another site, and reply frames (site.return: tunnel) sent to the site that "
+              "received the client's packets (direction=reply_out) or received from the "
+              "connection's owner (direction=reply_in), by peer site id.");
+    for (i = 1; i <= AE_CID_SITE_MAX; i++) {
+        uint64_t o, in, ro, ri;
+        ae_fwd_site_counts(g, (uint16_t)i, &o, &in);
+        ae_fwd_site_reply_counts(g, (uint16_t)i, &ro, &ri);
+        if (ro > 0)
+            ae_sb_printf(b,
+                         "anyedge_forwarded_datagrams_total{direction=\"reply_out\",site=\"%zu\"} "
+                         "%llu\n",
+                         i, (unsigned long long)ro);
+        if (ri > 0)
+            ae_sb_printf(b,
+                         "anyedge_forwarded_datagrams_total{direction=\"reply_in\",site=\"%zu\"} "
+                         "%llu\n",
+                         i, (unsigned long long)ri);
+        if (o > 0)
+            ae_sb_printf(b,
+                         "anyedge_forwarded_datagrams_total{direction=\"out\",site=\"%zu\"} %llu\n",
+                         i, (unsigned long long)o);
+        if (in > 0)
+            ae_sb_printf(b,
+                         "anyedge_forwarded_datagrams_total{direction=\"in\",site=\"%zu\"} %llu\n",
+                         i, (unsigned long long)in);
+    }
+}
+
 int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
 {
     ae_counters_snapshot c;
@@ -397,71 +478,8 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
         ae_sb_prom_esc(&b, fail_reason_name(i), 0);
         ae_sb_printf(&b, "\"} %llu\n", (unsigned long long)c.v[AE_M_HS_FAIL_PROTOCOL + i]);
     }
-    render_histogram(&b, "h3_upstream_latency_seconds",
-                     "HTTP/3 requests: time from the first upstream attempt to the first response "
-                     "byte from the upstream server.",
-                     &c.v[AE_M_H3_UPLAT_B0], ae_h3_uplat_bounds, AE_H3_UPLAT_NBUCKETS,
-                     c.v[AE_M_H3_UPLAT_SUM_US]);
-    prom_head(&b, "quic_connections_active", "gauge", "Open QUIC connections.");
-    ae_sb_printf(&b, "anyedge_quic_connections_active %llu\n",
-                 (unsigned long long)(c.v[AE_M_QUIC_CONN_OPENED] >= c.v[AE_M_QUIC_CONN_CLOSED]
-                                          ? c.v[AE_M_QUIC_CONN_OPENED] - c.v[AE_M_QUIC_CONN_CLOSED]
-                                          : 0));
-    prom_head(&b, "quic_connections_closed_by_reason_total", "counter",
-              "QUIC connections ended, by cause: idle timeout, closed by the peer, closed by "
-              "us (error or GOAWAY end), shutdown, other errors, and no_handshake: Initials "
-              "that never became a connection (handshake not completed).");
-    for (i = 0; i < AE_QCAUSE__COUNT; i++)
-        ae_sb_printf(&b, "anyedge_quic_connections_closed_by_reason_total{reason=\"%s\"} %llu\n",
-                     ae_quic_close_cause_names[i], (unsigned long long)c.v[AE_M_QUIC_CLOSE_B0 + i]);
-    prom_head(&b, "h3_stream_state_total", "counter",
-              "HTTP/3 request streams (machine=request) and their upstream HTTP/1.1 clients "
-              "(machine=upstream) entering each state of their life cycle.");
-    for (i = 0; i < AE_H3_REQ__COUNT; i++)
-        ae_sb_printf(&b, "anyedge_h3_stream_state_total{machine=\"request\",state=\"%s\"} %llu\n",
-                     ae_h3_req_state_names[i], (unsigned long long)c.v[AE_M_H3_REQ_STATE_B0 + i]);
-    for (i = 0; i < AE_H3_UP__COUNT; i++)
-        ae_sb_printf(&b, "anyedge_h3_stream_state_total{machine=\"upstream\",state=\"%s\"} %llu\n",
-                     ae_h3_up_state_names[i], (unsigned long long)c.v[AE_M_H3_UP_STATE_B0 + i]);
-    render_histogram(&b, "forward_latency_seconds",
-                     "Accepted tunnel frames: this site's wall clock minus the frame's timestamp "
-                     "(the forwarding site's wall clock; 1 ms resolution, negatives counted as 0).",
-                     &c.v[AE_M_FWD_LAT_B0], ae_fwd_lat_bounds, AE_FWD_LAT_NBUCKETS,
-                     c.v[AE_M_FWD_LAT_SUM_US]);
-    prom_head(&b, "tunnel_drops_total", "counter",
-              "Tunnel frames dropped at this site, by reason (short, magic, version, key, mac, "
-              "stale, site, addr, flags, no_endpoint, initial, loop, no_keys, reply_peer).");
-    for (i = 0; i < AE_FWD_NDROPS; i++)
-        ae_sb_printf(&b, "anyedge_tunnel_drops_total{reason=\"%s\"} %llu\n",
-                     ae_fwd_drop_name((int)i), (unsigned long long)c.v[AE_M_TUN_DROP_B0 + i]);
-    prom_head(&b, "forwarded_datagrams_total", "counter",
-              "QUIC datagrams forwarded to (direction=out) or received from (direction=in) "
-              "another site, and reply frames (site.return: tunnel) sent to the site that "
-              "received the client's packets (direction=reply_out) or received from the "
-              "connection's owner (direction=reply_in), by peer site id.");
-    for (i = 1; i <= AE_CID_SITE_MAX; i++) {
-        uint64_t o, in, ro, ri;
-        ae_fwd_site_counts(ae_server_fwd_group(s), (uint16_t)i, &o, &in);
-        ae_fwd_site_reply_counts(ae_server_fwd_group(s), (uint16_t)i, &ro, &ri);
-        if (ro > 0)
-            ae_sb_printf(&b,
-                         "anyedge_forwarded_datagrams_total{direction=\"reply_out\",site=\"%zu\"} "
-                         "%llu\n",
-                         i, (unsigned long long)ro);
-        if (ri > 0)
-            ae_sb_printf(&b,
-                         "anyedge_forwarded_datagrams_total{direction=\"reply_in\",site=\"%zu\"} "
-                         "%llu\n",
-                         i, (unsigned long long)ri);
-        if (o > 0)
-            ae_sb_printf(&b,
-                         "anyedge_forwarded_datagrams_total{direction=\"out\",site=\"%zu\"} %llu\n",
-                         i, (unsigned long long)o);
-        if (in > 0)
-            ae_sb_printf(&b,
-                         "anyedge_forwarded_datagrams_total{direction=\"in\",site=\"%zu\"} %llu\n",
-                         i, (unsigned long long)in);
-    }
+    render_quic(&b, &c);
+    render_forwarding(&b, &c, ae_server_fwd_group(s));
     prom_head(&b, "connections_active", "gauge", "Open client connections.");
     ae_sb_printf(&b, "anyedge_connections_active %lld\n", (long long)c.active);
 
