@@ -60,7 +60,10 @@ static void access_log(qstream *s)
                   "status", s->status ? st : "-", "upstream",
                   s->up.server_idx >= 0 ? c->pool->servers[s->up.server_idx]->addr.text : "-",
                   "bytes_in", in, "bytes_out", out, "duration_ms", dur, "reason",
-                  ae_h3_close_name(s->reason), (const char *)NULL);
+                  ae_h3_close_name(s->reason),
+                  /* last: why the upstream's response was refused, when it was */
+                  s->up.h1err != 0 ? "upstream_error" : NULL, ae_h1_strerror(s->up.h1err),
+                  (const char *)NULL);
 }
 
 /* CLOSED: s is detached (upstream client DONE, logged, off the connection's list, queued for

@@ -69,13 +69,14 @@ typedef struct {
     ev_tstamp last;              /* last progress either way (idle timeout) */
     ev_tstamp start;             /* first attempt (latency histogram): 0 before, -1 once observed */
     uint64_t bytes;              /* bytes received on the current connection */
-    unsigned head_queued : 1;    /* the HTTP/1.1 request head is in the queue */
-    unsigned chunked : 1;        /* the request body goes chunked (length unknown at the head) */
-    unsigned counted : 1;        /* holds a slot in the server's active */
-    unsigned eof : 1;            /* the server closed its side */
-    unsigned send_err : 1;       /* a send failed: no more request bytes go out (the response is
-                                  * still read: the server may have answered and closed) */
-    unsigned last_timeout : 1;   /* the last failed connect timed out (504 rather than 502) */
+    int h1err; /* why the response was refused (AE_H1_ERR_*), 0: not: access log upstream_error */
+    unsigned head_queued : 1;  /* the HTTP/1.1 request head is in the queue */
+    unsigned chunked : 1;      /* the request body goes chunked (length unknown at the head) */
+    unsigned counted : 1;      /* holds a slot in the server's active */
+    unsigned eof : 1;          /* the server closed its side */
+    unsigned send_err : 1;     /* a send failed: no more request bytes go out (the response is
+                                * still read: the server may have answered and closed) */
+    unsigned last_timeout : 1; /* the last failed connect timed out (504 rather than 502) */
     /* keep-alive: reused = on a pooled connection; retried = once on a fresh one; no_reuse =
      * never take a pooled one; resp_close = "Connection: close" or HTTP/1.0 */
     unsigned reused : 1, retried : 1, no_reuse : 1, resp_close : 1;

@@ -307,6 +307,7 @@ static head_result parse_head(qstream *s, char *buf, size_t len)
     if (rv != AE_H1_OK) {
         AE_CDEBUG(s->c->id, "upstream %s: bad response head: %s", server_name(s),
                   ae_h1_strerror(rv));
+        u->h1err = rv;
         return HEAD_MALFORMED;
     }
     if (h.interim)
@@ -352,6 +353,7 @@ static ssize_t body_bytes(qstream *s, const uint8_t *p, size_t len)
         if (n < 0) {
             AE_CDEBUG(s->c->id, "upstream %s: bad response body: %s", server_name(s),
                       ae_h1_strerror((int)n));
+            u->h1err = (int)n;
             return -1;
         }
         if (datalen > 0 && ae_h3_dn_append(s, data, datalen) != 0)
@@ -429,10 +431,13 @@ static void upstream_eof(qstream *s)
         if (!retry(s))
             ae_h3_respond_error(s, 502, AE_H3CLOSE_UPSTREAM_CLOSED);
     } else if (u->state == AE_H3_UP_BODY) {
-        if (ae_h1_body_eof(&u->body) == AE_H1_OK) /* close-delimited */
+        int rv = ae_h1_body_eof(&u->body);
+        if (rv == AE_H1_OK) { /* close-delimited */
             response_complete(s);
-        else
+        } else {
+            u->h1err = rv;
             ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_UPSTREAM_TRUNCATED);
+        }
     }
 }
 

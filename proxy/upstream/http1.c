@@ -24,6 +24,7 @@ static const char *const err_names[AE_H1_NERRS] = {
     [-AE_H1_ERR_CHUNK_CRLF] = "chunk_crlf",
     [-AE_H1_ERR_CHUNK_LINE] = "chunk_line",
     [-AE_H1_ERR_TRAILER] = "trailer",
+    [-AE_H1_ERR_CONN_OPTIONS] = "conn_options",
     [-AE_H1_ERR_INCOMPLETE] = "incomplete",
 };
 _Static_assert(AE_ARRAY_LEN(err_names) == AE_H1_NERRS, "one name per AE_H1_ERR_*");
@@ -109,8 +110,18 @@ static int parse_cl(const char *v, size_t n, int64_t *out)
     return AE_H1_OK;
 }
 
-/* Looks for the close and keep-alive options in a Connection value (a comma-separated list). */
-static void connection_options(const char *v, size_t n, int *close, int *keep)
+/* The options of a Connection header (RFC 9110 §7.6.1): a comma-separated list of field
+ * names, "close" and "keep-alive" among them. */
+typedef struct {
+    int close, keep;
+    size_t n;
+    const char *name[AE_H1_CONN_OPTS_MAX];
+    size_t len[AE_H1_CONN_OPTS_MAX];
+} conn_opts;
+
+/* Adds the options of a Connection value v[0, n). AE_H1_OK, or AE_H1_ERR_CONN_OPTIONS when it
+ * names more fields than there is room for. */
+static int connection_options(const char *v, size_t n, conn_opts *o)
 {
     const char *e = v + n;
     for (const char *t = v; t < e;) {
@@ -119,12 +130,28 @@ static void connection_options(const char *v, size_t n, int *close, int *keep)
         const char *te = t;
         while (te < e && *te != ',' && *te != ' ' && *te != '\t')
             te++;
-        if (ieq(t, (size_t)(te - t), "close"))
-            *close = 1;
-        else if (ieq(t, (size_t)(te - t), "keep-alive"))
-            *keep = 1;
+        size_t tl = (size_t)(te - t);
+        if (ieq(t, tl, "close")) {
+            o->close = 1;
+        } else if (ieq(t, tl, "keep-alive")) {
+            o->keep = 1;
+        } else if (tl > 0) {
+            if (o->n == AE_H1_CONN_OPTS_MAX)
+                return AE_H1_ERR_CONN_OPTIONS;
+            o->name[o->n] = t;
+            o->len[o->n++] = tl;
+        }
         t = te;
     }
+    return AE_H1_OK;
+}
+
+static int conn_nominated(const conn_opts *o, const char *name, size_t len)
+{
+    for (size_t i = 0; i < o->n; i++)
+        if (o->len[i] == len && strncasecmp(o->name[i], name, len) == 0)
+            return 1;
+    return 0;
 }
 
 static int is_hop_by_hop(const char *n, size_t len)
@@ -149,7 +176,8 @@ int ae_h1_parse_head(char *buf, size_t len, const ae_h1_req *req, ae_h1_head *h,
     if (h->status == 101)
         return AE_H1_ERR_UPGRADE;
     h->interim = h->status < 200;
-    int te = 0, conn_close = 0, conn_keep = 0;
+    int te = 0;
+    conn_opts co = {0};
     int64_t cl = -1;
     size_t nf = 0;
     for (p = eol + 2;; p = eol + 2) {
@@ -195,8 +223,10 @@ int ae_h1_parse_head(char *buf, size_t len, const ae_h1_req *req, ae_h1_head *h,
             if (cl >= 0 && cl != x)
                 return AE_H1_ERR_CL_CONFLICT;
             cl = x;
-        } else if (ieq(p, nlen, "connection"))
-            connection_options(v, vlen, &conn_close, &conn_keep);
+        } else if (ieq(p, nlen, "connection")) {
+            if ((rv = connection_options(v, vlen, &co)) != AE_H1_OK)
+                return rv;
+        }
         if (is_hop_by_hop(p, nlen) || (req->drop_field != NULL && ieq(p, nlen, req->drop_field)))
             continue;
         if (nf == max_fields)
@@ -205,10 +235,14 @@ int ae_h1_parse_head(char *buf, size_t len, const ae_h1_req *req, ae_h1_head *h,
     }
     if (h->interim)
         return AE_H1_OK;
-    if (te && cl >= 0) { /* RFC 9112 §6.3: chunked wins; do not pass the length on */
+    /* Out: the fields the Connection header names; Content-Length when chunked wins (RFC 9112
+     * §6.3: do not pass the length on) and in a 204 (RFC 9110 §8.6). */
+    int drop_cl = (te && cl >= 0) || h->status == 204;
+    if (co.n > 0 || drop_cl) {
         size_t k = 0;
         for (size_t i = 0; i < nf; i++)
-            if (!ieq(fields[i].name, fields[i].namelen, "content-length"))
+            if (!conn_nominated(&co, fields[i].name, fields[i].namelen) &&
+                !(drop_cl && ieq(fields[i].name, fields[i].namelen, "content-length")))
                 fields[k++] = fields[i];
         nf = k;
     }
@@ -224,8 +258,9 @@ int ae_h1_parse_head(char *buf, size_t len, const ae_h1_req *req, ae_h1_head *h,
     /* HTTP/1.0 keeps the connection only with "Connection: keep-alive"; we do not rely on it.
      * A body framed by both Transfer-Encoding and Content-Length may be an attempt at response
      * splitting: relay it by its chunked framing, then close (RFC 9112 §6.1, §6.3). */
-    h->keep_alive = h->version == 11 && !conn_close && h->body != AE_H1_BODY_CLOSE &&
-                    !(h->body == AE_H1_BODY_CHUNKED && cl >= 0);
+    int bodyless_framed = (h->status == 204 && (te || cl > 0)) || (h->status == 304 && te);
+    h->keep_alive = h->version == 11 && !co.close && h->body != AE_H1_BODY_CLOSE &&
+                    !(h->body == AE_H1_BODY_CHUNKED && cl >= 0) && !bodyless_framed;
     h->nfields = nf;
     return AE_H1_OK;
 }

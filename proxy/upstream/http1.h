@@ -40,9 +40,13 @@ typedef enum {
     AE_H1_ERR_CHUNK_CRLF = -13,     /* chunk data not followed by CRLF */
     AE_H1_ERR_CHUNK_LINE = -14,     /* chunk-size or trailer line over AE_H1_LINE_MAX bytes */
     AE_H1_ERR_TRAILER = -15,        /* NUL, bare CR or bare LF in the trailer section */
-    AE_H1_ERR_INCOMPLETE = -16,     /* the connection ended before the body did */
+    AE_H1_ERR_CONN_OPTIONS = -16,   /* Connection names more than AE_H1_CONN_OPTS_MAX fields */
+    AE_H1_ERR_INCOMPLETE = -17,     /* the connection ended before the body did */
 } ae_h1_err;
-#define AE_H1_NERRS 17 /* AE_H1_OK and the errors */
+#define AE_H1_NERRS 18 /* AE_H1_OK and the errors */
+
+/* Field names a response's Connection header may nominate (removed as hop-by-hop). */
+#define AE_H1_CONN_OPTS_MAX 16
 
 /* Longest chunk-size line or trailer line, CRLF not counted. */
 #define AE_H1_LINE_MAX 1024
@@ -96,8 +100,14 @@ size_t ae_h1_head_len(const char *buf, size_t len);
 /* Parses the response head buf[0, len), which ends with its empty line (see ae_h1_head_len).
  * Field names are lower-cased in place. On AE_H1_OK, *h describes the response and, for a
  * final response, fields[0, h->nfields) are the fields to relay in their order, without the
- * hop-by-hop fields (Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade, TE),
- * without req->drop_field, and without Content-Length when the body is chunked. Field lines of
+ * hop-by-hop fields (Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade, TE,
+ * and every field the Connection header names: RFC 9110 §7.6.1), without req->drop_field,
+ * without Content-Length when the body is chunked, and without Content-Length in a 204 (RFC
+ * 9110 §8.6: a server must not send one; an HTTP/3 client would check it against the empty
+ * body). A 204 with Transfer-Encoding or a non-zero Content-Length, or a 304 with
+ * Transfer-Encoding, is relayed without a body but its connection is not reused (keep_alive
+ * 0): what follows the head on it cannot be trusted. (A 304 may carry the Content-Length of the
+ * representation: relayed as is.) Field lines of
  * interim heads are checked but not returned. Returns AE_H1_OK or a negative AE_H1_ERR_* (then
  * *h and fields[] hold nothing meaningful). */
 int ae_h1_parse_head(char *buf, size_t len, const ae_h1_req *req, ae_h1_head *h,

@@ -1,11 +1,13 @@
 /*
  * ae-h3get: a small HTTP/3 test client on libcurl-gnutls (curl 8.x with ngtcp2 + nghttp3).
  *
- *   ae-h3get [-k] [-n COUNT] [-d FILE] [-o FILE] [-H 'Name: value'] [-S] URL
+ *   ae-h3get [-k] [-n COUNT] [-d FILE] [-o FILE] [-i FILE] [-H 'Name: value'] [-S] URL
  *
  * Fetches URL COUNT times (default 1) over HTTP/3 only, all transfers multiplexed on one QUIC
  * connection (curl multi, CURLPIPE_MULTIPLEX). -d sends FILE as a POST body. -o writes the
- * body of the first transfer to FILE (default: discard). Prints one line per transfer:
+ * body of the first transfer to FILE (default: discard), -i its response header lines (as curl
+ * hands them over: the status line, then one "name: value" line per field). Prints one line per
+ * transfer:
  *   "<index> <http status> <body bytes> <sha256 hex>"
  * and, with -S, a last line "connections <n>" (QUIC connections curl opened). Exit 0 when every
  * transfer completed with a response, 1 otherwise.
@@ -25,6 +27,7 @@ typedef struct {
     EVP_MD_CTX *md;
     size_t bytes;
     FILE *out;
+    FILE *hdr; /* -i: the response header lines (first transfer) */
     int done;
     CURLcode rc;
 } xfer;
@@ -36,6 +39,15 @@ static size_t on_body(char *p, size_t sz, size_t n, void *arg)
     EVP_DigestUpdate(x->md, p, len);
     x->bytes += len;
     if (x->out != NULL && fwrite(p, 1, len, x->out) != len)
+        return 0;
+    return len;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *arg)
+{
+    xfer *x = arg;
+    size_t len = sz * n;
+    if (x->hdr != NULL && fwrite(p, 1, len, x->hdr) != len)
         return 0;
     return len;
 }
@@ -62,7 +74,7 @@ out:
 
 int main(int argc, char **argv)
 {
-    const char *data_file = NULL, *out_file = NULL;
+    const char *data_file = NULL, *out_file = NULL, *hdr_file = NULL;
     struct curl_slist *hdrs = NULL;
     int insecure = 0, count = 1, stats = 0, opt, running = 0, failed = 0;
     char *body = NULL;
@@ -71,7 +83,7 @@ int main(int argc, char **argv)
     xfer *xs;
     CURLM *m;
 
-    while ((opt = getopt(argc, argv, "kn:d:o:H:S")) != -1) {
+    while ((opt = getopt(argc, argv, "kn:d:o:i:H:S")) != -1) {
         switch (opt) {
         case 'k':
             insecure = 1;
@@ -85,6 +97,9 @@ int main(int argc, char **argv)
         case 'o':
             out_file = optarg;
             break;
+        case 'i':
+            hdr_file = optarg;
+            break;
         case 'H':
             hdrs = curl_slist_append(hdrs, optarg);
             break;
@@ -93,7 +108,8 @@ int main(int argc, char **argv)
             break;
         default:
             fprintf(stderr,
-                    "usage: ae-h3get [-k] [-n COUNT] [-d FILE] [-o FILE] [-H HDR] [-S] URL\n");
+                    "usage: ae-h3get [-k] [-n COUNT] [-d FILE] [-o FILE] [-i FILE] [-H HDR] [-S] "
+                    "URL\n");
             return 2;
         }
     }
@@ -123,10 +139,16 @@ int main(int argc, char **argv)
             perror(out_file);
             return 2;
         }
+        if (i == 0 && hdr_file != NULL && (x->hdr = fopen(hdr_file, "wb")) == NULL) {
+            perror(hdr_file);
+            return 2;
+        }
         curl_easy_setopt(x->h, CURLOPT_URL, argv[optind]);
         curl_easy_setopt(x->h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_3ONLY);
         curl_easy_setopt(x->h, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(x->h, CURLOPT_WRITEDATA, x);
+        curl_easy_setopt(x->h, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(x->h, CURLOPT_HEADERDATA, x);
         curl_easy_setopt(x->h, CURLOPT_PIPEWAIT, 1L);
         curl_easy_setopt(x->h, CURLOPT_TIMEOUT, 60L);
         curl_easy_setopt(x->h, CURLOPT_PRIVATE, x);
@@ -180,6 +202,8 @@ int main(int argc, char **argv)
         printf("%d %ld %zu %s\n", i, status, x->bytes, hex);
         if (x->out != NULL)
             fclose(x->out);
+        if (x->hdr != NULL)
+            fclose(x->hdr);
         EVP_MD_CTX_free(x->md);
         curl_multi_remove_handle(m, x->h);
         curl_easy_cleanup(x->h);

@@ -489,7 +489,7 @@ static void test_too_many_fields(void **state)
     /* fields that are not relayed do not count */
     n = (size_t)snprintf(h, sizeof(h), "HTTP/1.1 200 OK\r\nX-A: 1\r\n");
     for (int i = 0; i < 200; i++)
-        n += (size_t)snprintf(h + n, sizeof(h) - n, "Connection: x%d\r\nX-Site: %d\r\n", i, i);
+        n += (size_t)snprintf(h + n, sizeof(h) - n, "Connection: keep-alive\r\nX-Site: %d\r\n", i);
     memcpy(h + n, "\r\n", 3);
     assert_int_equal(head_ex(h, strlen(h), 0, "x-site", 1), AE_H1_OK);
     assert_int_equal(hh.nfields, 1);
@@ -517,6 +517,69 @@ static void test_head_len(void **state)
     assert_int_equal(ae_h1_head_len("HTTP/1.1 200 OK\r\n\r\n", 19), 19);
     assert_int_equal(ae_h1_head_len("HTTP/1.1 200 OK\r\n\r\nbody\r\n\r\n", 27), 19);
     assert_int_equal(ae_h1_head_len("HTTP/1.1 200 OK\n\n", 17), 0);
+}
+
+/* RFC 9110 §7.6.1: fields the Connection header names are hop-by-hop too. */
+static void test_connection_nominated(void **state)
+{
+    (void)state;
+    assert_int_equal(HEADL("HTTP/1.1 200 OK\r\nConnection: X-Secret, keep-alive\r\n"
+                           "x-secret: 1\r\nX-Other: 2\r\nConnection: x-more\r\nX-More: 3\r\n"
+                           "Content-Length: 0\r\n\r\n"),
+                     AE_H1_OK);
+    assert_null(fval("x-secret"));
+    assert_null(fval("x-more"));
+    assert_null(fval("connection"));
+    assert_string_equal(fval("x-other"), "2");
+    assert_true(hh.keep_alive);
+    /* close is an option, not a field name; the connection is not kept */
+    assert_int_equal(HEADL("HTTP/1.1 200 OK\r\nConnection: close\r\nClose: x\r\n"
+                           "Content-Length: 0\r\n\r\n"),
+                     AE_H1_OK);
+    assert_string_equal(fval("close"), "x");
+    assert_false(hh.keep_alive);
+    /* 16 names fit, 17 do not */
+    assert_int_equal(HEADL("HTTP/1.1 200 OK\r\nConnection: a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p\r\n"
+                           "Content-Length: 0\r\n\r\n"),
+                     AE_H1_OK);
+    assert_int_equal(HEADL("HTTP/1.1 200 OK\r\nConnection: a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q\r\n"
+                           "Content-Length: 0\r\n\r\n"),
+                     AE_H1_ERR_CONN_OPTIONS);
+    assert_int_equal(HEADL("HTTP/1.1 200 OK\r\nConnection: a,b,c,d,e,f,g,h\r\n"
+                           "Connection: i,j,k,l,m,n,o,p,q\r\nContent-Length: 0\r\n\r\n"),
+                     AE_H1_ERR_CONN_OPTIONS);
+}
+
+/* A 204 never relays Content-Length (RFC 9110 §8.6); 204/304 framed like a body: not reused. */
+static void test_bodyless_status_framing(void **state)
+{
+    (void)state;
+    assert_int_equal(HEADL("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n"),
+                     AE_H1_OK);
+    assert_int_equal(hh.body, AE_H1_BODY_NONE);
+    assert_null(fval("content-length"));
+    assert_string_equal(fval("x-a"), "1");
+    assert_false(hh.keep_alive);
+    assert_int_equal(HEADL("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"), AE_H1_OK);
+    assert_null(fval("content-length"));
+    assert_true(hh.keep_alive);
+    assert_int_equal(HEADL("HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                     AE_H1_OK);
+    assert_int_equal(hh.body, AE_H1_BODY_NONE);
+    assert_false(hh.keep_alive);
+    /* 304: the representation's length is relayed, the connection kept */
+    assert_int_equal(HEADL("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n"), AE_H1_OK);
+    assert_string_equal(fval("content-length"), "5");
+    assert_int_equal(hh.body, AE_H1_BODY_NONE);
+    assert_true(hh.keep_alive);
+    assert_int_equal(HEADL("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                     AE_H1_OK);
+    assert_false(hh.keep_alive);
+    /* Content-Length is exactly 1*DIGIT, one value */
+    assert_int_equal(HEADL("HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n"), AE_H1_ERR_CL_INVALID);
+    assert_int_equal(HEADL("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"),
+                     AE_H1_ERR_CL_INVALID);
+    assert_int_equal(HEADL("HTTP/1.1 200 OK\r\nContent-Length: 0x5\r\n\r\n"), AE_H1_ERR_CL_INVALID);
 }
 
 static void test_err_names(void **state)
@@ -993,6 +1056,8 @@ int main(void)
         cmocka_unit_test(test_too_many_fields),
         cmocka_unit_test(test_head_len),
         cmocka_unit_test(test_err_names),
+        cmocka_unit_test(test_connection_nominated),
+        cmocka_unit_test(test_bodyless_status_framing),
         cmocka_unit_test(test_body_length),
         cmocka_unit_test(test_body_close_and_none),
         cmocka_unit_test(test_chunked_ok),
