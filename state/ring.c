@@ -15,6 +15,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/kdf.h>
 #include <openssl/rand.h>
 
@@ -24,6 +25,7 @@
 #define GCM_TAG_LEN   16
 #define SEALED_LEN    (GCM_NONCE_LEN + AE_RING_SECRET_LEN + GCM_TAG_LEN)
 #define LINE_MAX_LEN  512
+#define MAC_LEN       32 /* HMAC-SHA256 over the ring text before the "mac" line */
 
 static const char *const state_names[] = {"next", "current", "previous"};
 
@@ -143,6 +145,42 @@ static int hex_get(const char *s, size_t slen, uint8_t *out, size_t n)
     return 0;
 }
 
+/* HKDF-SHA256(key, salt = "anyedge-ring", info = label) -> out[0, outlen). 0 or AE_ERR_TLS. */
+static int hkdf(const uint8_t *key, size_t keylen, const char *label, uint8_t *out, size_t outlen)
+{
+    static const char salt[] = "anyedge-ring";
+    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    EVP_KDF_CTX *ctx = kdf != NULL ? EVP_KDF_CTX_new(kdf) : NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)key, keylen),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, sizeof(salt) - 1),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)label, strlen(label)),
+        OSSL_PARAM_construct_end(),
+    };
+    int ok = ctx != NULL && EVP_KDF_derive(ctx, out, outlen, params) == 1;
+
+    EVP_KDF_CTX_free(ctx);
+    EVP_KDF_free(kdf);
+    return ok ? 0 : AE_ERR_TLS;
+}
+
+/* The ring's MAC: HMAC-SHA256 of text[0, len) under a key derived from the KEK (its own label:
+ * the KEK itself only seals). 0 or AE_ERR_TLS. */
+static int ring_mac(const uint8_t *kek, const char *text, size_t len, uint8_t mac[MAC_LEN])
+{
+    uint8_t mk[32];
+    unsigned int ml = 0;
+    int rv = hkdf(kek, AE_RING_KEK_LEN, "anyedge-ring mac", mk, sizeof(mk));
+
+    if (rv == 0 &&
+        (HMAC(EVP_sha256(), mk, sizeof(mk), (const unsigned char *)text, len, mac, &ml) == NULL ||
+         ml != MAC_LEN))
+        rv = AE_ERR_TLS;
+    OPENSSL_cleanse(mk, sizeof(mk));
+    return rv;
+}
+
 int ae_ring_encode(const ae_ring *r, const uint8_t *kek, char **out, size_t *outlen)
 {
     char *buf = malloc(AE_RING_ENCODED_MAX);
@@ -182,6 +220,17 @@ int ae_ring_encode(const ae_ring *r, const uint8_t *kek, char **out, size_t *out
             return AE_ERR_NOMEM;
         }
         off += (size_t)n;
+    }
+    if (kek != NULL) { /* the whole ring authenticated: see the format in ring.h */
+        uint8_t mac[MAC_LEN];
+        char hex[2 * MAC_LEN + 1];
+        if (ring_mac(kek, buf, off, mac) != 0 || off + 5 + 2 * MAC_LEN + 1 >= AE_RING_ENCODED_MAX) {
+            OPENSSL_cleanse(buf, off);
+            free(buf);
+            return AE_ERR_TLS;
+        }
+        hex_put(hex, mac, sizeof(mac));
+        off += (size_t)snprintf(buf + off, AE_RING_ENCODED_MAX - off, "mac %s\n", hex);
     }
     *out = buf;
     *outlen = off;
@@ -242,6 +291,9 @@ static int parse_key_line(const char *s, size_t len, unsigned lineno, const uint
         val = s + eq + 1;
         vlen = i - eq - 1;
 #define IS(lit) (eq - start == sizeof(lit) - 1 && memcmp(name, lit, sizeof(lit) - 1) == 0)
+        if ((IS("id") && have_id) || (IS("state") && have_state) ||
+            (IS("created_ms") && have_created) || ((IS("secret") || IS("sealed")) && have_secret))
+            FAIL("line %u: field %.*s given twice", lineno, (int)(eq - start), name);
         if (IS("id")) {
             if (parse_u64(val, vlen, &k->id) != 0 || k->id == 0)
                 FAIL("line %u: bad key id", lineno);
@@ -306,6 +358,25 @@ int ae_ring_decode(const char *buf, size_t len, const uint8_t *kek, ae_ring *out
     memset(&r, 0, sizeof(r));
     if (len > AE_RING_ENCODED_MAX)
         FAIL("ring too large (%zu bytes)", len);
+    if (kek != NULL) {
+        /* The last line is "mac <hex>", over every byte before it; nothing is read from a ring
+         * that does not carry the right one (forged, relabelled, or older than MACs). */
+        size_t end = len, ls;
+        uint8_t want[MAC_LEN], got[MAC_LEN];
+        while (end > 0 && buf[end - 1] == '\n')
+            end--;
+        ls = end;
+        while (ls > 0 && buf[ls - 1] != '\n')
+            ls--;
+        if (end - ls != 4 + 2 * MAC_LEN || memcmp(buf + ls, "mac ", 4) != 0 ||
+            hex_get(buf + ls + 4, 2 * MAC_LEN, got, MAC_LEN) != 0)
+            FAIL("no ring MAC (state.kek_file is set: the ring must end with its \"mac\" line)");
+        if (ring_mac(kek, buf, ls, want) != 0)
+            FAIL("cannot compute the ring MAC");
+        if (CRYPTO_memcmp(want, got, MAC_LEN) != 0)
+            FAIL("ring MAC does not verify (tampered, or another KEK)");
+        len = ls; /* the text the MAC covers */
+    }
     while (off < len) {
         const char *line = buf + off;
         const char *nl = memchr(line, '\n', len - off);
@@ -329,10 +400,14 @@ int ae_ring_decode(const char *buf, size_t len, const uint8_t *kek, ae_ring *out
             continue;
         }
         if (llen > 11 && memcmp(line, "generation ", 11) == 0) {
+            if (have_gen)
+                FAIL("line %u: generation given twice", lineno);
             if (parse_u64(line + 11, llen - 11, &r.generation) != 0 || r.generation == 0)
                 FAIL("line %u: bad generation", lineno);
             have_gen = 1;
         } else if (llen > 11 && memcmp(line, "rotated_ms ", 11) == 0) {
+            if (have_rot)
+                FAIL("line %u: rotated_ms given twice", lineno);
             if (parse_u64(line + 11, llen - 11, &r.rotated_ms) != 0)
                 FAIL("line %u: bad rotated_ms", lineno);
             have_rot = 1;
@@ -421,19 +496,5 @@ int ae_ring_load_kek(const char *path, uint8_t kek[AE_RING_KEK_LEN], char *err, 
 
 int ae_ring_derive(const ae_ring_key *k, const char *label, uint8_t *out, size_t outlen)
 {
-    static const char salt[] = "anyedge-ring";
-    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-    EVP_KDF_CTX *ctx = kdf != NULL ? EVP_KDF_CTX_new(kdf) : NULL;
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)k->secret, sizeof(k->secret)),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, sizeof(salt) - 1),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)label, strlen(label)),
-        OSSL_PARAM_construct_end(),
-    };
-    int ok = ctx != NULL && EVP_KDF_derive(ctx, out, outlen, params) == 1;
-
-    EVP_KDF_CTX_free(ctx);
-    EVP_KDF_free(kdf);
-    return ok ? 0 : AE_ERR_TLS;
+    return hkdf(k->secret, sizeof(k->secret), label, out, outlen);
 }

@@ -17,9 +17,17 @@
  *   key id=5 state=next created_ms=1795635712000 secret=<64 hex>
  *   key id=4 state=current created_ms=... sealed=<hex of nonce(12) | ciphertext(32) | tag(16)>
  *
+ *   mac <64 hex>
+ *
  * With a key-encryption key (state.kek_file) secrets are sealed with AES-256-GCM, the additional
- * data binding each sealed secret to its key id; a ring mixing sealed and plain secrets, or
- * sealed without a KEK here, is refused.
+ * data binding each sealed secret to its key id, and the ring ends with a "mac" line: HMAC-SHA256
+ * of every byte before it under HKDF(KEK, "anyedge-ring mac"), so the format version, the
+ * generation and every key's id, state and times cannot be changed, relabelled or swapped by
+ * whoever can write to Redis without the KEK (a ring without a valid MAC is refused; replaying
+ * an older ring whole is refused by the sync, which never adopts a lower generation). A ring
+ * mixing sealed and plain secrets, or sealed without a KEK here, is refused. Without a KEK the
+ * ring is plain text: a Redis writer can read and replace every secret. A field repeated in a
+ * key line, or a repeated generation or rotated_ms line, is refused (it could relabel a key).
  */
 #ifndef AE_STATE_RING_H
 #define AE_STATE_RING_H

@@ -318,8 +318,11 @@ static void get_ring_cb(ae_redis *r, redisReply *reply, const char *err, void *a
     if (!s->have_ring || got.generation > s->ring.generation) {
         set_ring(s, &got, "adopted from Redis");
     } else if (got.generation < s->ring.generation) {
+        /* Never adopted (a replayed old ring would bring back retired keys): counted, and the
+         * newer cached ring goes back to Redis. */
+        s->info.ring_errors++;
         AE_WARN("state: Redis holds ring generation %" PRIu64 ", older than the cached %" PRIu64
-                " (restored from a snapshot?): re-publishing",
+                " (restored from a snapshot, or replayed?): refused, re-publishing",
                 got.generation, s->ring.generation);
         s->syncing = 1;
         publish_ring(s, &s->ring);

@@ -230,7 +230,7 @@ assert_ge "$e0" 1 "wrong KEK: ring errors"
 wait_until 5 eval '[ "$(metric_at $KA3 anyedge_ring_errors_total)" -gt "$e0" ]' ||
     fail "wrong KEK: ring errors do not rise (stuck at $e0)"
 e1=$(metric_at "$KA3" anyedge_ring_errors_total)
-grep -q 'does not open' "$T/k3.log" || fail "wrong KEK: no log line: $(grep -i ring "$T/k3.log" | tail -3)"
+grep -q 'MAC does not verify' "$T/k3.log" || fail "wrong KEK: no log line: $(grep -i ring "$T/k3.log" | tail -3)"
 kill -0 "$PID_k3" 2>/dev/null || fail "wrong KEK: site 3 died"
 assert_match "$(ctl "$KA3" status)" '"shared_ring":false' "wrong KEK: site 3 has no shared ring"
 out=$(sg "$K3" -sess_out "$T/k3sess")
@@ -245,5 +245,35 @@ assert_eq "$(rcli GET sealed:ring)" "$ring" "wrong KEK: the ring in Redis is byt
 log "check 6: sealed ring gen $SG shared by sites 1+2; wrong-KEK site ring_errors $e0 -> $e1, serves locally"
 
 stop_clean k3
+
+# ---- 6b. forged rings (issue #11): whoever can write to Redis but has no KEK cannot relabel a
+# key, raise the generation or bring back an older ring; the sites count it and keep theirs ----
+errs() { echo $(($(metric_at "$KA1" anyedge_ring_errors_total) + $(metric_at "$KA2" anyedge_ring_errors_total))); }
+forged_round() {
+    local what=$1 value=$2 e
+    e=$(errs)
+    printf '%s' "$value" | rcli -x SET sealed:ring >/dev/null
+    wait_until 5 eval '[ "$(errs)" -gt "$e" ]' || fail "$what: no ring error counted"
+    for a in "$KA1" "$KA2"; do
+        assert_eq "$(gen_at "$a")" "$SG2" "$what: generation kept (admin $a)"
+    done
+    out=$(sg "$K2" -sess_in "$T/k1sess2")
+    assert_match "$out" "^Reused, TLSv1.3" "$what: sessions still resume across the sites"
+    log "check 6b: $what: refused ($(($(errs) - e)) ring error(s) counted), generation $SG2 kept"
+}
+OLD=$(rcli GET sealed:ring)
+ctl "$KA1" keys rotate >/dev/null
+wait_until 5 eval '[ "$(redis_gen sealed:)" = "$((SG + 1))" ] && [ "$(gen_at $KA1)" = "$((SG + 1))" ] &&
+    [ "$(gen_at $KA2)" = "$((SG + 1))" ]' || fail "sealed ring: the rotation did not reach both sites"
+SG2=$((SG + 1))
+GOOD=$(rcli GET sealed:ring)
+out=$(sg "$K1" -sess_out "$T/k1sess2")
+forged_round "relabelled key (id=99 before a sealed secret)" "$(sed -E '0,/ sealed=/s// id=99 sealed=/' <<<"$GOOD")"
+forged_round "raised generation" "$(sed -E "s/^generation .*/generation $((SG2 + 5))/" <<<"$GOOD")"
+forged_round "swapped key states" "$(sed -E 's/state=next/state=XX/; s/state=current/state=next/; s/state=XX/state=current/' <<<"$GOOD")"
+forged_round "MAC line removed" "$(grep -v '^mac ' <<<"$GOOD")"
+forged_round "replayed older ring (generation $SG, MAC valid)" "$OLD"
+wait_until 5 eval '[ "$(redis_gen sealed:)" = "$SG2" ]' ||
+    fail "the sites did not put generation $SG2 back after the replay"
 stop_clean k2
 stop_clean k1

@@ -106,9 +106,11 @@ static void test_roundtrip_sealed(void **state)
             snprintf(hex + 2 * i, 3, "%02x", r.keys[1].secret[i]);
         assert_null(strstr(enc, hex));
     }
-    /* Wrong KEK, no KEK. */
+    /* The ring ends with its MAC line. Wrong KEK, no KEK. */
+    assert_non_null(strstr(enc, "\nmac "));
+    assert_int_equal(enc[len - 1], '\n');
     assert_int_equal(ae_ring_decode(enc, len, kek2, &back, err, sizeof(err)), AE_ERR_PARSE);
-    assert_non_null(strstr(err, "does not open with the KEK"));
+    assert_non_null(strstr(err, "MAC does not verify"));
     assert_int_equal(ae_ring_decode(enc, len, NULL, &back, err, sizeof(err)), AE_ERR_PARSE);
     assert_non_null(strstr(err, "no state.kek_file"));
     /* Tampered: flip one hex digit of the first sealed value. */
@@ -116,7 +118,7 @@ static void test_roundtrip_sealed(void **state)
         char *p = strstr(enc, "sealed=") + 7 + 30;
         *p = *p == '0' ? '1' : '0';
         assert_int_equal(ae_ring_decode(enc, len, kek1, &back, err, sizeof(err)), AE_ERR_PARSE);
-        assert_non_null(strstr(err, "does not open"));
+        assert_non_null(strstr(err, "MAC does not verify"));
     }
     free(enc);
     /* A sealed secret moved to another key id does not open (AAD binds the id). */
@@ -128,10 +130,62 @@ static void test_roundtrip_sealed(void **state)
         assert_int_equal(ae_ring_decode(enc, len, kek1, &back, err, sizeof(err)), AE_ERR_PARSE);
     }
     free(enc);
-    /* Plain ring while a KEK is configured: refused. */
+    /* Plain ring while a KEK is configured: refused (it has no MAC either). */
     assert_int_equal(ae_ring_encode(&r, NULL, &enc, &len), 0);
     assert_int_equal(ae_ring_decode(enc, len, kek1, &back, err, sizeof(err)), AE_ERR_PARSE);
-    assert_non_null(strstr(err, "refusing unsealed"));
+    assert_non_null(strstr(err, "no ring MAC"));
+    free(enc);
+}
+
+/* Issue #11: with a KEK nothing in the ring can be changed; without one, a key line cannot be
+ * relabelled by repeating a field. */
+static void test_authenticated(void **state)
+{
+    ae_ring r, back;
+    char *enc = NULL, err[256], buf[AE_RING_ENCODED_MAX + 64];
+    size_t len = 0;
+    (void)state;
+
+    assert_int_equal(ae_ring_init(&r, 5), 0);
+    assert_int_equal(ae_ring_rotate(&r, &r, 6), 0);
+    assert_int_equal(ae_ring_encode(&r, kek1, &enc, &len), 0);
+    assert_int_equal(ae_ring_decode(enc, len, kek1, &back, err, sizeof(err)), 0);
+    /* generation raised, a state swapped, a time changed, a field appended, the MAC cut */
+    static const char *const from[] = {"generation 2", "state=next", "created_ms=6",
+                                       " sealed=", "\nmac "};
+    static const char *const to[] = {"generation 9", "state=previous", "created_ms=7",
+                                     " id=99 sealed=", "\nmax "};
+    for (size_t i = 0; i < sizeof(from) / sizeof(from[0]); i++) {
+        const char *p = strstr(enc, from[i]);
+        assert_non_null(p);
+        size_t pre = (size_t)(p - enc);
+        int n = snprintf(buf, sizeof(buf), "%.*s%s%s", (int)pre, enc, to[i], p + strlen(from[i]));
+        assert_true(n > 0);
+        if (ae_ring_decode(buf, (size_t)n, kek1, &back, err, sizeof(err)) != AE_ERR_PARSE)
+            fail_msg("change %zu accepted", i);
+        assert_true(strstr(err, "MAC") != NULL);
+    }
+    /* a trailing newline more is still the same ring */
+    memcpy(buf, enc, len);
+    buf[len] = '\n';
+    assert_int_equal(ae_ring_decode(buf, len + 1, kek1, &back, err, sizeof(err)), 0);
+    free(enc);
+
+    /* no KEK: repeated fields are refused (key 2's secret read as key 99's) */
+    assert_int_equal(ae_ring_encode(&r, NULL, &enc, &len), 0);
+    assert_null(strstr(enc, "\nmac "));
+    {
+        const char *p = strstr(enc, " secret=");
+        int n = snprintf(buf, sizeof(buf), "%.*s id=99%s", (int)(p - enc), enc, p);
+        assert_int_equal(ae_ring_decode(buf, (size_t)n, NULL, &back, err, sizeof(err)),
+                         AE_ERR_PARSE);
+        assert_non_null(strstr(err, "given twice"));
+        p = strstr(enc, "\nrotated_ms");
+        n = snprintf(buf, sizeof(buf), "%.*s\ngeneration 5%s", (int)(p - enc), enc, p);
+        assert_int_equal(ae_ring_decode(buf, (size_t)n, NULL, &back, err, sizeof(err)),
+                         AE_ERR_PARSE);
+        assert_non_null(strstr(err, "generation given twice"));
+    }
     free(enc);
 }
 
@@ -293,7 +347,7 @@ int main(void)
         cmocka_unit_test(test_init_rotate),      cmocka_unit_test(test_roundtrip_plain),
         cmocka_unit_test(test_roundtrip_sealed), cmocka_unit_test(test_forward_compat),
         cmocka_unit_test(test_bad_input),        cmocka_unit_test(test_kek_file),
-        cmocka_unit_test(test_derive),
+        cmocka_unit_test(test_derive),           cmocka_unit_test(test_authenticated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
