@@ -207,6 +207,17 @@ typedef struct ae_conf {
         uint32_t buffer_size;     /* relay buffer per direction, default 64 KiB */
         uint32_t max_connections; /* per worker, default 100000 */
     } tune;
+
+    /* Per-source limits (proxy/core/srclimit.h): 0 = off. Rates are per second. */
+    struct {
+        uint32_t ipv4_prefix, ipv6_prefix; /* sources aggregated to these prefixes */
+        uint32_t tcp_rate;                 /* new TCP connections per second */
+        uint32_t tcp_concurrent;           /* open TCP connections */
+        uint32_t quic_retry_rate;          /* QUIC Initials per second before Retry */
+        uint32_t quic_drop_rate;           /* QUIC Initials per second before dropping */
+        uint32_t h3_rate;                  /* HTTP/3 requests per second (429 beyond) */
+        uint32_t table_size;               /* sources tracked per worker */
+    } limits;
 } ae_conf;
 
 /* Reads and validates path. On success stores a new snapshot in *out and returns 0. On error

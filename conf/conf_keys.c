@@ -702,6 +702,70 @@ static const ae_key tune_keys[] = {
     {0},
 };
 
+/* Per-source limits: see docs/operations.md, "Per-source limits". */
+static const ae_key limits_keys[] = {
+    {.name = "ipv4_prefix",
+     .type = AE_KT_UINT,
+     .off = R(limits.ipv4_prefix),
+     .def = "32",
+     .min = 8,
+     .max = 32,
+     .help = "IPv4 sources count together per this prefix length (32: each address; 24: each "
+             "/24)."},
+    {.name = "ipv6_prefix",
+     .type = AE_KT_UINT,
+     .off = R(limits.ipv6_prefix),
+     .def = "64",
+     .min = 16,
+     .max = 128,
+     .help = "IPv6 sources count together per this prefix length (64: a subscriber's usual "
+             "network)."},
+    {.name = "tcp_connections_per_second",
+     .type = AE_KT_UINT,
+     .off = R(limits.tcp_rate),
+     .def = "0",
+     .max = 10000000,
+     .help = "New TCP connections a source may open per second (burst: one second's worth); "
+             "beyond, they are closed at accept. 0: no limit."},
+    {.name = "tcp_concurrent",
+     .type = AE_KT_UINT,
+     .off = R(limits.tcp_concurrent),
+     .def = "0",
+     .max = 10000000,
+     .help = "TCP connections a source may hold open at once. 0: no limit."},
+    {.name = "quic_initials_per_second",
+     .type = AE_KT_UINT,
+     .off = R(limits.quic_retry_rate),
+     .def = "0",
+     .max = 10000000,
+     .help = "QUIC connection attempts (Initials without a valid token) a source may make per "
+             "second before it gets a Retry (address validation) instead of a connection. 0: no "
+             "limit."},
+    {.name = "quic_initials_hard",
+     .type = AE_KT_UINT,
+     .off = R(limits.quic_drop_rate),
+     .def = "0",
+     .max = 10000000,
+     .help = "QUIC Initials per second from a source beyond which they are dropped (no Retry "
+             "either). 0: no limit."},
+    {.name = "h3_requests_per_second",
+     .type = AE_KT_UINT,
+     .off = R(limits.h3_rate),
+     .def = "0",
+     .max = 10000000,
+     .help = "HTTP/3 requests a source may make per second (burst: one second's worth); beyond, "
+             "they get 429 with Retry-After: 1. 0: no limit."},
+    {.name = "table_size",
+     .type = AE_KT_UINT,
+     .off = R(limits.table_size),
+     .def = "65536",
+     .min = 64,
+     .max = 16777216,
+     .help = "Sources each worker tracks (about 64 bytes each); when full, the least recently "
+             "seen source is forgotten first."},
+    {0},
+};
+
 static const char *check_ifname(const char *s)
 {
     if (strlen(s) >= 16)
@@ -831,5 +895,11 @@ const ae_key ae_conf_keys[] = {
      .sub = timeout_keys,
      .help = "Connection timeouts."},
     {.name = "tune", .type = AE_KT_SECTION, .sub = tune_keys, .help = "Resource limits."},
+    {.name = "limits",
+     .type = AE_KT_SECTION,
+     .sub = limits_keys,
+     .help = "Per-source limits (connections, QUIC Initials, HTTP/3 requests), enforced by each "
+             "worker on its share: a limit of N allows about N / workers per worker (see "
+             "docs/operations.md). All off by default."},
     {0},
 };

@@ -77,6 +77,8 @@ const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_FWD_REPLY_OUT] = "forward_reply_out",
     [AE_M_FWD_REPLY_IN] = "forward_reply_in",
     [AE_M_H3_ILLEGAL_MOVES] = "h3_illegal_state_moves",
+    [AE_M_SRC_EVICTIONS] = "limit_table_evictions",
+    /* AE_M_SRC_*: rendered as limit_refusals_total{reason=...} */
     /* AE_M_TUN_DROP_*: rendered as tunnel_drops_total{reason=...} */
     /* AE_M_H3_UPLAT_*: no name, rendered as the histogram h3_upstream_latency_seconds */
     /* AE_M_FWD_LAT_*: no name, rendered as the histogram forward_latency_seconds */
@@ -171,4 +173,6 @@ const char *const ae_metric_help[AE_M__COUNT] = {
                           "from the anycast address.",
     [AE_M_H3_ILLEGAL_MOVES] = "HTTP/3 request stream or upstream client state moves that their "
                               "transition table refuses (bugs; each is logged as an error).",
+    [AE_M_SRC_EVICTIONS] = "Sources forgotten to make room in the per-source limits table "
+                           "(limits.table_size).",
 };

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "proxy/core/reason.h"
+#include "proxy/core/srclimit.h"
 
 typedef enum {
     AE_M_ACCEPTED = 0,      /* TCP connections accepted */
@@ -89,6 +90,9 @@ typedef enum {
     AE_M_H3_UP_STATE_B0, /* HTTP/3 upstream clients entering each state: + ae_h3_up_state */
     AE_M_H3_UP_STATE_LAST = AE_M_H3_UP_STATE_B0 + 5,
     AE_M_H3_ILLEGAL_MOVES, /* state moves of either machine its table refuses (bugs) */
+    AE_M_SRC_B0, /* per-source limits: refusals by verdict, + ae_src_verdict (srclimit.h; */
+    AE_M_SRC_LAST = AE_M_SRC_B0 + AE_SRC__COUNT - 1, /* the AE_SRC_OK slot stays 0) */
+    AE_M_SRC_EVICTIONS, /* sources forgotten to make room in the per-source table */
     AE_M__COUNT
 } ae_metric;
 

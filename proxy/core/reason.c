@@ -78,6 +78,7 @@ static const char *const h3_close_names[] = {
     [AE_H3CLOSE_UPSTREAM_BAD_RESPONSE] = "upstream_bad_response",
     [AE_H3CLOSE_UPSTREAM_BAD_BODY] = "upstream_bad_body",
     [AE_H3CLOSE_UPSTREAM_TRUNCATED] = "upstream_truncated",
+    [AE_H3CLOSE_RATE_LIMITED] = "rate_limited",
 };
 _Static_assert(AE_ARRAY_LEN(h3_close_names) == AE_H3CLOSE_CONN_B0,
                "one name per HTTP/3 stream close reason (connection reasons are named by quic)");

@@ -97,6 +97,7 @@ typedef enum {
     AE_H3CLOSE_UPSTREAM_BAD_RESPONSE,    /* 502: malformed response head (upstream/http1.c) */
     AE_H3CLOSE_UPSTREAM_BAD_BODY,        /* reset: malformed response body framing */
     AE_H3CLOSE_UPSTREAM_TRUNCATED,       /* reset: the server closed before the body's end */
+    AE_H3CLOSE_RATE_LIMITED,             /* 429: over limits.h3_requests_per_second */
     AE_H3CLOSE_CONN_B0,                  /* the connection ended: + ae_quic_close */
     AE_H3CLOSE__COUNT = AE_H3CLOSE_CONN_B0 + AE_QCLOSE__COUNT
 } ae_h3_close;

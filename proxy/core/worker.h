@@ -29,6 +29,7 @@ typedef enum {
     AE_OVL_ACCEPT = 0, /* accept(2) failed (EMFILE, ENFILE, ENOBUFS, ENOMEM...) */
     AE_OVL_TCP_LIMIT,  /* a TCP connection refused by tune.max_connections */
     AE_OVL_QUIC_LIMIT, /* a QUIC Initial refused by tune.max_connections */
+    AE_OVL_SOURCE,     /* something refused by a per-source limit (limits.*) */
     AE_OVL__COUNT
 } ae_overload;
 #define AE_OVERLOAD_LOG_S 10.0 /* at most one overload line per worker per this period */
@@ -101,6 +102,7 @@ struct ae_worker {
     struct ae_fwd_worker *fwd; /* forwarding state (proxy/forward/forward.c), set before start */
     struct ae_conntab
         *conntab; /* TCP hand-off: connections by 4-tuple, or NULL (set before start) */
+    struct ae_srclimit *srclim; /* per-source limits of the current runtime, NULL: none set */
 
     /* Set by the main thread before start: signalled when the worker's loop has ended. */
     struct ev_loop *exit_loop;

@@ -271,6 +271,7 @@ void ae_h3_respond_error(qstream *s, int status, ae_h3_close reason)
                        : status == 431 ? texts[3]
                        : status == 501 ? texts[4]
                        : status == 425 ? "425 too early\n"
+                       : status == 429 ? "429 too many requests\n"
                                        : "error\n";
     char st[8], cl[24];
     snprintf(st, sizeof(st), "%d", status);
@@ -282,10 +283,10 @@ void ae_h3_respond_error(qstream *s, int status, ae_h3_close reason)
         return;
     }
     req_set_state(s, AE_H3_REQ_RESPONDED);
-    nghttp3_nv nva[] = {AE_H3_NV(":status", st, strlen(st)),
-                        AE_H3_NV("content-type", "text/plain", 10),
-                        AE_H3_NV("content-length", cl, strlen(cl))};
-    submit(s, nva, AE_ARRAY_LEN(nva), 1);
+    nghttp3_nv nva[] = {
+        AE_H3_NV(":status", st, strlen(st)), AE_H3_NV("content-type", "text/plain", 10),
+        AE_H3_NV("content-length", cl, strlen(cl)), AE_H3_NV("retry-after", "1", 1)};
+    submit(s, nva, AE_ARRAY_LEN(nva) - (status == 429 ? 0 : 1), 1);
 }
 
 /* ---- request ---- */
@@ -463,6 +464,14 @@ static int h3_end_headers(nghttp3_conn *h3, int64_t sid, int fin, void *cud, voi
         return 0;
     default:
         ae_h3_qstream_reset(s, NGHTTP3_H3_MESSAGE_ERROR, AE_H3CLOSE_MALFORMED);
+        return 0;
+    }
+    if (s->w->srclim != NULL &&
+        ae_srclimit_h3_request(s->w->srclim, (const struct sockaddr *)&s->c->remote,
+                               (uint64_t)(ev_now(s->w->loop) * 1e9)) != AE_SRC_OK) {
+        ae_count(&s->w->counters, (ae_metric)(AE_M_SRC_B0 + AE_SRC_H3_RATE), 1);
+        ae_worker_overload(s->w, AE_OVL_SOURCE, 0);
+        ae_h3_respond_error(s, 429, AE_H3CLOSE_RATE_LIMITED);
         return 0;
     }
     s->is_head = strcmp(s->method, "HEAD") == 0;

@@ -334,6 +334,22 @@ static void admit_initial(ae_qep *ep, const ae_dgram *dg, const ngtcp2_pkt_hd *h
     ngtcp2_cid odcid;
     int want_retry = retry_wanted(qw, conf);
 
+    if (w->srclim != NULL) { /* per source: beyond the hard rate dropped, the soft one Retry */
+        ae_src_verdict v =
+            ae_srclimit_quic_initial(w->srclim, dg->peer, (uint64_t)(ev_now(w->loop) * 1e9));
+        if (v == AE_SRC_QUIC_DROP) {
+            ae_count(&w->counters, (ae_metric)(AE_M_SRC_B0 + v), 1);
+            ae_worker_overload(w, AE_OVL_SOURCE, 0);
+            ae_quic_drop(ep);
+            return;
+        }
+        if (v == AE_SRC_QUIC_RETRY &&
+            !(hd->tokenlen > 0 && hd->token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2)) {
+            ae_count(&w->counters, (ae_metric)(AE_M_SRC_B0 + v), 1);
+            want_retry = 1;
+        }
+    }
+
     if (hd->tokenlen > 0) {
         if (hd->token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2) {
             int rv = verify_retry_token(qw, hd, dg->peer, dg->peerlen, &odcid);

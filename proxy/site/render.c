@@ -74,7 +74,8 @@ static int is_split_metric(size_t i)
 {
     return i == AE_M_HS_FULL || i == AE_M_HS_RESUMED ||
            (i >= AE_M_HS_FAIL_PROTOCOL && i < AE_M_HS_FAIL_PROTOCOL + AE_TLS_FAIL__COUNT) ||
-           (i >= AE_M_TUN_DROP_B0 && i <= AE_M_TUN_DROP_LAST);
+           (i >= AE_M_TUN_DROP_B0 && i <= AE_M_TUN_DROP_LAST) ||
+           (i >= AE_M_SRC_B0 && i <= AE_M_SRC_LAST);
 }
 
 static void render_upstreams(ae_sb *b, ae_runtime *rt)
@@ -480,6 +481,13 @@ int ae_admin_render_metrics(ae_server_main *s, char **out, size_t *outlen)
     }
     render_quic(&b, &c);
     render_forwarding(&b, &c, ae_server_fwd_group(s));
+    prom_head(&b, "limit_refusals_total", "counter",
+              "Refused by per-source limits (limits.*): tcp_rate, tcp_concurrent (connection "
+              "closed at accept), quic_retry (Retry sent instead of a connection), quic_drop "
+              "(Initial dropped), h3_rate (429).");
+    for (i = AE_SRC_OK + 1; i < AE_SRC__COUNT; i++)
+        ae_sb_printf(&b, "anyedge_limit_refusals_total{reason=\"%s\"} %llu\n",
+                     ae_src_verdict_names[i], (unsigned long long)c.v[AE_M_SRC_B0 + i]);
     prom_head(&b, "connections_active", "gauge", "Open client connections.");
     ae_sb_printf(&b, "anyedge_connections_active %lld\n", (long long)c.active);
 

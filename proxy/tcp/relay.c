@@ -52,14 +52,15 @@ struct ae_tconn {
     ev_io cio, uio;
     ev_timer timer;
     ae_buf *c2u, *u2c;
-    unsigned c_eof : 1;   /* client finished sending (close_notify or EOF) */
-    unsigned u_eof : 1;   /* upstream finished sending */
-    unsigned u_shut : 1;  /* we sent FIN to the upstream */
-    unsigned c_shut : 1;  /* we sent close_notify to the client */
-    unsigned counted : 1; /* holds a slot in server->active */
-    unsigned c_ready : 1; /* client may have data: readable event seen, not yet drained */
-    unsigned u_ready : 1; /* upstream may have data */
-    unsigned c_rww : 1;   /* the last TLS read wanted the socket writable */
+    unsigned c_eof : 1;    /* client finished sending (close_notify or EOF) */
+    unsigned u_eof : 1;    /* upstream finished sending */
+    unsigned u_shut : 1;   /* we sent FIN to the upstream */
+    unsigned c_shut : 1;   /* we sent close_notify to the client */
+    unsigned counted : 1;  /* holds a slot in server->active */
+    unsigned c_ready : 1;  /* client may have data: readable event seen, not yet drained */
+    unsigned u_ready : 1;  /* upstream may have data */
+    unsigned c_rww : 1;    /* the last TLS read wanted the socket writable */
+    unsigned src_open : 1; /* counted open in the worker's per-source table */
     int server_idx;
     int pre_idx;      /* affinity: server chosen during the handshake (recorded in the ticket) */
     uint8_t affinity; /* affinity: AFF_NONE / AFF_HIT / AFF_MISS (a ticket was opened) */
@@ -148,6 +149,8 @@ static void conn_close(ae_tconn *c, ae_tcp_close reason)
     c->cfd = -1;
     ae_conntab_remove(w->conntab, c->ct, ae_now_ms());
     c->ct = NULL;
+    if (c->src_open && w->srclim != NULL)
+        ae_srclimit_tcp_close(w->srclim, (struct sockaddr *)&c->peer);
     ae_worker_buf_put(w, c->c2u);
     ae_worker_buf_put(w, c->u2c);
     c->c2u = c->u2c = NULL;
@@ -647,11 +650,23 @@ void ae_tconn_accept(ae_worker *w, ae_wlistener *l, int fd, const struct sockadd
         close(fd);
         return;
     }
+    if (w->srclim != NULL) {
+        ae_src_verdict v = ae_srclimit_tcp_open(w->srclim, peer, (uint64_t)(ev_now(w->loop) * 1e9));
+        if (v != AE_SRC_OK) {
+            ae_count(&w->counters, (ae_metric)(AE_M_SRC_B0 + v), 1);
+            ae_worker_overload(w, AE_OVL_SOURCE, 0);
+            close(fd);
+            return;
+        }
+    }
     ae_tconn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
+        if (w->srclim != NULL)
+            ae_srclimit_tcp_close(w->srclim, peer);
         close(fd);
         return;
     }
+    c->src_open = w->srclim != NULL;
     c->w = w;
     c->id = w->next_conn_id++;
     c->rt = ae_runtime_ref(rt);

@@ -30,20 +30,54 @@ static void listener_close(ae_worker *w, ae_wlistener *l)
     free(l);
 }
 
+/* ---- per-source limits: the table follows the runtime's limits.* ---- */
+
+static void srclimit_apply(ae_worker *w)
+{
+    const ae_conf *conf = w->rt->conf;
+    ae_srclimit_conf c = {.v4_prefix = conf->limits.ipv4_prefix,
+                          .v6_prefix = conf->limits.ipv6_prefix,
+                          .tcp_rate = conf->limits.tcp_rate,
+                          .tcp_concurrent = conf->limits.tcp_concurrent,
+                          .quic_retry_rate = conf->limits.quic_retry_rate,
+                          .quic_drop_rate = conf->limits.quic_drop_rate,
+                          .h3_rate = conf->limits.h3_rate,
+                          .table_size = conf->limits.table_size,
+                          .nworkers = conf->workers};
+    if (!ae_srclimit_any(&c)) {
+        ae_srclimit_free(w->srclim); /* open connections are no longer counted */
+        w->srclim = NULL;
+        return;
+    }
+    if (w->srclim != NULL && ae_srclimit_same_shape(w->srclim, &c)) {
+        ae_srclimit_set_limits(w->srclim, &c); /* keep the sources and their counts */
+        return;
+    }
+    ae_srclimit *t;
+    if (ae_srclimit_new(&c, &w->counters.v[AE_M_SRC_EVICTIONS], &t) != 0) {
+        AE_ERROR("per-source limits: out of memory for %u sources; keeping the previous table",
+                 c.table_size);
+        return;
+    }
+    ae_srclimit_free(w->srclim);
+    w->srclim = t;
+}
+
 /* ---- overload reporting: one line per period, not one per event ---- */
 
 static void overload_flush(ae_worker *w)
 {
     uint64_t *o = w->ovl;
-    if (o[AE_OVL_ACCEPT] + o[AE_OVL_TCP_LIMIT] + o[AE_OVL_QUIC_LIMIT] == 0)
+    if (o[AE_OVL_ACCEPT] + o[AE_OVL_TCP_LIMIT] + o[AE_OVL_QUIC_LIMIT] + o[AE_OVL_SOURCE] == 0)
         return;
     AE_WARN("overload: %llu accept failure(s)%s%s%s, %llu TCP connection(s) and %llu QUIC "
-            "Initial(s) refused by tune.max_connections (%u per worker), since the last such "
-            "line",
+            "Initial(s) refused by tune.max_connections (%u per worker), %llu refusal(s) by "
+            "per-source limits (anyedge_limit_refusals_total), since the last such line",
             (unsigned long long)o[AE_OVL_ACCEPT], o[AE_OVL_ACCEPT] ? " (last: " : "",
             o[AE_OVL_ACCEPT] ? strerror(w->ovl_errno) : "", o[AE_OVL_ACCEPT] ? ")" : "",
             (unsigned long long)o[AE_OVL_TCP_LIMIT], (unsigned long long)o[AE_OVL_QUIC_LIMIT],
-            w->rt != NULL ? w->rt->conf->tune.max_connections : 0);
+            w->rt != NULL ? w->rt->conf->tune.max_connections : 0,
+            (unsigned long long)o[AE_OVL_SOURCE]);
     memset(w->ovl, 0, sizeof(w->ovl));
     w->ovl_logged = ev_now(w->loop);
 }
@@ -186,6 +220,7 @@ static void handle_msg(ae_worker *w, ae_msg *m)
         ae_runtime_unref(w->rt);
         w->rt = m->rt;
         ae_bufpool_set_size(&w->bufs, w->rt->conf->tune.buffer_size);
+        srclimit_apply(w);
         break;
     case AE_MSG_STOP:
         if (w->stopping) {
@@ -369,6 +404,7 @@ void ae_worker_free(ae_worker *w)
     }
     ae_bufpool_clear(&w->bufs);
     ae_runtime_unref(w->rt);
+    ae_srclimit_free(w->srclim);
     ae_fwd_worker_stop(w);
     ev_async_stop(w->loop, &w->wake);
     ev_prepare_stop(w->loop, &w->gc);

@@ -89,7 +89,7 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for i in range(5):
     dcid, scid = os.urandom(8), os.urandom(8)
     token = b""
-    payload = os.urandom(1162)
+    payload = os.urandom(1200)
     length = len(payload) + 4
     hdr = bytes([0xc3]) + struct.pack("!I", 1) + bytes([len(dcid)]) + dcid + bytes([len(scid)]) + scid
     hdr += bytes([0]) + struct.pack("!H", 0x4000 | length) + struct.pack("!I", i)
@@ -100,6 +100,7 @@ nh=$(metric 'anyedge_quic_connections_closed_by_reason_total{reason="no_handshak
 er=$(metric 'anyedge_quic_connections_closed_by_reason_total{reason="error"}')
 opened=$(metric anyedge_quic_connections_opened_total)
 log "check 3: Initials with undecryptable payloads: opened $opened, closed no_handshake $nh, error $er"
+assert_ge "$opened" 5 "connections opened by the Initials (a datagram of 1200 bytes and more)"
 assert_eq "$er" 0 "no Initial counted as an error of an opened connection"
 assert_eq "$nh" "$opened" "every opened-but-never-handshaken connection is no_handshake"
 stop_clean q

@@ -86,7 +86,8 @@ static void test_h3_names(void **state)
                                        "upstream_head_too_big",
                                        "upstream_bad_response",
                                        "upstream_bad_body",
-                                       "upstream_truncated"};
+                                       "upstream_truncated",
+                                       "rate_limited"};
     (void)state;
     assert_int_equal(AE_H3CLOSE_CONN_B0, sizeof(want) / sizeof(want[0]));
     for (int r = 0; r < AE_H3CLOSE_CONN_B0; r++)
