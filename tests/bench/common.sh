@@ -252,3 +252,21 @@ bench_finish() {
     fi
     exit 0
 }
+
+# bench_base_setup DEST: the anyedge_base target: copies $AE_BASE_BIN/anyedge (a baseline build
+# directory) to DEST and sets AE_BASE_DESC, how the report names it (unless already set): the
+# build directory and its commit when that is a build of a git checkout (CMakeCache's source
+# directory).
+bench_base_setup() {
+    local src
+    [ -x "${AE_BASE_BIN:-}/anyedge" ] ||
+        die "anyedge_base needs AE_BASE_BIN, a build directory holding the baseline anyedge"
+    cp "$AE_BASE_BIN/anyedge" "$1" || die "cannot copy $AE_BASE_BIN/anyedge to $1"
+    if [ -z "${AE_BASE_DESC:-}" ]; then
+        src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$AE_BASE_BIN/CMakeCache.txt" 2>/dev/null || true)
+        AE_BASE_DESC="$AE_BASE_BIN/anyedge"
+        if [ -n "$src" ] && git -C "$src" rev-parse --short HEAD >/dev/null 2>&1; then
+            AE_BASE_DESC="$AE_BASE_DESC (commit $(git -C "$src" rev-parse --short HEAD))"
+        fi
+    fi
+}

@@ -171,14 +171,7 @@ EOF
 sed -e "s/127.0.0.1:$AE_PORT\"/127.0.0.1:$BASE_PORT\"/" -e "s/127.0.0.1:$ADMIN_PORT\"/127.0.0.1:$BASE_ADMIN_PORT\"/" \
     "$T/anyedge.yaml" >"$T/anyedge_base.yaml"
 if [[ " $TARGETS " == *" anyedge_base "* ]]; then
-    cp "$AE_BASE_BIN/anyedge" "$T/anyedge_base_bin" || die "cannot copy $AE_BASE_BIN/anyedge"
-    if [ -z "${AE_BASE_DESC:-}" ]; then
-        base_src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$AE_BASE_BIN/CMakeCache.txt" 2>/dev/null || true)
-        AE_BASE_DESC="$AE_BASE_BIN/anyedge"
-        if [ -n "$base_src" ] && git -C "$base_src" rev-parse --short HEAD >/dev/null 2>&1; then
-            AE_BASE_DESC="$AE_BASE_DESC (commit $(git -C "$base_src" rev-parse --short HEAD))"
-        fi
-    fi
+    bench_base_setup "$T/anyedge_base_bin"
 fi
 
 start_server() {

@@ -109,18 +109,9 @@ bench_tmpdir ae-bench
 # AE_BIN meanwhile must not put another binary under test than the other anyedge targets.
 cp "$ANYEDGE" "$T/anyedge" || die "cannot copy $ANYEDGE to $T"
 ANYEDGE=$T/anyedge
-if [[ " $TARGETS " == *" anyedge_base "* ]]; then
-    cp "$AE_BASE_BIN/anyedge" "$T/anyedge_base_bin" || die "cannot copy $AE_BASE_BIN/anyedge to $T"
-fi
 ANYEDGE_BASE=$T/anyedge_base_bin
-# How the report names the baseline (default: its build directory and its commit when that is a
-# build of a git checkout, from CMakeCache's source directory).
-if [ -z "${AE_BASE_DESC:-}" ] && [ -n "${AE_BASE_BIN:-}" ]; then
-    base_src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$AE_BASE_BIN/CMakeCache.txt" 2>/dev/null || true)
-    AE_BASE_DESC="$AE_BASE_BIN/anyedge"
-    if [ -n "$base_src" ] && git -C "$base_src" rev-parse --short HEAD >/dev/null 2>&1; then
-        AE_BASE_DESC="$AE_BASE_DESC (commit $(git -C "$base_src" rev-parse --short HEAD))"
-    fi
+if [[ " $TARGETS " == *" anyedge_base "* ]]; then
+    bench_base_setup "$ANYEDGE_BASE"
 fi
 declare -A PROXY_PORT=() PROXY_PIDS=() ADMIN=() # ADMIN: admin port of each anyedge target
 FAILED=0
