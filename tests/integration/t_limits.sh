@@ -65,7 +65,7 @@ wait "$FLOOD" || true
 read -r alive _ <"$T/flood.out"
 read -r ok bad worst <"$T/legit1"
 assert_eq "$bad" 0 "legit requests failed during the TCP flood"
-assert_ge "$ok" 20 "legit requests served during the TCP flood"
+assert_ge "$ok" 8 "legit requests served during the TCP flood"
 assert_le "$alive" 10 "connections the flooding source holds (tcp_concurrent 10)"
 assert_ge "$(($(ref tcp_rate) + $(ref tcp_concurrent)))" 250 "TCP refusals of the flooding source"
 log "check 1: TCP flood from 127.0.1.1: $alive of 300 held; refused tcp_rate=$(ref tcp_rate)" \
@@ -107,16 +107,16 @@ out=$(timeout 30 "$AE_BIN/ae-h3get" -k "https://127.0.0.1:$QP/id") || fail "legi
 assert_match "$out" "^0 200 " "legit HTTP/3 request during the Initial flood"
 log "check 3: 100 Initials from 127.0.3.1: retry=$(ref quic_retry) drop=$(ref quic_drop); legit H3 served"
 
-# ---- 4. HTTP/3 requests: 120 on one connection, 50 per second allowed ----
-out=$(timeout 60 "$AE_BIN/ae-h3get" -k -n 120 "https://127.0.0.1:$QP/id" 2>/dev/null) || true
+# ---- 4. HTTP/3 requests: 300 on one connection, 50 per second allowed ----
+out=$(timeout 60 "$AE_BIN/ae-h3get" -k -n 300 "https://127.0.0.1:$QP/id" 2>/dev/null) || true
 n200=$(awk '$2 == 200' <<<"$out" | wc -l)
 n429=$(awk '$2 == 429' <<<"$out" | wc -l)
-assert_eq $((n200 + n429)) 120 "every request answered (200 or 429)"
+assert_eq $((n200 + n429)) 300 "every request answered (200 or 429)"
 assert_ge "$n429" 30 "429s beyond the HTTP/3 request rate"
 assert_ge "$n200" 50 "requests within the rate"
 assert_ge "$(ref h3_rate)" "$n429" "h3_rate refusals counted"
 wait_until 5 grep -q 'reason=rate_limited' "$T/edge.log" || fail "no access line with reason=rate_limited"
-log "check 4: 120 HTTP/3 requests at once: $n200 x 200, $n429 x 429 (Retry-After: 1)"
+log "check 4: 300 HTTP/3 requests at once: $n200 x 200, $n429 x 429 (Retry-After: 1)"
 
 # ---- 5. the overload line names the per-source refusals ----
 wait_until 12 grep -q 'refusal(s) by per-source limits' "$T/edge.log" ||
