@@ -4,11 +4,13 @@
 #   ./install.sh deps    install build, test and lab packages (bookworm-backports for ngtcp2)
 #   ./install.sh build   configure and build into build/
 #   ./install.sh demo    deps + build, then run the proxy on 127.0.0.1:8443 in front of ae-origin
-#   ./install.sh test    deps, then ctest in build/ and in build-asan/ (ASan + UBSan)
+#   ./install.sh test    deps, then ctest in build/ and in build-asan/ (ASan + UBSan), then
+#                        every libFuzzer harness for a short time in build-fuzz/ (clang)
 #   ./install.sh bench   deps + build, then tests/bench/run.sh
 #
 # Environment: AE_TEST_FILTER (ctest -R regex), AE_SKIP_ASAN=1 (skip the sanitizer round),
-# AE_JOBS (parallel build jobs, default nproc).
+# AE_SKIP_FUZZ=1 (skip the fuzz round), AE_FUZZ_SECONDS (per harness, default 30), AE_JOBS
+# (parallel build jobs, default nproc).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -317,6 +319,19 @@ cmd_test() {
                 run_ctest build-asan asan || rc=1
         else
             SUMMARY+=("[asan] build failed")
+            rc=1
+        fi
+    fi
+    if [ "${AE_SKIP_FUZZ:-0}" != 1 ]; then
+        # tests/fuzz/: clang, everything instrumented; only the fuzz.* ctest cases, each
+        # harness for AE_FUZZ_SECONDS over a copy of its seed corpus, JOBS at a time.
+        log "build the fuzzers (clang) and run each for ${AE_FUZZ_SECONDS:-30}s in build-fuzz/"
+        if cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+            -DAE_FUZZ=ON -DANYEDGE_TESTS=OFF -DAE_FUZZ_SECONDS="${AE_FUZZ_SECONDS:-30}" &&
+            cmake --build build-fuzz -j"$JOBS" --target fuzz; then
+            run_ctest build-fuzz fuzz || rc=1
+        else
+            SUMMARY+=("[fuzz] build failed")
             rc=1
         fi
     fi

@@ -21,6 +21,10 @@ static int verr(conf_ctx *c, int rv, ae_conf_pos pos, const char *key, const cha
                  (unsigned)pos.col, key && *key ? key : "-");
     if (n >= 0 && (size_t)n < c->errlen)
         vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
+    /* One line of text: values quoted from the file may hold any byte (YAML escapes). */
+    for (char *p = c->err; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
     return rv;
 }
 

@@ -546,6 +546,20 @@ static void test_err_misc(void **state)
     }
 }
 
+/* Values are quoted in messages, but a message stays one line of printable text: a YAML
+ * escape or a folded line break in a bad value must not put a newline or a terminal escape
+ * into `anyedge -t` output or the reload log line (found by tests/fuzz/fuzz_conf.c). */
+static void test_err_control_chars(void **state)
+{
+    (void)state;
+    expect_err(BASE "listeners:\n  - {name: l, address: \"1.2.3.4:8\\n\\e[31m\", upstream: u}\n",
+               "t.yaml:5:24: listeners[0].address: invalid address '1.2.3.4:8??[31m' (expected "
+               "IPv4:port or [IPv6]:port)");
+    expect_err(BASE "listeners:\n  - name: l\n    upstream: u\n    address: \"1.2.3.4:8\n\n  x\"\n",
+               "t.yaml:7:14: listeners[0].address: invalid address '1.2.3.4:8?x' (expected "
+               "IPv4:port or [IPv6]:port)");
+}
+
 /* ---- value parsers ---- */
 
 static void test_duration(void **state)
@@ -777,7 +791,7 @@ int main(void)
         cmocka_unit_test(test_err_cross),      cmocka_unit_test(test_err_misc),
         cmocka_unit_test(test_duration),       cmocka_unit_test(test_size),
         cmocka_unit_test(test_addr),           cmocka_unit_test(test_doc_current),
-        cmocka_unit_test(test_examples),
+        cmocka_unit_test(test_examples),       cmocka_unit_test(test_err_control_chars),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

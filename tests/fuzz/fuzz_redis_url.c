@@ -1,0 +1,76 @@
+/*
+ * libFuzzer harness for the Redis URL parser ae_redis_url_parse (state/redis.c):
+ * "redis://[[user]:pass@]host:port[/db]" and "unix:///path[?db=N]", with %XX decoding of user
+ * and password.
+ *
+ * The input is the URL (up to its first NUL). Checked beyond "no crash" and no leak (the
+ * target is freed on both paths):
+ *   - an accepted URL names exactly one of a host (port 1..65535) or a socket path, and a db
+ *     >= 0; ae_redis_target_describe() output is NUL-terminated and never holds the password
+ *     (checked when the password is 6 or more characters, not only digits and separators, and
+ *     not a part of the host or path);
+ *   - a refused one leaves the target empty (all NULL) and a one-line reason that does not hold
+ *     the text between "redis://...:" and "@" when that is 6 or more characters long.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "state/redis.h"
+#include "tests/fuzz/fuzz_common.h"
+
+/* The raw password of a redis:// URL (between the first ':' of the userinfo and the last '@'
+ * before the path), or NULL. */
+static char *raw_password(const char *url)
+{
+    if (strncasecmp(url, "redis://", 8) != 0)
+        return NULL;
+    const char *p = url + 8, *end = p + strcspn(p, "/"), *at = NULL;
+    for (const char *q = p; q < end; q++)
+        if (*q == '@')
+            at = q;
+    if (at == NULL)
+        return NULL;
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    if (colon == NULL || at - colon - 1 < 6)
+        return NULL;
+    return strndup(colon + 1, (size_t)(at - colon - 1));
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size > 1024)
+        return 0;
+    char *url = (char *)fz_copy(data, size, 1);
+    char err[256], desc[512];
+    ae_redis_target t;
+
+    memset(err, 0x55, sizeof(err));
+    int rc = ae_redis_url_parse(url, &t, err, sizeof(err));
+    if (rc != 0) {
+        char *pw = raw_password(url);
+        if (t.host != NULL || t.unix_path != NULL || t.user != NULL || t.password != NULL ||
+            memchr(err, 0, sizeof(err)) == NULL || strchr(err, '\n') != NULL ||
+            (pw != NULL && strstr(err, pw) != NULL))
+            abort();
+        free(pw);
+        free(url);
+        return 0;
+    }
+    if ((t.host == NULL) == (t.unix_path == NULL) || t.db < 0 ||
+        (t.host != NULL && (t.port < 1 || t.port > 65535)))
+        abort();
+    ae_redis_target_describe(&t, desc, sizeof(desc));
+    if (memchr(desc, 0, sizeof(desc)) == NULL)
+        abort();
+    if (t.password != NULL && strlen(t.password) >= 6 &&
+        strspn(t.password, "0123456789:/[]?=unix") != strlen(t.password) &&
+        !(t.host != NULL && strstr(t.host, t.password) != NULL) &&
+        !(t.unix_path != NULL && strstr(t.unix_path, t.password) != NULL) &&
+        strstr(desc, t.password) != NULL)
+        abort();
+    ae_redis_target_free(&t);
+    free(url);
+    return 0;
+}
