@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "conf/base.h"
 #include "proxy/site/admin.h"
@@ -62,6 +63,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ae_admin_parse_request(buf, h, &r2) != 0 || !same_req(&req, &r2))
         abort();
     if (ae_admin_parse_request(buf, k % h, &r2) != AE_ERR_AGAIN)
+        abort();
+
+    /* The access checks on what the head carried: spans inside the head; a Host the check
+     * accepts names a loopback name or literal (never a DNS name other than localhost); an
+     * Origin is accepted exactly when its host part is; a token never matches a different
+     * Authorization value. */
+    if ((req.host != NULL && !inside(req.host, req.host_len, buf, h)) ||
+        (req.origin != NULL && !inside(req.origin, req.origin_len, buf, h)) ||
+        (req.authorization != NULL && !inside(req.authorization, req.authorization_len, buf, h)))
+        abort();
+    if (req.host != NULL && ae_admin_host_ok(req.host, req.host_len, NULL)) {
+        char hb[300];
+        size_t hl = req.host_len < sizeof(hb) - 1 ? req.host_len : sizeof(hb) - 1;
+        memcpy(hb, req.host, hl);
+        hb[hl] = 0;
+        if (strncasecmp(hb, "localhost", 9) != 0 && strncmp(hb, "127.", 4) != 0 && hb[0] != '[')
+            abort();
+        char *names[1] = {(char *)"localhost"};
+        if (!ae_admin_host_in(req.host, req.host_len, names, 1) && hb[0] == 'l')
+            abort();
+    }
+    if (req.origin != NULL && ae_admin_origin_ok(req.origin, req.origin_len, NULL)) {
+        size_t skip = req.origin_len > 7 && req.origin[4] == ':' ? 7 : 8;
+        if (req.origin_len <= skip ||
+            !ae_admin_host_ok(req.origin + skip, req.origin_len - skip, NULL))
+            abort();
+    }
+    if (req.authorization != NULL &&
+        ae_admin_token_ok(req.authorization, req.authorization_len, "0123456789abcdef") &&
+        (req.authorization_len != 23 || memcmp(req.authorization + 7, "0123456789abcdef", 16) != 0))
         abort();
 
     const char *allow = NULL;
