@@ -1,12 +1,15 @@
 /*
  * ae-h3get: a small HTTP/3 test client on libcurl-gnutls (curl 8.x with ngtcp2 + nghttp3).
  *
- *   ae-h3get [-k] [-n COUNT] [-d FILE] [-o FILE] [-i FILE] [-H 'Name: value'] [-S] URL
+ *   ae-h3get [-k] [-n COUNT] [-d FILE] [-o FILE] [-i FILE] [-H 'Name: value'] [-r RATE] [-S]
+ *            URL
  *
  * Fetches URL COUNT times (default 1) over HTTP/3 only, all transfers multiplexed on one QUIC
  * connection (curl multi, CURLPIPE_MULTIPLEX). -d sends FILE as a POST body. -o writes the
  * body of the first transfer to FILE (default: discard), -i its response header lines (as curl
- * hands them over: the status line, then one "name: value" line per field). Prints one line per
+ * hands them over: the status line, then one "name: value" line per field). -r caps each
+ * transfer's receive rate at RATE bytes per second (CURLOPT_MAX_RECV_SPEED_LARGE), e.g. to make a
+ * download last through a series of reloads. Prints one line per
  * transfer:
  *   "<index> <http status> <body bytes> <sha256 hex>"
  * and, with -S, a last line "connections <n>" (QUIC connections curl opened). Exit 0 when every
@@ -80,10 +83,11 @@ int main(int argc, char **argv)
     char *body = NULL;
     size_t body_len = 0;
     long conns = 0;
+    curl_off_t rate = 0;
     xfer *xs;
     CURLM *m;
 
-    while ((opt = getopt(argc, argv, "kn:d:o:i:H:S")) != -1) {
+    while ((opt = getopt(argc, argv, "kn:d:o:i:H:r:S")) != -1) {
         switch (opt) {
         case 'k':
             insecure = 1;
@@ -103,13 +107,16 @@ int main(int argc, char **argv)
         case 'H':
             hdrs = curl_slist_append(hdrs, optarg);
             break;
+        case 'r':
+            rate = (curl_off_t)strtoll(optarg, NULL, 10);
+            break;
         case 'S':
             stats = 1;
             break;
         default:
             fprintf(stderr,
-                    "usage: ae-h3get [-k] [-n COUNT] [-d FILE] [-o FILE] [-i FILE] [-H HDR] [-S] "
-                    "URL\n");
+                    "usage: ae-h3get [-k] [-n COUNT] [-d FILE] [-o FILE] [-i FILE] [-H HDR] "
+                    "[-r RATE] [-S] URL\n");
             return 2;
         }
     }
@@ -152,6 +159,8 @@ int main(int argc, char **argv)
         curl_easy_setopt(x->h, CURLOPT_PIPEWAIT, 1L);
         curl_easy_setopt(x->h, CURLOPT_TIMEOUT, 60L);
         curl_easy_setopt(x->h, CURLOPT_PRIVATE, x);
+        if (rate > 0)
+            curl_easy_setopt(x->h, CURLOPT_MAX_RECV_SPEED_LARGE, rate);
         if (hdrs != NULL)
             curl_easy_setopt(x->h, CURLOPT_HTTPHEADER, hdrs);
         if (insecure) {
