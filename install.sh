@@ -3,7 +3,9 @@
 #
 #   ./install.sh deps    install build, test and lab packages (bookworm-backports for ngtcp2)
 #   ./install.sh build   configure and build into build/
-#   ./install.sh demo    deps + build, then run the proxy on 127.0.0.1:8443 in front of ae-origin
+#   ./install.sh demo    deps + build, then run the proxy on 127.0.0.1:8443 (TLS/TCP and QUIC)
+#                        in front of ae-origin (demo-config DIR: only write its config and cert)
+#   ./install.sh install binaries, /etc/anyedge/anyedge.yaml and a systemd unit (PREFIX, DESTDIR)
 #   ./install.sh test    deps, then ctest in build/ and in build-asan/ (ASan + UBSan), then
 #                        every libFuzzer harness for a short time in build-fuzz/ (clang)
 #   ./install.sh bench   deps + build, then tests/bench/run.sh
@@ -345,50 +347,105 @@ cmd_test() {
     return $rc
 }
 
+# self_signed KEY CERT: a self-signed ECDSA P-256 certificate for localhost / 127.0.0.1.
+self_signed() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 365 \
+        -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$1" -out "$2" 2>/dev/null || die "openssl req failed"
+    chmod 600 "$1"
+}
+
+# demo_config DIR: the demo's certificate (DIR/edge.pem, edge.key) and config (DIR/anyedge.yaml:
+# conf/examples/standalone.yaml with its paths made relative to DIR), each only when missing.
+demo_config() {
+    local d=$1
+    mkdir -p "$d"
+    if [ ! -s "$d/edge.pem" ] || [ ! -s "$d/edge.key" ]; then
+        log "creating a self-signed ECDSA P-256 certificate in $d/"
+        self_signed "$d/edge.key" "$d/edge.pem"
+    fi
+    if [ ! -s "$d/anyedge.yaml" ]; then
+        sed -e 's|demo/edge\.|edge.|' conf/examples/standalone.yaml >"$d/anyedge.yaml"
+    elif ! grep -q 'protocol: quic' "$d/anyedge.yaml"; then
+        log "note: $d/anyedge.yaml predates the demo's QUIC listener; remove it to get the new one"
+    fi
+}
+
 cmd_demo() {
     local d="$ROOT/demo" origin_pid
     cmd_deps
     cmd_build
-    mkdir -p "$d"
-    if [ ! -s "$d/edge.pem" ] || [ ! -s "$d/edge.key" ]; then
-        log "creating a self-signed ECDSA P-256 certificate in demo/"
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 365 \
-            -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-            -keyout "$d/edge.key" -out "$d/edge.pem" 2>/dev/null
-        chmod 600 "$d/edge.key"
-    fi
-    if [ ! -s "$d/anyedge.yaml" ]; then
-        cat >"$d/anyedge.yaml" <<'EOF'
-# anyedge demo: TLS on 127.0.0.1:8443 relayed to ae-origin on 127.0.0.1:8080.
-# Relative paths resolve against this file's directory.
-workers: 1
-tls:
-  cert: edge.pem
-  key: edge.key
-listeners:
-  - name: demo
-    protocol: tcp
-    address: "127.0.0.1:8443"
-    upstream: demo
-upstreams:
-  demo:
-    servers: ["127.0.0.1:8080"]
-    health: { http: /healthz, interval: 2s, rise: 2, fall: 3 }
-admin:
-  address: "127.0.0.1:9901"
-EOF
-    fi
+    demo_config "$d"
     build/ae-origin -l 127.0.0.1:8080 -i demo &
     origin_pid=$!
     # shellcheck disable=SC2064 # expand the pid now
     trap "kill $origin_pid 2>/dev/null || true" EXIT
     trap 'exit 130' INT TERM
-    echo
-    echo "try: curl -k https://127.0.0.1:8443/"
-    echo "     curl -s http://127.0.0.1:9901/metrics"
-    echo
+    cat <<'EOT'
+
+anyedge demo: 127.0.0.1:8443 over TLS/TCP and over QUIC (HTTP/3), relayed to a demo origin on
+127.0.0.1:8080; standalone (no Redis). From another terminal:
+
+  curl -k https://127.0.0.1:8443/                     TLS over TCP (Debian's curl has no HTTP/3)
+  build/ae-h3get -k https://127.0.0.1:8443/           HTTP/3 over QUIC with the project's own
+                                                      client: index, status, bytes, sha256
+  build/ae-h3get -k -n 10 -S https://127.0.0.1:8443/  10 requests on one QUIC connection
+  build/anyedgectl -c demo/anyedge.yaml status        the site, its listeners, the pool's health
+  curl -s http://127.0.0.1:9901/metrics | grep -E '^anyedge_(quic|h3)_'   QUIC/HTTP/3 counters
+
+Config: demo/anyedge.yaml (reload: build/anyedgectl -c demo/anyedge.yaml reload).
+Ctrl-C drains and stops it.
+
+EOT
     # Not exec: the EXIT trap must outlive the proxy to stop the origin.
     build/anyedge -c "$d/anyedge.yaml"
+}
+
+# cmd_install: installs the binaries, a starting config and a systemd unit (docs/operations.md,
+# "Install as a service"). Environment: PREFIX (default /usr/local), DESTDIR (a staging root: no
+# user is created, systemd is not told), AE_BUILD_DIR (default build/, built when missing).
+cmd_install() {
+    local prefix=${PREFIX:-/usr/local} dest=${DESTDIR:-} bdir=${AE_BUILD_DIR:-$ROOT/build}
+    local etc="$dest/etc/anyedge" unitdir="$dest/etc/systemd/system"
+    if [ ! -x "$bdir/anyedge" ] || [ ! -x "$bdir/anyedgectl" ]; then
+        [ -z "${AE_BUILD_DIR:-}" ] || die "no anyedge / anyedgectl in $bdir"
+        cmd_deps
+        cmd_build
+    fi
+    log "installing into ${dest:-/}: $prefix/bin, /etc/anyedge, /etc/systemd/system"
+    install -d "$dest$prefix/bin" "$dest$prefix/share/doc/anyedge" "$etc" "$unitdir"
+    install -m 0755 "$bdir/anyedge" "$bdir/anyedgectl" "$dest$prefix/bin/"
+    install -m 0644 docs/operations.md docs/config.md "$dest$prefix/share/doc/anyedge/"
+    if [ -z "$dest" ] && ! getent passwd anyedge >/dev/null; then
+        useradd --system --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin \
+            --user-group anyedge || die "cannot create the system user anyedge"
+    fi
+    # The config and the certificate are the operator's once they exist: never overwritten.
+    if [ ! -e "$etc/anyedge.yaml" ]; then
+        sed -e 's|demo/edge\.|edge.|' conf/examples/standalone.yaml >"$etc/anyedge.yaml"
+        chmod 0640 "$etc/anyedge.yaml"
+        log "wrote $etc/anyedge.yaml (the standalone example: edit its listeners and upstreams)"
+    else
+        log "kept $etc/anyedge.yaml"
+    fi
+    if [ ! -e "$etc/edge.pem" ] && [ ! -e "$etc/edge.key" ]; then
+        self_signed "$etc/edge.key" "$etc/edge.pem"
+        log "wrote a self-signed certificate $etc/edge.pem (replace it with your own)"
+    fi
+    if [ -z "$dest" ]; then
+        # The service runs as anyedge: it reads its config and key through the group.
+        chgrp anyedge "$etc/anyedge.yaml" "$etc/edge.key" "$etc/edge.pem"
+        chmod 0640 "$etc/edge.key"
+    fi
+    sed -e "s|@BINDIR@|$prefix/bin|g" -e "s|@DOCDIR@|$prefix/share/doc/anyedge|g" \
+        dist/anyedge.service >"$unitdir/anyedge.service"
+    chmod 0644 "$unitdir/anyedge.service"
+    if [ -z "$dest" ] && [ -d /run/systemd/system ]; then
+        systemctl daemon-reload
+        log "installed; start it with: systemctl enable --now anyedge"
+    else
+        log "installed (systemd is not running here: enable the unit where it is)"
+    fi
 }
 
 cmd_bench() {
@@ -399,7 +456,7 @@ cmd_bench() {
 }
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "$0"
 }
 
 main() {
@@ -409,6 +466,8 @@ main() {
     deps) cmd_deps ;;
     build) cmd_build ;;
     demo) cmd_demo ;;
+    demo-config) demo_config "${1:?usage: ./install.sh demo-config DIR}" ;;
+    install) cmd_install ;;
     test) cmd_test ;;
     bench) cmd_bench "$@" ;;
     -h | --help | help)
