@@ -774,6 +774,21 @@ static int check_tcp_handoff(loader *L, ae_conf *c, const cnode *root)
     return 0;
 }
 
+static int check_quic(loader *L, ae_conf *c, const cnode *root)
+{
+    const cnode *sec = ae_conf_node_get(root, "quic");
+    if (c->quic.early_data_shared == AE_EARLY_SHARED_OFF)
+        return 0;
+    ae_conf_pos pos = pos_of(sec, "early_data_shared", root);
+    if (!c->quic.early_data)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, pos, "quic.early_data_shared",
+                            "needs quic.early_data: on");
+    if (c->state.redis == NULL)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, pos, "quic.early_data_shared",
+                            "needs state.redis (the shared record lives there)");
+    return 0;
+}
+
 /* admin.token_file: read the token now, so a bad file fails the load (and a reload). */
 static int check_admin(loader *L, ae_conf *c)
 {
@@ -823,7 +838,8 @@ static int validate(loader *L, ae_conf_build *b, const cnode *root)
 
     if ((rv = check_tls(L, b, root)) != 0 || (rv = check_upstreams(L, c, root)) != 0 ||
         (rv = check_listeners(L, c, root)) != 0 || (rv = check_anycast(L, c, root)) != 0 ||
-        (rv = check_tcp_handoff(L, c, root)) != 0 || (rv = check_admin(L, c)) != 0)
+        (rv = check_tcp_handoff(L, c, root)) != 0 || (rv = check_quic(L, c, root)) != 0 ||
+        (rv = check_admin(L, c)) != 0)
         return rv;
     if (c->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

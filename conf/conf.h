@@ -51,6 +51,9 @@ typedef enum {
 } ae_balance;
 typedef enum { AE_HC_NONE = 0, AE_HC_TCP = 1, AE_HC_HTTP = 2 } ae_hc_kind;
 typedef enum { AE_QRETRY_OFF = 0, AE_QRETRY_ALWAYS = 1, AE_QRETRY_AUTO = 2 } ae_quic_retry;
+/* quic.early_data_shared: off = each site on its own; hold = 0-RTT requests wait for the
+ * handshake or the sites' shared first-use record in Redis (state/claim.h). */
+typedef enum { AE_EARLY_SHARED_OFF = 0, AE_EARLY_SHARED_HOLD = 1 } ae_early_shared;
 /* site.return: how the owner of a forwarded connection sends its replies. */
 typedef enum { AE_RETURN_DIRECT = 0, AE_RETURN_TUNNEL = 1 } ae_site_return;
 typedef enum { AE_ANYCAST_OFF = 0, AE_ANYCAST_COMMAND = 1, AE_ANYCAST_EXABGP = 2 } ae_anycast_mode;
@@ -144,10 +147,11 @@ typedef struct ae_conf {
         /* 0-RTT (tls/quic_gnutls.c, proxy/h3/h3.c): accept early data on resumed sessions;
          * unsafe = also forward non-safe methods received in 0-RTT (else 425). */
         int early_data, early_data_unsafe;
-        uint32_t early_data_window_ms; /* anti-replay window (GnuTLS), see docs */
-        ae_quic_retry retry;           /* address validation with Retry */
-        uint32_t retry_threshold;      /* auto: new connections per second per worker */
-        uint32_t token_lifetime_ms;    /* NEW_TOKEN validity */
+        ae_early_shared early_data_shared; /* at most once across sites (state/claim.h) */
+        uint32_t early_data_window_ms;     /* anti-replay window (GnuTLS), see docs */
+        ae_quic_retry retry;               /* address validation with Retry */
+        uint32_t retry_threshold;          /* auto: new connections per second per worker */
+        uint32_t token_lifetime_ms;        /* NEW_TOKEN validity */
     } quic;
 
     struct {

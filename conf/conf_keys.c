@@ -182,6 +182,8 @@ static const char *check_field_name(const char *s)
     return NULL;
 }
 
+static const ae_key_enum early_shared_modes[] = {
+    {"off", AE_EARLY_SHARED_OFF}, {"hold", AE_EARLY_SHARED_HOLD}, {0}};
 static const ae_key_enum quic_retry_modes[] = {
     {"off", AE_QRETRY_OFF}, {"always", AE_QRETRY_ALWAYS}, {"auto", AE_QRETRY_AUTO}, {0}};
 
@@ -209,6 +211,18 @@ static const ae_key quic_keys[] = {
      .def = "off",
      .help = "Also forward methods other than GET, HEAD and OPTIONS received in 0-RTT (with "
              "`Early-Data: 1`) instead of answering 425 Too Early."},
+    {.name = "early_data_shared",
+     .type = AE_KT_ENUM,
+     .off = R(quic.early_data_shared),
+     .def = "off",
+     .enums = early_shared_modes,
+     .help = "`hold`: requests received in 0-RTT wait until the handshake completes (then they "
+             "cannot be a replay) or the sites' shared record in Redis (`state.redis`) says this "
+             "ClientHello is used for the first time, whichever comes first; a ClientHello "
+             "replayed to another site then never reaches an upstream. Redis slow or down only "
+             "delays them to the handshake's completion. `off`: each site decides alone (a "
+             "flight can be replayed once to each other site). Needs `early_data` and "
+             "`state.redis`."},
     {.name = "early_data_window",
      .type = AE_KT_DURATION,
      .off = R(quic.early_data_window_ms),

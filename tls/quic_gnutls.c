@@ -45,7 +45,15 @@ struct ae_quic_tls_ctx {
 struct ae_quic_tls {
     gnutls_session_t session;
     int early_offered; /* the ClientHello carried the early_data extension */
+    int early_id_set;  /* early_id holds SHA-256 of the binder GnuTLS recorded */
+    uint8_t early_id[32];
 };
+
+/* The session whose ClientHello this thread is processing (set by the ClientHello hook before
+ * GnuTLS parses it, cleared after): the add function below only gets the anti-replay object's
+ * pointer, not the session, and GnuTLS processes a ClientHello synchronously in
+ * gnutls_handshake() on the connection's worker thread. */
+static __thread ae_quic_tls *hello_session;
 
 static int replay_add(void *ptr, time_t exp_time, const gnutls_datum_t *key,
                       const gnutls_datum_t *data)
@@ -67,8 +75,15 @@ static int replay_add(void *ptr, time_t exp_time, const gnutls_datum_t *key,
                              : ae_seen_add(replay_seen, key->data + 12, key->size - 12, now,
                                            (uint64_t)exp_time + 1);
     pthread_mutex_unlock(&replay_mu);
-    if (rv == AE_SEEN_NEW)
+    if (rv == AE_SEEN_NEW) {
+        /* The binder verified and was new here: it names this ClientHello for the sites'
+         * shared first-use record (ae_quic_tls_early_id). */
+        ae_quic_tls *s = hello_session;
+        if (s != NULL &&
+            gnutls_hash_fast(GNUTLS_DIG_SHA256, key->data + 12, key->size - 12, s->early_id) == 0)
+            s->early_id_set = 1;
         return 0;
+    }
     return rv == AE_SEEN_DUP ? GNUTLS_E_DB_ENTRY_EXISTS : GNUTLS_E_DB_ERROR;
 }
 
@@ -86,9 +101,15 @@ static int client_hello_hook(gnutls_session_t session, unsigned htype, unsigned 
 {
     ae_quic_tls *s = gnutls_db_get_ptr(session);
     (void)htype;
-    (void)when;
-    if (incoming && s != NULL)
-        gnutls_ext_raw_parse(s, early_ext_cb, msg, GNUTLS_EXT_RAW_FLAG_TLS_CLIENT_HELLO);
+    if (!incoming || s == NULL)
+        return 0;
+    if (when == GNUTLS_HOOK_POST) {
+        hello_session = NULL;
+        return 0;
+    }
+    hello_session = s;
+    s->early_id_set = 0;
+    gnutls_ext_raw_parse(s, early_ext_cb, msg, GNUTLS_EXT_RAW_FLAG_TLS_CLIENT_HELLO);
     return 0;
 }
 
@@ -209,7 +230,7 @@ int ae_quic_tls_new(ae_quic_tls_ctx *ctx, ngtcp2_conn *conn, ngtcp2_crypto_conn_
         }
     }
     gnutls_db_set_ptr(s->session, s);
-    gnutls_handshake_set_hook_function(s->session, GNUTLS_HANDSHAKE_CLIENT_HELLO, GNUTLS_HOOK_PRE,
+    gnutls_handshake_set_hook_function(s->session, GNUTLS_HANDSHAKE_CLIENT_HELLO, GNUTLS_HOOK_BOTH,
                                        client_hello_hook);
     gnutls_session_set_ptr(s->session, ref);
     ngtcp2_conn_set_tls_native_handle(conn, s->session);
@@ -221,6 +242,8 @@ void ae_quic_tls_free(ae_quic_tls *s)
 {
     if (s == NULL)
         return;
+    if (hello_session == s) /* a ClientHello that failed between the hooks */
+        hello_session = NULL;
     gnutls_deinit(s->session);
     free(s);
 }
@@ -251,4 +274,12 @@ int ae_quic_tls_early_data(ae_quic_tls *s)
     if (gnutls_session_get_flags(s->session) & GNUTLS_SFLAGS_EARLY_DATA)
         return 1;
     return s->early_offered ? -1 : 0;
+}
+
+int ae_quic_tls_early_id(ae_quic_tls *s, uint8_t out[32])
+{
+    if (!s->early_id_set || !(gnutls_session_get_flags(s->session) & GNUTLS_SFLAGS_EARLY_DATA))
+        return 0;
+    memcpy(out, s->early_id, 32);
+    return 1;
 }

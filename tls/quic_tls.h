@@ -48,6 +48,10 @@ int ae_quic_tls_resumed(ae_quic_tls *s);
  * it was refused (early data off, ticket outside the anti-replay window, replayed ClientHello,
  * table full), 0 when it was not offered. */
 int ae_quic_tls_early_data(ae_quic_tls *s);
+/* After the ClientHello, when its early data was accepted: the id of that ClientHello for the
+ * sites' shared first-use record (SHA-256 of the PSK binder GnuTLS verified and recorded), in
+ * out; returns 1. Otherwise 0. */
+int ae_quic_tls_early_id(ae_quic_tls *s, uint8_t out[32]);
 /* Fills n random bytes (the TLS library's RNG). Returns 0 or AE_ERR_TLS. */
 int ae_quic_rand(void *buf, size_t n);
 

@@ -57,6 +57,12 @@ const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_QUIC_HS_RESUMED] = "quic_handshakes_resumed",
     [AE_M_QUIC_0RTT_ACCEPTED] = "quic_0rtt_accepted",
     [AE_M_QUIC_0RTT_REJECTED] = "quic_0rtt_rejected",
+    [AE_M_QUIC_0RTT_HELD] = "quic_0rtt_held",
+    [AE_M_QUIC_0RTT_RELEASED_REDIS] = "quic_0rtt_released_redis",
+    [AE_M_QUIC_0RTT_RELEASED_HANDSHAKE] = "quic_0rtt_released_handshake",
+    [AE_M_QUIC_0RTT_SEEN_ELSEWHERE] = "quic_0rtt_seen_elsewhere",
+    [AE_M_QUIC_0RTT_CLAIM_UNSENT] = "quic_0rtt_claims_unsent",
+    [AE_M_QUIC_0RTT_CLAIM_ERRORS] = "quic_0rtt_claim_errors",
     [AE_M_QUIC_RETRY_SENT] = "quic_retry_sent",
     [AE_M_QUIC_TOKEN_RETRY_OK] = "quic_tokens_retry_accepted",
     [AE_M_QUIC_TOKEN_NEW_OK] = "quic_tokens_new_token_accepted",
@@ -67,6 +73,7 @@ const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_QUIC_BYTES_OUT] = "quic_bytes_out",
     [AE_M_H3_EARLY_FORWARDED] = "h3_early_data_requests",
     [AE_M_H3_TOO_EARLY] = "h3_too_early",
+    [AE_M_H3_EARLY_HELD] = "h3_early_data_held",
     [AE_M_FWD_OUT] = "forward_out",
     [AE_M_FWD_IN] = "forward_in",
     [AE_M_FWD_HANDOFF] = "forward_handoffs",
@@ -141,6 +148,22 @@ const char *const ae_metric_help[AE_M__COUNT] = {
     [AE_M_QUIC_HS_FULL] = "QUIC handshakes completed without session resumption.",
     [AE_M_QUIC_HS_RESUMED] = "QUIC handshakes completed by resuming a session ticket (any site).",
     [AE_M_QUIC_0RTT_ACCEPTED] = "QUIC handshakes whose 0-RTT early data was accepted.",
+    [AE_M_QUIC_0RTT_HELD] = "QUIC connections whose 0-RTT requests were held until the handshake "
+                            "completed or the sites' shared record said first use "
+                            "(quic.early_data_shared: hold).",
+    [AE_M_QUIC_0RTT_RELEASED_REDIS] = "Held 0-RTT connections released by the shared record in "
+                                      "Redis (first use of the ClientHello at any site).",
+    [AE_M_QUIC_0RTT_RELEASED_HANDSHAKE] = "Held 0-RTT connections released by the handshake "
+                                          "completing before the shared record answered.",
+    [AE_M_QUIC_0RTT_SEEN_ELSEWHERE] = "0-RTT ClientHellos the shared record had seen before (a "
+                                      "replay to another site, or a client whose first flight "
+                                      "reached two sites): held until a handshake that a "
+                                      "replay never completes.",
+    [AE_M_QUIC_0RTT_CLAIM_UNSENT] = "Held 0-RTT connections whose shared record could not be "
+                                    "asked (Redis not connected, too many in flight): released "
+                                    "by the handshake.",
+    [AE_M_QUIC_0RTT_CLAIM_ERRORS] = "Shared-record requests that got no usable answer (timeout, "
+                                    "error reply).",
     [AE_M_QUIC_0RTT_REJECTED] = "QUIC handshakes whose client offered 0-RTT and was refused "
                                 "(quic.early_data off, replay, stale ticket, unknown key).",
     [AE_M_QUIC_RETRY_SENT] = "QUIC Retry packets sent (address validation).",
@@ -154,6 +177,9 @@ const char *const ae_metric_help[AE_M__COUNT] = {
     [AE_M_QUIC_BYTES_OUT] = "UDP payload bytes sent by QUIC listeners.",
     [AE_M_H3_EARLY_FORWARDED] = "HTTP/3 requests received in 0-RTT and forwarded with "
                                 "Early-Data: 1.",
+    [AE_M_H3_EARLY_HELD] = "HTTP/3 requests received in 0-RTT that waited for the handshake or the "
+                           "sites' shared record before going upstream (quic.early_data_shared: "
+                           "hold).",
     [AE_M_H3_TOO_EARLY] = "HTTP/3 requests received in 0-RTT with an unsafe method, answered "
                           "425 Too Early.",
     [AE_M_FWD_OUT] = "QUIC datagrams forwarded to their owner site in tunnel frames (all sites; "

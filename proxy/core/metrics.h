@@ -56,12 +56,19 @@ typedef enum {
     AE_M_H3_UPLAT_LAST = AE_M_H3_UPLAT_B0 + 12, /* (not cumulative) counts, the last is +Inf */
     AE_M_H3_UPLAT_SUM_US,                       /* sum of the observations, microseconds */
     AE_M_QUIC_HS_FULL,                          /* QUIC handshakes completed without resumption */
-    AE_M_QUIC_HS_RESUMED,     /* QUIC handshakes completed with a session ticket */
-    AE_M_QUIC_0RTT_ACCEPTED,  /* QUIC handshakes whose early data was accepted */
-    AE_M_QUIC_0RTT_REJECTED,  /* early data offered by the client, refused by us */
-    AE_M_QUIC_RETRY_SENT,     /* Retry packets sent */
-    AE_M_QUIC_TOKEN_RETRY_OK, /* Initials with a valid Retry token */
-    AE_M_QUIC_TOKEN_NEW_OK,   /* Initials with a valid, unused NEW_TOKEN token */
+    AE_M_QUIC_HS_RESUMED,    /* QUIC handshakes completed with a session ticket */
+    AE_M_QUIC_0RTT_ACCEPTED, /* QUIC handshakes whose early data was accepted */
+    AE_M_QUIC_0RTT_REJECTED, /* early data offered by the client, refused by us */
+    /* quic.early_data_shared: hold (state/claim.h) */
+    AE_M_QUIC_0RTT_HELD,               /* 0-RTT connections whose early requests were held */
+    AE_M_QUIC_0RTT_RELEASED_REDIS,     /* ...released by the shared record: first use */
+    AE_M_QUIC_0RTT_RELEASED_HANDSHAKE, /* ...released by the handshake completing first */
+    AE_M_QUIC_0RTT_SEEN_ELSEWHERE,     /* shared record: this ClientHello was used before */
+    AE_M_QUIC_0RTT_CLAIM_UNSENT,       /* record not asked: Redis down or too many in flight */
+    AE_M_QUIC_0RTT_CLAIM_ERRORS,       /* record asked, no usable answer (timeout, error) */
+    AE_M_QUIC_RETRY_SENT,              /* Retry packets sent */
+    AE_M_QUIC_TOKEN_RETRY_OK,          /* Initials with a valid Retry token */
+    AE_M_QUIC_TOKEN_NEW_OK,            /* Initials with a valid, unused NEW_TOKEN token */
     AE_M_QUIC_TOKEN_REJECTED, /* Initials with a token that failed (bad, expired, reused) */
     AE_M_QUIC_TOKEN_REUSED,   /* of which: NEW_TOKEN token already used at this site */
     AE_M_QUIC_NEW_TOKEN_SENT, /* NEW_TOKEN frames submitted after a handshake */
@@ -69,6 +76,7 @@ typedef enum {
     AE_M_QUIC_BYTES_OUT,      /* UDP payload bytes sent */
     AE_M_H3_EARLY_FORWARDED,  /* HTTP/3 requests received in 0-RTT, forwarded (Early-Data: 1) */
     AE_M_H3_TOO_EARLY,        /* HTTP/3 requests received in 0-RTT answered 425 by us */
+    AE_M_H3_EARLY_HELD,       /* HTTP/3 0-RTT requests held before going upstream (hold) */
     AE_M_FWD_OUT,             /* datagrams forwarded to another site in tunnel frames */
     AE_M_FWD_IN,              /* datagrams accepted from tunnel frames */
     AE_M_FWD_HANDOFF,         /* datagrams handed to another worker of this site */

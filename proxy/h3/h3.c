@@ -488,8 +488,13 @@ static int h3_end_headers(nghttp3_conn *h3, int64_t sid, int fin, void *cud, voi
         }
         ae_count(&s->w->counters, AE_M_H3_EARLY_FORWARDED, 1);
     }
+    /* quic.early_data_shared: hold: a 0-RTT request waits (queued, no upstream yet) until
+     * the handshake completes or the shared record says first use (op_early_release). */
+    int hold = s->early && ae_quic_conn_early_held(s->c->qc);
+    if (hold)
+        ae_count(&s->w->counters, AE_M_H3_EARLY_HELD, 1);
     req_set_state(s, AE_H3_REQ_FORWARDED);
-    return ae_h3_up_start(s) == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE;
+    return ae_h3_up_start(s, hold) == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE;
 }
 
 static int h3_recv_data(nghttp3_conn *h3, int64_t sid, const uint8_t *data, size_t len, void *cud,
@@ -761,6 +766,16 @@ static int op_add_write_offset(void *app, int64_t sid, size_t n)
 
 /* Graceful drain (RFC 9114 §5.2): step 0 sends a GOAWAY notice (no new requests), step 1 the
  * final GOAWAY naming the last stream processed. */
+static void op_early_release(void *app)
+{
+    h3conn *c = app;
+    qstream *next;
+    for (qstream *s = c->streams; s != NULL; s = next) {
+        next = s->next; /* a failed connect answers s, which may detach it */
+        ae_h3_up_release(s);
+    }
+}
+
 static void op_goaway(void *app, int step)
 {
     h3conn *c = app;
@@ -814,6 +829,7 @@ const ae_quic_app_ops ae_h3_app_ops = {
     .stream_blocked = op_stream_blocked,
     .stream_shut_wr = op_stream_shut_wr,
     .add_write_offset = op_add_write_offset,
+    .early_release = op_early_release,
     .goaway = op_goaway,
     .nstreams = op_nstreams,
     .close = op_close,

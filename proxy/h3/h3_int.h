@@ -77,6 +77,7 @@ typedef struct {
     unsigned send_err : 1;     /* a send failed: no more request bytes go out (the response is
                                 * still read: the server may have answered and closed) */
     unsigned last_timeout : 1; /* the last failed connect timed out (504 rather than 502) */
+    unsigned held : 1;         /* IDLE until ae_h3_up_release (0-RTT hold) */
     /* keep-alive: reused = on a pooled connection; retried = once on a fresh one; no_reuse =
      * never take a pooled one; resp_close = "Connection: close" or HTTP/1.0 */
     unsigned reused : 1, retried : 1, no_reuse : 1, resp_close : 1;
@@ -155,8 +156,12 @@ void ae_h3_up_init(qstream *s);
 /* Starts the exchange of a FORWARDED request: queues the request head when its framing is
  * known (the request ended with its headers, or has a Content-Length; otherwise at the first
  * body byte or the end), then picks a server and connects or takes a pooled connection (errors
- * answer s). 0, or AE_ERR_NOMEM. */
-int ae_h3_up_start(qstream *s);
+ * answer s). With hold (a 0-RTT request of a held connection, quic.early_data_shared: hold)
+ * the client stays IDLE with its bytes queued until ae_h3_up_release(). 0, or AE_ERR_NOMEM. */
+int ae_h3_up_start(qstream *s, int hold);
+/* A held exchange may go: picks a server and connects as ae_h3_up_start() would. No-op for an
+ * exchange that is not held (any more) or a stream that is not live. */
+void ae_h3_up_release(qstream *s);
 /* Whether the upstream still takes request body bytes (not KEEP nor DONE, no failed send). */
 int ae_h3_up_takes_body(const qstream *s);
 /* Queues request body bytes (the head first when not queued yet; chunk framing when chunked).

@@ -807,12 +807,25 @@ static int queue_head(qstream *s)
     return rv;
 }
 
-int ae_h3_up_start(qstream *s)
+int ae_h3_up_start(qstream *s, int hold)
 {
     if ((s->req_fin || s->req_cl >= 0) && queue_head(s) != 0)
         return AE_ERR_NOMEM;
+    if (hold) {
+        s->up.held = 1;
+        return 0;
+    }
     try_connect(s);
     return 0;
+}
+
+void ae_h3_up_release(qstream *s)
+{
+    if (!s->up.held)
+        return;
+    s->up.held = 0;
+    if (ae_h3_live(s) && s->up.state == AE_H3_UP_IDLE)
+        try_connect(s);
 }
 
 int ae_h3_up_body(qstream *s, const uint8_t *data, size_t len)

@@ -23,6 +23,7 @@
 
 #include "conf/seen.h"
 #include "proxy/quic/quic_int.h"
+#include "state/claim.h"
 
 /* ---- small utilities ---- */
 
@@ -212,6 +213,8 @@ void ae_quic_conn_kill(qconn *c, ae_quic_close reason)
 
 static void conn_free(qconn *c)
 {
+    if (c->claim != 0)
+        ae_claims_cancel(c->w->quic->claims, c->claim);
     if (c->app != NULL)
         c->w->quic->app->free(c->app);
     ngtcp2_conn_del(c->conn);
@@ -448,6 +451,75 @@ static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
     return ((qconn *)ref->user_data)->conn;
 }
 
+/* ---- 0-RTT hold (quic.early_data_shared: hold; docs/architecture.md "0-RTT policy") ---- */
+
+/* How long the sites' shared record of a ClientHello must live: as long as any site could still
+ * accept that ClientHello's early data, i.e. GnuTLS's freshness tolerance (the ticket age the
+ * client claims must be within early_data_window of the real one, RFC 8446 §8.3), plus a margin
+ * for clock differences between sites. */
+static uint64_t claim_ttl_ms(const ae_conf *conf)
+{
+    return (uint64_t)conf->quic.early_data_window_ms + 2000;
+}
+
+static void early_release(qconn *c, ae_metric how)
+{
+    if (!c->early_held)
+        return;
+    c->early_held = 0;
+    ae_count(&c->w->counters, how, 1);
+    if (c->claim != 0) {
+        ae_claims_cancel(c->w->quic->claims, c->claim);
+        c->claim = 0;
+    }
+    if (c->app != NULL && c->w->quic->app->early_release != NULL)
+        c->w->quic->app->early_release(c->app);
+}
+
+static void claim_cb(void *owner, ae_claim_result res)
+{
+    qconn *c = owner;
+    c->claim = 0;
+    switch (res) {
+    case AE_CLAIM_FIRST:
+        if (c->state == QC_OPEN && c->early_held) {
+            AE_CDEBUG(c->id, "quic: 0-RTT requests released: first use at any site");
+            early_release(c, AE_M_QUIC_0RTT_RELEASED_REDIS);
+            ae_quic_conn_kick(c);
+        }
+        break;
+    case AE_CLAIM_SEEN:
+        ae_count(&c->w->counters, AE_M_QUIC_0RTT_SEEN_ELSEWHERE, 1);
+        AE_CDEBUG(c->id, "quic: 0-RTT ClientHello used before (shared record): its requests "
+                         "wait for the handshake");
+        break;
+    default:
+        ae_count(&c->w->counters, AE_M_QUIC_0RTT_CLAIM_ERRORS, 1);
+        break;
+    }
+}
+
+/* The ClientHello was processed and its early data accepted: with hold, the requests it
+ * carries wait, and the shared record is asked (without waiting for it). */
+static void early_hold(qconn *c)
+{
+    uint8_t id[AE_CLAIM_ID_LEN];
+    ae_qworker *qw = c->w->quic;
+    if (c->rt->conf->quic.early_data_shared != AE_EARLY_SHARED_HOLD)
+        return;
+    c->early_held = 1;
+    ae_count(&c->w->counters, AE_M_QUIC_0RTT_HELD, 1);
+    if (qw->claims != NULL && ae_quic_tls_early_id(c->tls, id))
+        c->claim = ae_claims_send(qw->claims, id, claim_ttl_ms(c->rt->conf), claim_cb, c);
+    if (c->claim == 0)
+        ae_count(&c->w->counters, AE_M_QUIC_0RTT_CLAIM_UNSENT, 1);
+}
+
+int ae_quic_conn_early_held(const qconn *c)
+{
+    return c->early_held;
+}
+
 static int cb_handshake_completed(ngtcp2_conn *conn, void *ud)
 {
     qconn *c = ud;
@@ -459,6 +531,8 @@ static int cb_handshake_completed(ngtcp2_conn *conn, void *ud)
     if (ae_quic_tls_send_ticket(c->tls) != 0)
         AE_CDEBUG(c->id, "quic: cannot send a session ticket");
     ae_quic_send_new_token(c);
+    /* The client proved it holds the handshake keys: its 0-RTT requests are not a replay. */
+    early_release(c, AE_M_QUIC_0RTT_RELEASED_HANDSHAKE);
     return 0;
 }
 
@@ -557,6 +631,8 @@ static int cb_recv_tx_key(ngtcp2_conn *conn, ngtcp2_encryption_level level, void
     int early = ae_quic_tls_early_data(c->tls);
     if (early != 0)
         ae_count(&c->w->counters, early > 0 ? AE_M_QUIC_0RTT_ACCEPTED : AE_M_QUIC_0RTT_REJECTED, 1);
+    if (early > 0 && c->app == NULL)
+        early_hold(c);
     if (c->app != NULL)
         return 0;
     ae_qworker *qw = c->w->quic;
@@ -852,6 +928,12 @@ void ae_quic_runtime(ae_worker *w, ae_runtime *rt)
     ae_quic_tls_ctx_unref(qw->tls);
     qw->tls = ctx;
     qw->tls_rt = rt;
+    if (rt->conf->quic.early_data_shared == AE_EARLY_SHARED_HOLD && qw->claims == NULL) {
+        /* state.* is read at start only: the first runtime that asks sets the connection up;
+         * later reloads reuse it. */
+        if (ae_claims_new(w->loop, rt->conf, &qw->claims, err, sizeof(err)) != 0)
+            AE_ERROR("quic: early_data_shared: %s (0-RTT requests wait for their handshakes)", err);
+    }
 }
 
 void ae_quic_gc(ae_worker *w)
@@ -877,6 +959,7 @@ void ae_quic_free(ae_worker *w)
     if (w->quic->app != NULL && w->quic->app->release != NULL)
         w->quic->app->release(w->quic->app_ctx);
     ae_quic_tls_ctx_unref(w->quic->tls);
+    ae_claims_free(w->quic->claims);
     ae_qsecrets_unref(w->quic->sec);
     ae_cid_keys_free(w->quic->cidk);
     free(w->quic);

@@ -117,6 +117,11 @@ typedef struct ae_quic_app_ops {
     void (*stream_shut_wr)(void *app, int64_t sid);
     int (*add_write_offset)(void *app, int64_t sid, size_t n);
 
+    /* quic.early_data_shared: hold: the connection's 0-RTT requests may go upstream now (its
+     * handshake completed, or the sites' shared record said first use). Called at most once,
+     * only after setup, and only for a connection that was held (ae_quic_conn_early_held). */
+    void (*early_release)(void *app);
+
     /* Graceful drain of an established connection: step 0 announces it (no new requests),
      * step 1 names the last request served (HTTP/3 GOAWAY, RFC 9114 §5.2). quic closes the
      * connection with no_error once nstreams() is 0 after step 1. */
@@ -217,5 +222,8 @@ ae_pool *ae_quic_conn_pool(const ae_qconn *c);
 const struct sockaddr *ae_quic_conn_remote(const ae_qconn *c, socklen_t *len);
 /* The TLS server name the client asked for, "" before the handshake completed. */
 const char *ae_quic_conn_sni(const ae_qconn *c);
+/* 1 while requests received in 0-RTT must wait (quic.early_data_shared: hold, neither the
+ * handshake nor the shared record released them yet): ops->early_release follows. */
+int ae_quic_conn_early_held(const ae_qconn *c);
 
 #endif

@@ -71,6 +71,8 @@ typedef struct ae_qworker {
     ae_quic_hooks hooks;          /* forwarding layer (ae_quic_set_hooks) */
     const ae_quic_app_ops *app;   /* application (ae_quic_set_app), NULL: none */
     void *app_ctx;                /* its per-worker context (ours to release) */
+    struct ae_claims *claims;     /* quic.early_data_shared: hold: the shared record's Redis
+                                   * connection (created with the first runtime asking) */
 } ae_qworker;
 
 typedef enum { QC_OPEN = 0, QC_CLOSING, QC_DRAINING, QC_DEAD } qc_state;
@@ -113,9 +115,11 @@ struct ae_qconn {
     char sni[256];
     ev_tstamp started;
     unsigned hs_done : 1;
-    unsigned err_set : 1; /* err holds an application error the application chose */
-    unsigned goaway : 2;  /* drain: 1 goaway step 0 (notice) done, 2 step 1 (final) done */
-    ev_tstamp goaway_at;  /* when the notice was sent */
+    unsigned err_set : 1;    /* err holds an application error the application chose */
+    unsigned early_held : 1; /* 0-RTT requests wait (ae_quic_conn_early_held) */
+    uint64_t claim;          /* the shared record's pending claim (state/claim.h), 0: none */
+    unsigned goaway : 2;     /* drain: 1 goaway step 0 (notice) done, 2 step 1 (final) done */
+    ev_tstamp goaway_at;     /* when the notice was sent */
 };
 
 /* ---- quic.c (connections), used by endpoint.c ---- */
