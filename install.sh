@@ -35,10 +35,10 @@ BASE_PKGS=(
 # Also from there: ngtcp2's gtlsserver (benchmark peer) and libcurl-gnutls 8.x built with
 # ngtcp2/nghttp3 (the HTTP/3 test client links it).
 BP_PKGS=(libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev ngtcp2-client ngtcp2-server
-    libcurl3-gnutls libcurl4-gnutls-dev)
+    libcurl3-gnutls libcurl4-gnutls-dev valkey-server valkey-tools)
 # Daemons Debian starts on install; tests run their own instances on free ports.
 SERVICES=(redis-server:/run/redis/redis-server.pid nginx:/run/nginx.pid
-    haproxy:/run/haproxy.pid bird:/run/bird/bird.pid)
+    haproxy:/run/haproxy.pid bird:/run/bird/bird.pid valkey-server:/run/valkey/valkey-server.pid)
 
 log() { printf '==> %s\n' "$*"; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
@@ -285,10 +285,11 @@ cmd_build() {
     configure_build build
 }
 
-# run_ctest DIR LABEL: runs ctest, prints its summary, returns its status.
+# run_ctest DIR LABEL [CTEST_ARGS...]: runs ctest, prints its summary, returns its status.
 run_ctest() {
     local dir=$1 label=$2 logf rc=0
-    local args=(--test-dir "$dir" --output-on-failure -j"$JOBS")
+    shift 2
+    local args=(--test-dir "$dir" --output-on-failure -j"$JOBS" "$@")
     if [ -n "${AE_TEST_FILTER:-}" ]; then
         args+=(-R "$AE_TEST_FILTER")
     fi
@@ -318,7 +319,7 @@ cmd_test() {
         if configure_build build-asan -DANYEDGE_SANITIZE=ON; then
             ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
                 UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-                run_ctest build-asan asan || rc=1
+                run_ctest build-asan asan -LE valkey || rc=1 # Valkey: same code as valkey.*
         else
             SUMMARY+=("[asan] build failed")
             rc=1

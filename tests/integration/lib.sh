@@ -548,20 +548,32 @@ stop_clean() {
 
 # ---- Redis helpers (shared-state tests) ----
 
-# start_redis PORT [NAME]: a throw-away redis-server on 127.0.0.1:PORT (no persistence), started
+# The Redis server the shared-state tests run against: redis-server, or a drop-in named by
+# AE_REDIS_SERVER (ctest's valkey.* cases set valkey-server, with valkey-cli as the client).
+REDIS_SERVER=${AE_REDIS_SERVER:-redis-server}
+REDIS_CLI=${AE_REDIS_CLI:-redis-cli}
+# need_redis: fails unless the server and its client are installed.
+need_redis() {
+    command -v "$REDIS_SERVER" >/dev/null || fail "$REDIS_SERVER is not installed"
+    command -v "$REDIS_CLI" >/dev/null || fail "$REDIS_CLI is not installed"
+}
+
+# start_redis PORT [NAME]: a throw-away $REDIS_SERVER on 127.0.0.1:PORT (no persistence), started
 # with start_bg (PID in PID_<NAME>, default NAME redis); waits until it answers PING.
 start_redis() {
     local port=$1 name=${2:-redis}
-    command -v redis-server >/dev/null || fail "redis-server is not installed"
-    start_bg "$name" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no
+    need_redis
+    start_bg "$name" "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --save '' --appendonly no
     wait_until 10 rcli_at "$port" PING || fail "redis on port $port does not answer PING"
+    log "$REDIS_SERVER on port $port: $(rcli_at "$port" INFO server | tr -d '\r' |
+        grep -E '^(redis|valkey)_version:' | paste -sd ' ')"
 }
 
-# rcli_at PORT ARGS...: redis-cli against 127.0.0.1:PORT (raw output).
+# rcli_at PORT ARGS...: $REDIS_CLI against 127.0.0.1:PORT (raw output).
 rcli_at() {
     local port=$1
     shift
-    redis-cli -h 127.0.0.1 -p "$port" --raw "$@"
+    "$REDIS_CLI" -h 127.0.0.1 -p "$port" --raw "$@"
 }
 
 # rcli ARGS...: redis-cli against $REDIS_PORT.

@@ -10,7 +10,7 @@
 . "$(dirname "$0")/lib.sh"
 
 command -v gtlsclient >/dev/null || fail "gtlsclient (ngtcp2-client) is not installed"
-command -v redis-server >/dev/null || fail "redis-server is not installed"
+need_redis
 TOOLS=$AE_SRCDIR/tests/tools
 
 gen_cert edge

@@ -12,7 +12,7 @@
 #     under its local ring still resumes.
 . "$(dirname "$0")/lib.sh"
 
-command -v redis-server >/dev/null || fail "redis-server is not installed"
+need_redis
 command -v wrk >/dev/null || fail "wrk is not installed"
 
 gen_cert edge
@@ -284,7 +284,7 @@ stop_clean s2
 
 # ---- 4. wrong AUTH password ----
 RA=$(free_port); E4=$(free_port); A4=$(free_port)
-start_bg redis_auth redis-server --port "$RA" --bind 127.0.0.1 --save '' --appendonly no \
+start_bg redis_auth "$REDIS_SERVER" --port "$RA" --bind 127.0.0.1 --save '' --appendonly no \
     --requirepass secret
 wait_port "$RA"
 site_conf "$T/s4.yaml" 4 "$E4" "$A4" "redis://:Wr0ngPassw0rd@127.0.0.1:$RA/0"

@@ -4,7 +4,7 @@
 # registry (liveness, site id conflicts) and the sealed ring (state.kek_file).
 . "$(dirname "$0")/lib.sh"
 
-command -v redis-server >/dev/null || fail "redis-server is not installed"
+need_redis
 gen_cert edge
 O1=$(free_port)
 REDIS_PORT=$(free_port)
