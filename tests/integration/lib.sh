@@ -615,6 +615,46 @@ $extra
 EOF2
 }
 
+# ---- QUIC helpers (gtlsclient, the UDP relay of tests/tools/udp_relay.py) ----
+
+# gtc OUT DIR PORT URI [gtlsclient options...]: one gtlsclient run against 127.0.0.1:PORT, full
+# debug output in $T/OUT, bodies in DIR (emptied first); fails the test when gtlsclient fails.
+gtc() {
+    local out=$1 dir=$2 port=$3 uri=$4
+    shift 4
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    timeout 30 gtlsclient --exit-on-all-streams-close --download="$dir" "$@" 127.0.0.1 "$port" \
+        "$uri" >"$T/$out" 2>&1 || fail "gtlsclient $uri failed: $(tail -3 "$T/$out")"
+}
+
+# relay_start NAME TARGET SECONDS [udp_relay options]: a UDP relay in front of TARGET; its
+# port in RELAY_PORT, its files in $T/NAME/.
+relay_start() {
+    local name=$1 target=$2 secs=$3
+    shift 3
+    RELAY_PORT=$(free_port udp)
+    rm -rf "${T:?}/$name"
+    mkdir -p "$T/$name"
+    start_bg "$name" python3 "$AE_SRCDIR/tests/tools/udp_relay.py" "$RELAY_PORT" "$target" \
+        "$T/$name" "$secs" "$@"
+    wait_until 5 test -f "$T/$name/ready" || fail "relay $name did not start"
+}
+
+# replay_flight PORT [DIR]: sends the client datagrams a relay recorded (--record 2: the
+# Initial and the 0-RTT request, DIR default $T/rec) again, from a new port, to 127.0.0.1:PORT.
+replay_flight() {
+    local dir=${2:-$T/rec}
+    python3 - "$1" "$dir/c2s.0" "$dir/c2s.1" <<'EOP'
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for f in sys.argv[2:]:
+    s.sendto(open(f, "rb").read(), ("127.0.0.1", int(sys.argv[1])))
+    time.sleep(0.05)
+time.sleep(1)
+EOP
+}
+
 # ---- network-namespace lab tests (source tests/lab/netns.sh after this file) ----
 
 # lab_test_require: fails unless running as root with `ip netns` and redis-server available.

@@ -60,35 +60,6 @@ m2() { metric_at "$A2" "anyedge_$1"; }
 metric_ge_at() { ADMIN_PORT=$1 metric_ge "$2" "$3"; }
 released() { echo $(($(metric_at "$1" anyedge_quic_0rtt_released_redis_total) + $(metric_at "$1" anyedge_quic_0rtt_released_handshake_total))); }
 count() { curl -s "http://127.0.0.1:$OP/count/$1"; }
-# gtc OUT DIR PORT URI [gtlsclient options...]
-gtc() {
-    local out=$1 dir=$2 port=$3 uri=$4
-    shift 4
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    timeout 30 gtlsclient --exit-on-all-streams-close --download="$dir" "$@" 127.0.0.1 "$port" \
-        "$uri" >"$T/$out" 2>&1 || fail "gtlsclient $uri failed: $(tail -3 "$T/$out")"
-}
-relay_start() {
-    local name=$1 target=$2 secs=$3
-    shift 3
-    RELAY_PORT=$(free_port udp)
-    rm -rf "${T:?}/$name"
-    mkdir -p "$T/$name"
-    start_bg "$name" python3 "$TOOLS/udp_relay.py" "$RELAY_PORT" "$target" "$T/$name" "$secs" "$@"
-    wait_until 5 test -f "$T/$name/ready" || fail "relay $name did not start"
-}
-# replay PORT: sends the recorded first two client datagrams (Initial + 0-RTT) again.
-replay() {
-    python3 - "$1" "$T/rec/c2s.0" "$T/rec/c2s.1" <<'EOP'
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for f in sys.argv[2:]:
-    s.sendto(open(f, "rb").read(), ("127.0.0.1", int(sys.argv[1])))
-    time.sleep(0.05)
-time.sleep(0.5)
-EOP
-}
 
 # ---- (a) 0-RTT at the other site, held and released ----
 S=$T/sess; TP=$T/tp
@@ -120,12 +91,12 @@ assert_eq "$(count replay-probe)" 1 "probe request at the origin"
 sleep 1 # the original connection closes
 acc0=$(m1 quic_0rtt_accepted_total); se0=$(m1 quic_0rtt_seen_elsewhere_total)
 hs0=$(m1 quic_0rtt_released_handshake_total); rr0=$(m1 quic_0rtt_released_redis_total)
-replay "$Q1"
+replay_flight "$Q1"
 wait_until 5 metric_ge_at "$A1" anyedge_quic_0rtt_seen_elsewhere_total $((se0 + 1)) ||
     fail "site 1: the shared record did not report the replay (seen_elsewhere $(m1 quic_0rtt_seen_elsewhere_total), 0-RTT accepted $(m1 quic_0rtt_accepted_total) was $acc0)"
 assert_eq "$(m1 quic_0rtt_accepted_total)" $((acc0 + 1)) "site 1 accepted the replay's early data (its own table never saw it)"
 rj0=$(m2 quic_0rtt_rejected_total)
-replay "$Q2"
+replay_flight "$Q2"
 wait_until 5 metric_ge_at "$A2" anyedge_quic_0rtt_rejected_total $((rj0 + 1)) ||
     fail "replayed 0-RTT at site 2 not refused"
 sleep 2 # time for a released request to reach the origin, if one were released

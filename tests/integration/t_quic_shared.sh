@@ -39,27 +39,6 @@ wait_until 10 same_ring || fail "the two sites do not share a ring"
 m1() { metric_at "$A1" "anyedge_$1"; }
 metric_ge_at() { ADMIN_PORT=$1 metric_ge "$2" "$3"; }
 m2() { metric_at "$A2" "anyedge_$1"; }
-# gtc OUT DIR PORT URI [gtlsclient options...]: one gtlsclient run against 127.0.0.1:PORT, full
-# debug output in $T/OUT, bodies in DIR.
-gtc() {
-    local out=$1 dir=$2 port=$3 uri=$4
-    shift 4
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    timeout 30 gtlsclient --exit-on-all-streams-close --download="$dir" "$@" 127.0.0.1 "$port" \
-        "$uri" >"$T/$out" 2>&1 || fail "gtlsclient $uri failed: $(tail -3 "$T/$out")"
-}
-# relay_start NAME TARGET SECONDS [udp_relay options]: a UDP relay in front of TARGET; its
-# port in RELAY_PORT, its files in $T/NAME/.
-relay_start() {
-    local name=$1 target=$2 secs=$3
-    shift 3
-    RELAY_PORT=$(free_port udp)
-    rm -rf "${T:?}/$name"
-    mkdir -p "$T/$name"
-    start_bg "$name" python3 "$TOOLS/udp_relay.py" "$RELAY_PORT" "$target" "$T/$name" "$secs" "$@"
-    wait_until 5 test -f "$T/$name/ready" || fail "relay $name did not start"
-}
 
 # ---- (a) cross-site resumption with 0-RTT ----
 S=$T/sess; TP=$T/tp
@@ -100,21 +79,11 @@ gtc a5.out "$T/d" "$RELAY_PORT" "https://localhost:$Q2/hdr?replay-probe" --sessi
 assert_eq "$(curl -s "http://127.0.0.1:$OP/count/replay-probe")" 1 "probe request at the origin"
 sleep 1 # the original connection closes (client CONNECTION_CLOSE, draining)
 rj0=$(m2 quic_0rtt_rejected_total)
-replay() {
-    python3 - "$1" "$T/rec/c2s.0" "$T/rec/c2s.1" <<'EOP'
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for f in sys.argv[2:]:
-    s.sendto(open(f, "rb").read(), ("127.0.0.1", int(sys.argv[1])))
-    time.sleep(0.05)
-time.sleep(1)
-EOP
-}
-replay "$Q2"
+replay_flight "$Q2"
 wait_until 5 metric_ge_at "$A2" anyedge_quic_0rtt_rejected_total $((rj0 + 1)) ||
     fail "replayed 0-RTT at site 2 not refused: $(m2 quic_0rtt_rejected_total) (was $rj0)"
 assert_eq "$(curl -s "http://127.0.0.1:$OP/count/replay-probe")" 1 "replay at the same site reached the origin"
-replay "$Q1"
+replay_flight "$Q1"
 xs=$(curl -s "http://127.0.0.1:$OP/count/replay-probe")
 assert_le "$xs" 2 "origin requests after replays at both sites"
 log "(a) replayed 0-RTT flight: refused at site 2 (anti-replay), origin count after the same flight at site 1: $xs (cross-site replay is not prevented, see docs)"
