@@ -15,6 +15,11 @@
 #include <string.h>
 
 #include <hiredis/hiredis_ssl.h>
+#ifdef redisInitiateSSL
+/* hiredict's shim maps the names but declares nothing (and gcc hides the implicit declaration
+ * behind -isystem): take the declarations from hiredict itself. */
+#include <hiredict/hiredict_ssl.h>
+#endif
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
