@@ -25,7 +25,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 BASE_PKGS=(
-    build-essential cmake pkg-config libssl-dev libev-dev libhiredis-dev libyaml-dev
+    build-essential cmake pkg-config libssl-dev libev-dev libyaml-dev
     libcmocka-dev libgnutls28-dev nettle-dev libbpf-dev xxd
     openssl curl wrk redis-server bird2 haproxy nginx libnginx-mod-stream python3 iproute2
     procps psmisc netcat-openbsd clang-format libclang-rt-14-dev clang valgrind docker-compose gnuplot-nox
@@ -34,8 +34,11 @@ BASE_PKGS=(
 # helper library the QUIC milestone needs). Missing packages only warn.
 # Also from there: ngtcp2's gtlsserver (benchmark peer) and libcurl-gnutls 8.x built with
 # ngtcp2/nghttp3 (the HTTP/3 test client links it).
+# hiredict 1.3 (a maintained hiredis fork with TLS; its shims give the hiredis API and replace
+# bookworm's libhiredis-dev 0.14, which has no TLS): the Redis client, rediss:// included.
 BP_PKGS=(libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev ngtcp2-client ngtcp2-server
-    libcurl3-gnutls libcurl4-gnutls-dev valkey-server valkey-tools)
+    libcurl3-gnutls libcurl4-gnutls-dev valkey-server valkey-tools libhiredict-dev
+    libhiredict-shims-dev)
 # Daemons Debian starts on install; tests run their own instances on free ports.
 SERVICES=(redis-server:/run/redis/redis-server.pid nginx:/run/nginx.pid
     haproxy:/run/haproxy.pid bird:/run/bird/bird.pid valkey-server:/run/valkey/valkey-server.pid)
@@ -259,7 +262,7 @@ cmd_deps() {
         mapfile -t unavail < <(unavailable_pkgs "${missing_bp[@]}")
         for p in "${missing_bp[@]}"; do
             if printf '%s\n' "${unavail[@]}" | grep -qx "$p"; then
-                warn "$p is not available (from $rel-backports); QUIC support will not build"
+                warn "$p is not available (from $rel-backports); the build needs it"
             else
                 want+=("$p")
             fi
@@ -267,7 +270,7 @@ cmd_deps() {
         if [ ${#want[@]} -gt 0 ]; then
             log "installing from $rel-backports: ${want[*]}"
             apt_install -t "$rel-backports" "${want[@]}" ||
-                warn "installing ${want[*]} from $rel-backports failed; QUIC support will not build"
+                warn "installing ${want[*]} from $rel-backports failed; the build needs them"
         fi
     fi
     stop_services

@@ -789,6 +789,23 @@ static int check_quic(loader *L, ae_conf *c, const cnode *root)
     return 0;
 }
 
+/* state.tls: presence and position for the state module's checks (state/sync.c loads the files
+ * and checks the URL scheme); cert and key come together. */
+static int check_state_tls(loader *L, ae_conf *c, const cnode *root)
+{
+    const cnode *sec = ae_conf_node_get(ae_conf_node_get(root, "state"), "tls");
+    if (sec == NULL)
+        return 0;
+    c->state.tls.set = 1;
+    c->state.tls.pos = sec->pos;
+    if ((c->state.tls.cert == NULL) != (c->state.tls.key == NULL))
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, sec->pos, "state.tls",
+                            "cert and key go together (a client certificate needs its key)");
+    if (c->state.redis == NULL)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, sec->pos, "state.tls", "needs state.redis");
+    return 0;
+}
+
 /* admin.token_file: read the token now, so a bad file fails the load (and a reload). */
 static int check_admin(loader *L, ae_conf *c)
 {
@@ -839,7 +856,7 @@ static int validate(loader *L, ae_conf_build *b, const cnode *root)
     if ((rv = check_tls(L, b, root)) != 0 || (rv = check_upstreams(L, c, root)) != 0 ||
         (rv = check_listeners(L, c, root)) != 0 || (rv = check_anycast(L, c, root)) != 0 ||
         (rv = check_tcp_handoff(L, c, root)) != 0 || (rv = check_quic(L, c, root)) != 0 ||
-        (rv = check_admin(L, c)) != 0)
+        (rv = check_state_tls(L, c, root)) != 0 || (rv = check_admin(L, c)) != 0)
         return rv;
     if (c->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

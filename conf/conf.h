@@ -138,6 +138,15 @@ typedef struct ae_conf {
         uint32_t heartbeat_ms;       /* site registry refresh, default 1s */
         uint32_t connect_timeout_ms; /* default 1s */
         uint32_t command_timeout_ms; /* default 1s */
+        /* TLS to Redis (rediss:// URLs; state/redis.h ae_redis_tls). */
+        struct {
+            char *ca;          /* CA file; NULL = the system's trust store */
+            char *cert, *key;  /* client certificate and key, both or neither */
+            char *server_name; /* name checked against the certificate; NULL = the URL's host */
+            int verify;        /* default on */
+            int set;           /* the block is present */
+            ae_conf_pos pos;
+        } tls;
     } state;
 
     struct {

@@ -111,6 +111,47 @@ static const char *check_prefix(const char *s)
     return NULL;
 }
 
+/* TLS to Redis (state.tls): see docs/operations.md, "Redis over TLS". */
+static const ae_key state_tls_keys[] = {
+    {.name = "ca",
+     .type = AE_KT_STR,
+     .flags = AE_KF_PATH,
+     .off = R(state.tls.ca),
+     .min = 1,
+     .max = 4095,
+     .help = "PEM file of the CA(s) that sign the Redis server's certificate. Unset: the "
+             "system's trust store."},
+    {.name = "cert",
+     .type = AE_KT_STR,
+     .flags = AE_KF_PATH,
+     .off = R(state.tls.cert),
+     .min = 1,
+     .max = 4095,
+     .help = "Client certificate (PEM, may hold the chain) for servers that require one "
+             "(`tls-auth-clients yes`); needs `key`."},
+    {.name = "key",
+     .type = AE_KT_STR,
+     .flags = AE_KF_PATH,
+     .off = R(state.tls.key),
+     .min = 1,
+     .max = 4095,
+     .help = "Private key of `cert` (PEM)."},
+    {.name = "server_name",
+     .type = AE_KT_STR,
+     .off = R(state.tls.server_name),
+     .min = 1,
+     .max = 253,
+     .help = "Name (or IP address) the server's certificate must carry, also sent as SNI. "
+             "Unset: the host of the `rediss://` URL."},
+    {.name = "verify",
+     .type = AE_KT_BOOL,
+     .off = R(state.tls.verify),
+     .def = "on",
+     .help = "Check the server's certificate chain and name. `off` encrypts without "
+             "authenticating the server (logged as a warning at every start); for tests only."},
+    {0},
+};
+
 static const ae_key state_keys[] = {
     {.name = "redis",
      .type = AE_KT_STR,
@@ -119,8 +160,9 @@ static const ae_key state_keys[] = {
      .pos_off = R(state.redis_pos),
      .min = 8,
      .max = 1024,
-     .help = "Shared state: `redis://[[user]:password@]host:port[/db]` or "
-             "`unix:///path/to/socket[?db=N]`. Unset: standalone, keys in memory."},
+     .help = "Shared state: `redis://[[user]:password@]host:port[/db]`, the same with "
+             "`rediss://` for TLS (see `tls`), or `unix:///path/to/socket[?db=N]`. Unset: "
+             "standalone, keys in memory."},
     {.name = "prefix",
      .type = AE_KT_STR,
      .off = R(state.prefix),
@@ -167,6 +209,11 @@ static const ae_key state_keys[] = {
      .min = MS(10),
      .max = MIN(1),
      .help = "Time a Redis command may take; then the connection is dropped and re-opened."},
+    {.name = "tls",
+     .type = AE_KT_SECTION,
+     .sub = state_tls_keys,
+     .help = "TLS settings for a `rediss://` URL (all keys optional: a `rediss://` URL "
+             "alone verifies the server against the system's trust store)."},
     {0},
 };
 

@@ -25,7 +25,8 @@ typedef struct claim_slot {
 struct ae_claims {
     ae_redis *redis;
     ae_redis_target target;
-    char prefix[96]; /* "<state.prefix>0rtt:" */
+    ae_redis_tls *tls; /* rediss:// only */
+    char prefix[96];   /* "<state.prefix>0rtt:" */
     char site[16];
     claim_slot slots[AE_CLAIM_SLOTS];
     uint32_t free_head; /* AE_CLAIM_SLOTS: none free */
@@ -51,6 +52,12 @@ int ae_claims_new(struct ev_loop *loop, const ae_conf *conf, ae_claims **out, ch
         free(c);
         return AE_ERR_PARSE;
     }
+    if (ae_redis_tls_from_conf(conf, &c->target, &c->tls, e, sizeof(e)) != 0) {
+        snprintf(err, errlen, "state.tls: %s", e);
+        ae_redis_target_free(&c->target);
+        free(c);
+        return AE_ERR_TLS;
+    }
     snprintf(c->prefix, sizeof(c->prefix),
              "%s0rtt:", conf->state.prefix != NULL ? conf->state.prefix : "anyedge:");
     snprintf(c->site, sizeof(c->site), "%u", (unsigned)conf->site.id);
@@ -62,10 +69,12 @@ int ae_claims_new(struct ev_loop *loop, const ae_conf *conf, ae_claims **out, ch
     ae_redis_opts o;
     memset(&o, 0, sizeof(o));
     o.target = &c->target;
+    o.tls = c->tls;
     o.connect_timeout_ms = conf->state.connect_timeout_ms;
     o.command_timeout_ms = conf->state.command_timeout_ms;
     if (ae_redis_new(loop, &o, &c->redis) != 0) {
         snprintf(err, errlen, "cannot create the Redis client");
+        ae_redis_tls_free(c->tls);
         ae_redis_target_free(&c->target);
         free(c);
         return AE_ERR_NOMEM;
@@ -79,6 +88,7 @@ void ae_claims_free(ae_claims *c)
     if (c == NULL)
         return;
     ae_redis_free(c->redis);
+    ae_redis_tls_free(c->tls); /* after the client that uses it */
     ae_redis_target_free(&c->target);
     free(c);
 }

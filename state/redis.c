@@ -1,7 +1,7 @@
 /*
- * A small asynchronous Redis client on hiredis 0.14 (async API + libev adapter): URL parsing,
- * connect/command timeouts, reconnect with backoff, AUTH/SELECT handshake, one subscriber
- * connection. See redis.h for the contract.
+ * A small asynchronous Redis client on the hiredis API (hiredict 1.3's shims; async API + libev
+ * adapter): URL parsing, connect/command timeouts, reconnect with backoff, AUTH/SELECT handshake,
+ * one subscriber connection, TLS (redis_tls.c). See redis.h for the contract.
  *
  * hiredis rules this file lives by:
  *  - a context is freed by hiredis itself on any I/O or protocol error (and on a failed
@@ -36,6 +36,13 @@
 #include <hiredis/adapters/libev.h>
 
 #include "conf/base.h"
+
+/* hiredict's shims spell this flag REDIS_DICONNECTING (hiredis: REDIS_DISCONNECTING). */
+#ifdef REDIS_DISCONNECTING
+#define AE_REDIS_DISCONNECTING REDIS_DISCONNECTING
+#else
+#define AE_REDIS_DISCONNECTING REDIS_DICONNECTING
+#endif
 
 /* ---- URL parsing ---- */
 
@@ -241,10 +248,10 @@ int ae_redis_url_parse(const char *url, ae_redis_target *out, char *err, size_t 
     } else if (strncasecmp(url, "unix://", 7) == 0) {
         rv = parse_unix(url + 7, out, err, errlen);
     } else if (strncasecmp(url, "rediss://", 9) == 0) {
-        set_err(err, errlen, "rediss:// (TLS) is not supported");
-        rv = AE_ERR_PARSE;
+        rv = parse_tcp(url + 9, out, err, errlen);
+        out->tls = 1;
     } else {
-        set_err(err, errlen, "unsupported scheme (want redis:// or unix://)");
+        set_err(err, errlen, "unsupported scheme (want redis://, rediss:// or unix://)");
         rv = AE_ERR_PARSE;
     }
     if (rv == AE_ERR_NOMEM)
@@ -275,15 +282,17 @@ const char *ae_redis_target_describe(const ae_redis_target *t, char *buf, size_t
     if (t->unix_path)
         snprintf(buf, len, "unix:%s?db=%d", t->unix_path, t->db);
     else if (t->host && strchr(t->host, ':'))
-        snprintf(buf, len, "[%s]:%d/%d", t->host, t->port, t->db);
+        snprintf(buf, len, "[%s]:%d/%d%s", t->host, t->port, t->db, t->tls ? " tls" : "");
     else
-        snprintf(buf, len, "%s:%d/%d", t->host ? t->host : "?", t->port, t->db);
+        snprintf(buf, len, "%s:%d/%d%s", t->host ? t->host : "?", t->port, t->db,
+                 t->tls ? " tls" : "");
     return buf;
 }
 
 static int target_copy(ae_redis_target *dst, const ae_redis_target *src)
 {
     memset(dst, 0, sizeof(*dst));
+    dst->tls = src->tls;
     dst->port = src->port;
     dst->db = src->db;
     if ((src->host && !(dst->host = strdup(src->host))) ||
@@ -337,6 +346,7 @@ typedef struct ae_redis_pending {
 struct ae_redis {
     struct ev_loop *loop;
     ae_redis_target target;
+    ae_redis_tls *tls; /* rediss:// only; owned by the caller */
     char desc[300];
     uint32_t connect_timeout_ms;
     uint32_t command_timeout_ms;
@@ -472,11 +482,16 @@ static void conn_drop(ae_redis_conn *c, const char *why)
 static void conn_lost(ae_redis_conn *c, const redisAsyncContext *ac)
 {
     const char *why = ac->errstr && ac->errstr[0] ? ac->errstr : "connection closed";
+    char cert[160];
+    const char *refused = ae_redis_tls_take_error(c->r->tls, cert, sizeof(cert));
 
     c->ac = NULL;
     if (c->state != CS_READY && c->state != CS_CLOSING) { /* CLOSING: already counted */
         c->r->stats.errors++;
-        conn_log_fail(c, "connect failed: %s", why);
+        if (refused != NULL) /* hiredis' own text is then only "Success" or "SSL_connect..." */
+            conn_log_fail(c, "connect failed: TLS: %s", refused);
+        else
+            conn_log_fail(c, "connect failed: %s", why);
     }
     conn_down(c, c->state == CS_READY ? "disconnected" : "connect failed");
 }
@@ -659,6 +674,18 @@ static void conn_start(ae_redis_conn *c)
         timer_arm(r, &c->timer, backoff_delay(c));
         return;
     }
+    if (r->tls != NULL) {
+        char e[256];
+        /* The handshake runs in the event loop; connect_timeout covers it. */
+        if (ae_redis_tls_start(r->tls, &ac->c, r->target.host, e, sizeof(e)) != 0) {
+            r->stats.errors++;
+            conn_log_fail(c, "connect failed: %s", e);
+            redisAsyncFree(ac);
+            c->state = CS_BACKOFF;
+            timer_arm(r, &c->timer, backoff_delay(c));
+            return;
+        }
+    }
     ac->data = c;
     c->ac = ac;
     c->state = CS_CONNECTING;
@@ -762,7 +789,7 @@ int ae_redis_new(struct ev_loop *loop, const ae_redis_opts *opts, ae_redis **out
 
     *out = NULL;
     if (!loop || !opts || !opts->target || (opts->subscribe_channel && !opts->on_message) ||
-        (!opts->target->host && !opts->target->unix_path))
+        (!opts->target->host && !opts->target->unix_path) || (opts->target->tls && !opts->tls))
         return AE_ERR_INVAL;
     r = calloc(1, sizeof(*r));
     if (!r)
@@ -774,6 +801,7 @@ int ae_redis_new(struct ev_loop *loop, const ae_redis_opts *opts, ae_redis **out
         return AE_ERR_NOMEM;
     }
     r->loop = loop;
+    r->tls = r->target.tls ? opts->tls : NULL;
     ae_redis_target_describe(&r->target, r->desc, sizeof(r->desc));
     r->connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms : 1000;
     r->command_timeout_ms = opts->command_timeout_ms ? opts->command_timeout_ms : 1000;
@@ -876,7 +904,7 @@ int ae_redis_command(ae_redis *r, ae_redis_reply_cb cb, void *arg, int argc, con
     p->deadline_ms = ae_now_ms() + r->command_timeout_ms;
     if (redisAsyncCommandArgv(ac, cmd_reply_cb, p, argc, argv, argvlen) != REDIS_OK) {
         free(p);
-        return ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING) ? AE_ERR_AGAIN : AE_ERR_NOMEM;
+        return ac->c.flags & (AE_REDIS_DISCONNECTING | REDIS_FREEING) ? AE_ERR_AGAIN : AE_ERR_NOMEM;
     }
     if (r->tail)
         r->tail->next = p;

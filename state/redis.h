@@ -1,15 +1,17 @@
 /*
- * A small asynchronous Redis client for one libev loop (hiredis async API + its libev adapter).
+ * A small asynchronous Redis client for one libev loop (hiredis async API + its libev adapter;
+ * the library is hiredict 1.3 through its hiredis shims, for TLS).
  *
- * Used only by the main thread's state module: the data path never waits on Redis. What hiredis
- * 0.14 (Debian 12) lacks is added here:
+ * Used by the main thread's state module and the workers' 0-RTT claims: the data path never
+ * waits on Redis. What the library lacks is added here:
  *  - connect timeout and per-command timeout (a command that does not answer in time fails with
  *    "timeout", and the connection is dropped and re-established: a Redis that accepts but never
  *    answers cannot pile up commands);
  *  - reconnect with exponential backoff and full jitter (backoff_min .. backoff_max);
  *  - AUTH (password, or ACL user + password) and SELECT db, sent first on every connection; a
  *    failed AUTH is reported (log line + error counter) and retried with backoff;
- *  - an optional second connection in SUBSCRIBE mode for one channel, re-subscribed on reconnect.
+ *  - an optional second connection in SUBSCRIBE mode for one channel, re-subscribed on reconnect;
+ *  - TLS (rediss://) with the server's certificate chain and name checked (ae_redis_tls).
  *
  * Commands are not queued while disconnected: ae_redis_command() returns AE_ERR_AGAIN and the
  * caller retries on its own schedule (its periodic sync), so a long outage cannot grow memory.
@@ -24,9 +26,10 @@
 #include <hiredis/hiredis.h>
 
 /* Where Redis is: parsed from "redis://[[user]:pass@]host:port[/db]" (host an IPv4 address,
- * [IPv6] or a name resolved at connect time; port default 6379; db default 0) or
- * "unix:///path/to/socket[?db=N]". user and password are URL-decoded (%XX). */
+ * [IPv6] or a name resolved at connect time; port default 6379; db default 0), the same with
+ * "rediss://" (TLS) or "unix:///path/to/socket[?db=N]". user and password are URL-decoded (%XX). */
 typedef struct {
+    int tls;         /* rediss:// */
     char *host;      /* NULL for a unix socket */
     int port;        /* default 6379 */
     char *unix_path; /* NULL for TCP */
@@ -39,8 +42,40 @@ typedef struct {
  * err (no password is ever copied into err). */
 int ae_redis_url_parse(const char *url, ae_redis_target *out, char *err, size_t errlen);
 void ae_redis_target_free(ae_redis_target *t);
-/* Writes "host:port/db" or "unix:/path?db=N" (never the password) into buf; returns buf. */
+/* Writes "host:port/db" ("host:port/db tls" for rediss://) or "unix:/path?db=N" (never the
+ * password) into buf; returns buf. */
 const char *ae_redis_target_describe(const ae_redis_target *t, char *buf, size_t len);
+
+/* TLS settings for rediss:// connections: an OpenSSL client context (CA file or the system's
+ * trust store, optional client certificate and key) and the name to check. Built once by its
+ * owner (the state module, each worker's claims), shared by that owner's connections, freed after
+ * them. */
+typedef struct ae_redis_tls ae_redis_tls;
+typedef struct {
+    const char *ca;          /* PEM CA file; NULL: the system's default verify paths */
+    const char *cert, *key;  /* client certificate and key; both or neither */
+    const char *server_name; /* checked against the certificate and sent as SNI; NULL: the host */
+    int verify;              /* 0: no chain or name check (encrypted, not authenticated) */
+} ae_redis_tls_opts;
+
+/* Loads the files now (a bad CA, certificate or key fails here with a one-line reason).
+ * 0 or AE_ERR_TLS / AE_ERR_NOMEM. */
+int ae_redis_tls_new(const ae_redis_tls_opts *o, ae_redis_tls **out, char *err, size_t errlen);
+void ae_redis_tls_free(ae_redis_tls *t); /* accepts NULL */
+/* Starts TLS on a connected (or connecting, for the async API) context to host (the URL's host,
+ * used as the name when no server_name is set). For a blocking context the handshake runs now,
+ * bounded by the context's timeout. 0 or -1 with c->errstr / err set. */
+int ae_redis_tls_start(ae_redis_tls *t, redisContext *c, const char *host, char *err,
+                       size_t errlen);
+/* Why the last certificate check failed (chain or name), copied into buf and forgotten; NULL when
+ * none failed since the last call. The library itself only says "certificate verify failed". */
+const char *ae_redis_tls_take_error(ae_redis_tls *t, char *buf, size_t len);
+
+struct ae_conf;
+/* The TLS context for conf's state.redis and state.tls: *out stays NULL for redis:// and unix://
+ * (and state.tls set with them is an error). 0 or AE_ERR_* with a one-line reason in err. */
+int ae_redis_tls_from_conf(const struct ae_conf *conf, const ae_redis_target *target,
+                           ae_redis_tls **out, char *err, size_t errlen);
 
 typedef struct ae_redis ae_redis;
 
@@ -56,6 +91,7 @@ typedef void (*ae_redis_message_cb)(ae_redis *r, const char *msg, size_t len, vo
 
 typedef struct {
     const ae_redis_target *target;  /* copied */
+    ae_redis_tls *tls;              /* required for a rediss:// target; must outlive the client */
     uint32_t connect_timeout_ms;    /* default 1000 when 0 */
     uint32_t command_timeout_ms;    /* default 1000 when 0 */
     uint32_t backoff_min_ms;        /* default 100 when 0 */

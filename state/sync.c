@@ -78,6 +78,7 @@ struct ae_state {
     struct ev_loop *loop;
     ae_redis *redis;
     ae_redis_target target;
+    ae_redis_tls *tls; /* rediss:// only */
     ae_state_hooks hooks;
 
     uint32_t site_id;
@@ -703,6 +704,15 @@ static redisContext *blocking_connect(ae_state *s, char *err, size_t errlen)
         return NULL;
     }
     redisSetTimeout(c, ms_tv(s->command_timeout_ms));
+    if (s->tls != NULL) {
+        /* Blocking handshake, bounded by the timeout just set. */
+        char e[300];
+        if (ae_redis_tls_start(s->tls, c, s->target.host, e, sizeof(e)) != 0) {
+            snprintf(err, errlen, "%s: %s", where, e);
+            redisFree(c);
+            return NULL;
+        }
+    }
     if (s->target.password != NULL) {
         rep = s->target.user != NULL
                   ? redisCommand(c, "AUTH %s %s", s->target.user, s->target.password)
@@ -832,9 +842,16 @@ int ae_state_check_conf(const ae_conf *conf, char *err, size_t errlen)
                             "needs state.redis");
         return 0;
     }
+    ae_redis_tls *tls;
     if (ae_redis_url_parse(conf->state.redis, &t, e, sizeof(e)) != 0)
         return conf_err(err, errlen, conf, conf->state.redis_pos, "state.redis", e);
+    int trv = ae_redis_tls_from_conf(conf, &t, &tls, e, sizeof(e));
     ae_redis_target_free(&t);
+    ae_redis_tls_free(tls);
+    if (trv != 0)
+        return conf_err(err, errlen, conf,
+                        conf->state.tls.set ? conf->state.tls.pos : conf->state.redis_pos,
+                        "state.tls", e);
     if ((uint64_t)conf->state.sync_interval_ms * 2 > (uint64_t)conf->tls.ticket_rotation_s * 1000)
         return conf_err(err, errlen, conf, conf->state.redis_pos, "state.sync_interval",
                         "must be at most half of tls.ticket_rotation (a key is published one "
@@ -906,6 +923,13 @@ int ae_state_new(struct ev_loop *loop, const ae_conf *conf, uint64_t rotation_ms
         ae_state_free(s);
         return AE_ERR_PARSE;
     }
+    if (ae_redis_tls_from_conf(conf, &s->target, &s->tls, e, sizeof(e)) != 0) {
+        snprintf(err, errlen, "state.tls: %s", e);
+        ae_state_free(s);
+        return AE_ERR_TLS;
+    }
+    if (s->tls != NULL && !conf->state.tls.verify && conf->state.tls.set)
+        AE_WARN("state: state.tls.verify is off: the Redis server is not authenticated");
     ae_redis_target_describe(&s->target, where, sizeof(where));
 
     rv = startup_sync(s, e, sizeof(e));
@@ -924,6 +948,7 @@ int ae_state_new(struct ev_loop *loop, const ae_conf *conf, uint64_t rotation_ms
 
     memset(&o, 0, sizeof(o));
     o.target = &s->target;
+    o.tls = s->tls;
     o.connect_timeout_ms = s->connect_timeout_ms;
     o.command_timeout_ms = s->command_timeout_ms;
     o.subscribe_channel = s->k_events;
@@ -979,6 +1004,7 @@ void ae_state_free(ae_state *s)
         ev_timer_stop(s->loop, &s->hb_timer);
     }
     ae_redis_free(s->redis);
+    ae_redis_tls_free(s->tls); /* after the client that uses it */
     ae_redis_target_free(&s->target);
     OPENSSL_cleanse(s, sizeof(*s));
     free(s);

@@ -1,7 +1,7 @@
 /*
  * libFuzzer harness for the Redis URL parser ae_redis_url_parse (state/redis.c):
- * "redis://[[user]:pass@]host:port[/db]" and "unix:///path[?db=N]", with %XX decoding of user
- * and password.
+ * "redis://[[user]:pass@]host:port[/db]", the same with "rediss://" (TLS), and
+ * "unix:///path[?db=N]", with %XX decoding of user and password.
  *
  * The input is the URL (up to its first NUL). Checked beyond "no crash" and no leak (the
  * target is freed on both paths):
@@ -24,9 +24,12 @@
  * before the path), or NULL. */
 static char *raw_password(const char *url)
 {
-    if (strncasecmp(url, "redis://", 8) != 0)
+    size_t skip = strncasecmp(url, "redis://", 8) == 0    ? 8
+                  : strncasecmp(url, "rediss://", 9) == 0 ? 9
+                                                          : 0;
+    if (skip == 0)
         return NULL;
-    const char *p = url + 8, *end = p + strcspn(p, "/"), *at = NULL;
+    const char *p = url + skip, *end = p + strcspn(p, "/"), *at = NULL;
     for (const char *q = p; q < end; q++)
         if (*q == '@')
             at = q;
@@ -68,6 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     if ((t.host == NULL) == (t.unix_path == NULL) || t.db < 0 ||
+        t.tls != (strncasecmp(url, "rediss://", 9) == 0) ||
         (t.host != NULL && (t.port < 1 || t.port > 65535)))
         abort();
     ae_redis_target_describe(&t, desc, sizeof(desc));

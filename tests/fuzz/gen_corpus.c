@@ -254,6 +254,7 @@ static void gen_text(void)
     put_str("redis_url", "auth", "redis://user:p%40ss%3Aword@[::1]:6380/0");
     put_str("redis_url", "name", "redis://:secretpw@redis.example:6379");
     put_str("redis_url", "unix", "unix:///run/redis/redis.sock?db=3");
+    put_str("redis_url", "tls", "rediss://:secretpw@redis.example:6380/1");
 
     put_str("conf_values", "duration-ms", "\000250ms");
     put_str("conf_values", "duration-d", "\0041d");

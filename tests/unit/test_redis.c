@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -70,6 +71,8 @@ static void test_url_good(void **state)
         {"redis://[::1]:6390/1", "::1", 6390, NULL, NULL, NULL, 1},
         {"redis://:pw@[2001:db8::5]", "2001:db8::5", 6379, NULL, NULL, "pw", 0},
         {"REDIS://H:2", "H", 2, NULL, NULL, NULL, 0},
+        {"rediss://:pw@redis.internal:6380/1", "redis.internal", 6380, NULL, NULL, "pw", 1},
+        {"REDISS://[::1]", "::1", 6379, NULL, NULL, NULL, 0},
         {"unix:///run/redis/redis.sock", NULL, 0, "/run/redis/redis.sock", NULL, NULL, 0},
         {"unix:///tmp/r.sock?db=4", NULL, 0, "/tmp/r.sock", NULL, NULL, 4},
     };
@@ -88,6 +91,7 @@ static void test_url_good(void **state)
         check_str(t.password, c->password, c->url);
         if (c->host)
             assert_int_equal(t.port, c->port);
+        assert_int_equal(t.tls, strncasecmp(c->url, "rediss://", 9) == 0);
         assert_int_equal(t.db, c->db);
         ae_redis_target_free(&t);
         assert_null(t.host);
@@ -100,7 +104,6 @@ static void test_url_bad(void **state)
     static const char *const bad[] = {
         "",
         "http://h:1",
-        "rediss://h:6379",
         "redis://",
         "redis://:6379",
         "redis://h:",
