@@ -157,10 +157,15 @@ typedef struct ae_conf {
          * unsafe = also forward non-safe methods received in 0-RTT (else 425). */
         int early_data, early_data_unsafe;
         ae_early_shared early_data_shared; /* at most once across sites (state/claim.h) */
-        uint32_t early_data_window_ms;     /* anti-replay window (GnuTLS), see docs */
-        ae_quic_retry retry;               /* address validation with Retry */
-        uint32_t retry_threshold;          /* auto: new connections per second per worker */
-        uint32_t token_lifetime_ms;        /* NEW_TOKEN validity */
+        uint32_t early_data_window_ms;     /* deprecated, unused (conf_keys.c) */
+        /* The QUIC ticket lifetime E (gnutls_db_set_cache_expiration, whole seconds: rounded
+         * up), which is also how long an accepted 0-RTT ClientHello is remembered; equal at
+         * every site. */
+        uint32_t early_data_max_age_ms;
+        uint32_t early_data_records; /* size of the per-process 0-RTT record table */
+        ae_quic_retry retry;         /* address validation with Retry */
+        uint32_t retry_threshold;    /* auto: new connections per second per worker */
+        uint32_t token_lifetime_ms;  /* NEW_TOKEN validity */
     } quic;
 
     struct {

@@ -270,16 +270,41 @@ static const ae_key quic_keys[] = {
              "delays them to the handshake's completion. `off`: each site decides alone (a "
              "flight can be replayed once to each other site). Needs `early_data` and "
              "`state.redis`."},
+    {.name = "early_data_max_age",
+     .type = AE_KT_DURATION,
+     .off = R(quic.early_data_max_age_ms),
+     .def = "1h",
+     .min = SEC(10),
+     .max = DAY(7),
+     .help = "Lifetime of QUIC session tickets (whole seconds, rounded up), counted from the "
+             "session's full handshake: a client that resumes within it gets 0-RTT (with "
+             "`early_data`) at any site whose process started before its ticket was issued; "
+             "later, a full handshake. Each site remembers every 0-RTT ClientHello it accepted "
+             "this long, so its early data is accepted at most once per site. **Must be equal at "
+             "every site**: it also drives GnuTLS's ticket-key rotation, and a site with another "
+             "value cannot resume the others' tickets. A reload that raises it refuses 0-RTT "
+             "(not resumption) for tickets issued before the reload."},
+    {.name = "early_data_records",
+     .type = AE_KT_UINT,
+     .off = R(quic.early_data_records),
+     .def = "1048576",
+     .min = 16,
+     .max = 67108864,
+     .help = "Size of the table of accepted 0-RTT ClientHellos (24 bytes each, rounded up to a "
+             "power of two; the default takes 24 MiB). It holds each for `early_data_max_age`, "
+             "so it sustains about 0.8 x records / max_age accepted 0-RTT handshakes per second "
+             "(2^20 at 1h: ~230/s); above that 0-RTT degrades to 1-RTT "
+             "(`quic_0rtt_refused_full`), never to a replay. Read at start: changing it needs a "
+             "restart."},
     {.name = "early_data_window",
      .type = AE_KT_DURATION,
      .off = R(quic.early_data_window_ms),
      .def = "10s",
      .min = SEC(1),
      .max = MIN(10),
-     .help = "0-RTT anti-replay window (RFC 8446 §8.2): a ClientHello whose ticket age is off by "
-             "more than this, or whose ticket is older than the worker's current recording "
-             "window, gets a full 1-RTT handshake; within a site every accepted 0-RTT "
-             "ClientHello is remembered this long and a replay is refused."},
+     .help = "Deprecated and ignored (accepted so that older configs still load): it was GnuTLS's "
+             "anti-replay window, which refused 0-RTT for tickets older than about this on a busy "
+             "site. 0-RTT freshness is now bounded by `early_data_max_age`."},
     {.name = "retry",
      .type = AE_KT_ENUM,
      .off = R(quic.retry),

@@ -18,36 +18,56 @@
 #include "conf/seen.h"
 #include "tls/quic_tls.h"
 
-/* 0-RTT anti-replay (RFC 8446 §8.2, GnuTLS's ClientHello recording): each worker's context has
- * its own gnutls_anti_replay_t (GnuTLS updates its window start without locking, so one object
- * must not serve two threads), and all of them record into this one process-wide table, keyed by
- * the ClientHello's PSK binder without GnuTLS's per-object window prefix: a replayed ClientHello
- * is refused whichever worker it reaches. Bounded: when full, early data is refused (a full
- * handshake, never a replay). */
-#define AE_QUIC_REPLAY_SLOTS (1u << 16)
+/* 0-RTT anti-replay (RFC 8446 §8.2; docs/0rtt-design.md, design O2). GnuTLS's check refuses
+ * every ticket issued before its object's "recording start" and moves that start to now once
+ * the window has passed, so with a short window only tickets a few seconds old got 0-RTT on a
+ * busy site. Instead the window is 0xffffffff ms: the start never moves (the object is never
+ * written after init and can serve every worker) and the freshness test is void. What makes a
+ * replay impossible then is the record table: every accepted ClientHello (its PSK binder,
+ * without GnuTLS's start-time prefix) is kept for E + 1 s, E being the ticket lifetime that
+ * GnuTLS enforces at resumption (gnutls_db_set_cache_expiration, against this site's clock), so
+ * the record outlives every chance that ClientHello has to be accepted here. The start (=
+ * object creation) is after every record we lost: a restart refuses 0-RTT of older tickets.
+ *
+ * One object for the process, shared by the contexts of all workers and reloads. A reload that
+ * raises E gets a new object (start = now): records made with the smaller E would expire while
+ * their ClientHellos are still acceptable under the larger one, so older tickets must lose 0-RTT.
+ * The old object stays alive while a context (and so a session) refers to it. Records always
+ * take the largest E of any live object (the current one's: objects are replaced only to raise
+ * E), which covers a worker still serving the previous snapshot for a moment. */
+typedef struct {
+    gnutls_anti_replay_t ar;
+    uint32_t expire_s; /* E of the snapshot that created it: never below a later snapshot's */
+    int refcnt;        /* the contexts using it, plus 1 while it is replay_cur (replay_mu) */
+} replay_obj;
+
 static pthread_mutex_t replay_mu = PTHREAD_MUTEX_INITIALIZER;
-static ae_seen *replay_seen;
+static replay_obj *replay_cur;  /* for new contexts */
+static ae_seen *replay_seen;    /* the records, sized by the first snapshot with early_data */
+static uint32_t replay_records; /* quic.early_data_records of that snapshot */
+
+struct ae_quic_tls_ctx {
+    int refcnt;
+    gnutls_certificate_credentials_t cred;
+    gnutls_priority_t prio;
+    int early_data;     /* quic.early_data */
+    unsigned expire_s;  /* quic.early_data_max_age in seconds: ticket lifetime E */
+    replay_obj *replay; /* the process's anti-replay object (early_data only) */
+};
+
+struct ae_quic_tls {
+    gnutls_session_t session;
+    int early_offered; /* the ClientHello carried the early_data extension */
+    int early_full;    /* its early data was refused because the record table is full */
+    int early_id_set;  /* early_id holds SHA-256 of the binder GnuTLS recorded */
+    uint8_t early_id[32];
+};
 
 /* TLS 1.3 only (RFC 9001 §4.2), the suites QUIC defines, no middlebox compatibility mode. */
 #define AE_QUIC_PRIORITY                                                                           \
     "%DISABLE_TLS13_COMPAT_MODE:NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:"           \
     "+AES-256-GCM:+CHACHA20-POLY1305:+AES-128-CCM:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:"      \
     "+GROUP-SECP384R1:+GROUP-SECP521R1"
-
-struct ae_quic_tls_ctx {
-    int refcnt;
-    gnutls_certificate_credentials_t cred;
-    gnutls_priority_t prio;
-    int early_data;              /* quic.early_data */
-    gnutls_anti_replay_t replay; /* this worker's recording window (early_data only) */
-};
-
-struct ae_quic_tls {
-    gnutls_session_t session;
-    int early_offered; /* the ClientHello carried the early_data extension */
-    int early_id_set;  /* early_id holds SHA-256 of the binder GnuTLS recorded */
-    uint8_t early_id[32];
-};
 
 /* The session whose ClientHello this thread is processing (set by the ClientHello hook before
  * GnuTLS parses it, cleared after): the add function below only gets the anti-replay object's
@@ -59,32 +79,89 @@ static int replay_add(void *ptr, time_t exp_time, const gnutls_datum_t *key,
                       const gnutls_datum_t *data)
 {
     (void)ptr;
+    (void)exp_time; /* now + 49 days with our window: we use E instead */
     (void)data;
-    /* key = 12 bytes of window start time (per anti-replay object), then the binder. */
+    /* key = 12 bytes of the object's start time, then the binder. */
     if (key->size <= 12)
         return GNUTLS_E_DB_ERROR;
     uint64_t now = (uint64_t)time(NULL);
     int rv;
     pthread_mutex_lock(&replay_mu);
-    if (replay_seen == NULL) {
-        uint8_t seed[32];
-        if (gnutls_rnd(GNUTLS_RND_RANDOM, seed, sizeof(seed)) == 0)
-            replay_seen = ae_seen_new(AE_QUIC_REPLAY_SLOTS, seed);
-    }
-    rv = replay_seen == NULL ? AE_SEEN_FULL
-                             : ae_seen_add(replay_seen, key->data + 12, key->size - 12, now,
-                                           (uint64_t)exp_time + 1);
+    if (replay_seen == NULL || replay_cur == NULL)
+        rv = AE_SEEN_FULL;
+    else
+        rv = ae_seen_add(replay_seen, key->data + 12, key->size - 12, now,
+                         now + replay_cur->expire_s + 1);
     pthread_mutex_unlock(&replay_mu);
+    ae_quic_tls *s = hello_session;
     if (rv == AE_SEEN_NEW) {
         /* The binder verified and was new here: it names this ClientHello for the sites'
          * shared first-use record (ae_quic_tls_early_id). */
-        ae_quic_tls *s = hello_session;
         if (s != NULL &&
             gnutls_hash_fast(GNUTLS_DIG_SHA256, key->data + 12, key->size - 12, s->early_id) == 0)
             s->early_id_set = 1;
         return 0;
     }
-    return rv == AE_SEEN_DUP ? GNUTLS_E_DB_ENTRY_EXISTS : GNUTLS_E_DB_ERROR;
+    if (rv == AE_SEEN_DUP)
+        return GNUTLS_E_DB_ENTRY_EXISTS;
+    if (s != NULL) /* fail closed: 1-RTT, never a ClientHello we could not record */
+        s->early_full = 1;
+    return GNUTLS_E_DB_ERROR;
+}
+
+static void replay_obj_unref(replay_obj *o)
+{
+    if (o == NULL)
+        return;
+    pthread_mutex_lock(&replay_mu);
+    int last = --o->refcnt == 0;
+    pthread_mutex_unlock(&replay_mu);
+    if (last) {
+        gnutls_anti_replay_deinit(o->ar);
+        free(o);
+    }
+}
+
+/* The anti-replay object for a new context with ticket lifetime expire_s (a new reference), and
+ * the record table on first use. NULL with err set when out of memory. */
+static replay_obj *replay_obj_get(const ae_conf *conf, unsigned expire_s, char *err, size_t errlen)
+{
+    replay_obj *o = NULL, *old = NULL;
+    pthread_mutex_lock(&replay_mu);
+    if (replay_seen == NULL) {
+        uint8_t seed[32];
+        if (gnutls_rnd(GNUTLS_RND_RANDOM, seed, sizeof(seed)) != 0 ||
+            (replay_seen = ae_seen_new(conf->quic.early_data_records, seed)) == NULL) {
+            snprintf(err, errlen, "quic.early_data_records: cannot allocate %u records",
+                     conf->quic.early_data_records);
+            goto out;
+        }
+        replay_records = conf->quic.early_data_records;
+    } else if (conf->quic.early_data_records != replay_records) {
+        AE_WARN("quic.early_data_records: changing it needs a restart (keeping %u)",
+                replay_records);
+    }
+    if (replay_cur == NULL || expire_s > replay_cur->expire_s) {
+        o = calloc(1, sizeof(*o));
+        if (o == NULL || gnutls_anti_replay_init(&o->ar) != 0) {
+            free(o);
+            o = NULL;
+            snprintf(err, errlen, "gnutls_anti_replay_init failed");
+            goto out;
+        }
+        gnutls_anti_replay_set_window(o->ar, 0xffffffffu);
+        gnutls_anti_replay_set_add_function(o->ar, replay_add);
+        o->expire_s = expire_s;
+        o->refcnt = 1; /* as replay_cur */
+        old = replay_cur;
+        replay_cur = o;
+    }
+    o = replay_cur;
+    o->refcnt++;
+out:
+    pthread_mutex_unlock(&replay_mu);
+    replay_obj_unref(old); /* its contexts keep it alive */
+    return o;
 }
 
 static int early_ext_cb(void *ctx, unsigned tls_id, const unsigned char *data, unsigned size)
@@ -109,6 +186,7 @@ static int client_hello_hook(gnutls_session_t session, unsigned htype, unsigned 
     }
     hello_session = s;
     s->early_id_set = 0;
+    s->early_full = 0;
     gnutls_ext_raw_parse(s, early_ext_cb, msg, GNUTLS_EXT_RAW_FLAG_TLS_CLIENT_HELLO);
     return 0;
 }
@@ -160,14 +238,11 @@ int ae_quic_tls_ctx_new(const ae_conf *conf, ae_quic_tls_ctx **out, char *err, s
         snprintf(err, errlen, "cannot generate the QUIC session ticket key");
         goto fail;
     }
+    t->expire_s = (conf->quic.early_data_max_age_ms + 999) / 1000;
     if (conf->quic.early_data) {
-        rv = gnutls_anti_replay_init(&t->replay);
-        if (rv != 0) {
-            snprintf(err, errlen, "gnutls_anti_replay_init: %s", gnutls_strerror(rv));
+        t->replay = replay_obj_get(conf, t->expire_s, err, errlen);
+        if (t->replay == NULL)
             goto fail;
-        }
-        gnutls_anti_replay_set_window(t->replay, conf->quic.early_data_window_ms);
-        gnutls_anti_replay_set_add_function(t->replay, replay_add);
         t->early_data = 1;
     }
     *out = t;
@@ -192,8 +267,7 @@ void ae_quic_tls_ctx_unref(ae_quic_tls_ctx *ctx)
         gnutls_priority_deinit(ctx->prio);
     if (ctx->cred != NULL)
         gnutls_certificate_free_credentials(ctx->cred);
-    if (ctx->replay != NULL)
-        gnutls_anti_replay_deinit(ctx->replay);
+    replay_obj_unref(ctx->replay);
     free(ctx);
 }
 
@@ -213,6 +287,9 @@ int ae_quic_tls_new(ae_quic_tls_ctx *ctx, ngtcp2_conn *conn, ngtcp2_crypto_conn_
         return AE_ERR_TLS;
     }
     static const gnutls_datum_t h3 = {(unsigned char *)"h3", 2};
+    /* The ticket lifetime, before anything encrypts or decrypts a ticket: GnuTLS derives the
+     * ticket key from the shared master key and floor(now / 3E), so all sites need the same E. */
+    gnutls_db_set_cache_expiration(s->session, (int)ctx->expire_s);
     if (gnutls_priority_set(s->session, ctx->prio) != 0 ||
         gnutls_session_ticket_enable_server(
             s->session, ticket_key != NULL ? &shared : &local_ticket_key) != 0 ||
@@ -223,7 +300,7 @@ int ae_quic_tls_new(ae_quic_tls_ctx *ctx, ngtcp2_conn *conn, ngtcp2_crypto_conn_
         return AE_ERR_TLS;
     }
     if (ctx->early_data) {
-        gnutls_anti_replay_enable(s->session, ctx->replay);
+        gnutls_anti_replay_enable(s->session, ctx->replay->ar);
         if (gnutls_record_set_max_early_data_size(s->session, 0xffffffffu) != 0) {
             ae_quic_tls_free(s);
             return AE_ERR_TLS;
@@ -273,6 +350,8 @@ int ae_quic_tls_early_data(ae_quic_tls *s)
 {
     if (gnutls_session_get_flags(s->session) & GNUTLS_SFLAGS_EARLY_DATA)
         return 1;
+    if (s->early_full)
+        return -2;
     return s->early_offered ? -1 : 0;
 }
 

@@ -4,9 +4,10 @@
  * (ngtcp2_crypto_ossl) can be added behind the same functions later.
  *
  *  - ae_quic_tls_ctx: server credentials built from one config snapshot (every certificate of
- *    tls.cert/tls.key and tls.certs[], chosen by SNI; ALPN "h3" only; TLS 1.3 only), and with
- *    quic.early_data the worker's 0-RTT anti-replay window. Reference counted, single thread
- *    (each worker builds its own for the runtime it serves).
+ *    tls.cert/tls.key and tls.certs[], chosen by SNI; ALPN "h3" only; TLS 1.3 only), the ticket
+ *    lifetime (quic.early_data_max_age) and with quic.early_data a reference to the process's
+ *    0-RTT anti-replay state (shared by all workers, kept across reloads). Reference counted,
+ *    single thread (each worker builds its own for the runtime it serves).
  *  - ae_quic_tls: the TLS session of one QUIC connection, installed as ngtcp2's native handle.
  */
 #ifndef AE_QUIC_TLS_H
@@ -44,9 +45,11 @@ int ae_quic_tls_send_ticket(ae_quic_tls *s);
 /* Handshake facts. sni writes "" when the client sent none. */
 void ae_quic_tls_sni(ae_quic_tls *s, char *buf, size_t len);
 int ae_quic_tls_resumed(ae_quic_tls *s);
-/* After the handshake: 1 when 0-RTT early data was accepted, -1 when the client offered it and
- * it was refused (early data off, ticket outside the anti-replay window, replayed ClientHello,
- * table full), 0 when it was not offered. */
+/* After the ClientHello: 1 when 0-RTT early data was accepted, -2 when the client offered it and
+ * it was refused because the table of accepted ClientHellos is full (quic.early_data_records),
+ * -1 when it was refused for another reason (early data off, replayed ClientHello, ticket issued
+ * before this process started or before a reload raised quic.early_data_max_age, clock
+ * skew), 0 when it was not offered. */
 int ae_quic_tls_early_data(ae_quic_tls *s);
 /* After the ClientHello, when its early data was accepted: the id of that ClientHello for the
  * sites' shared first-use record (SHA-256 of the PSK binder GnuTLS verified and recorded), in

@@ -57,6 +57,7 @@ const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_QUIC_HS_RESUMED] = "quic_handshakes_resumed",
     [AE_M_QUIC_0RTT_ACCEPTED] = "quic_0rtt_accepted",
     [AE_M_QUIC_0RTT_REJECTED] = "quic_0rtt_rejected",
+    [AE_M_QUIC_0RTT_REFUSED_FULL] = "quic_0rtt_refused_full",
     [AE_M_QUIC_0RTT_HELD] = "quic_0rtt_held",
     [AE_M_QUIC_0RTT_RELEASED_REDIS] = "quic_0rtt_released_redis",
     [AE_M_QUIC_0RTT_RELEASED_HANDSHAKE] = "quic_0rtt_released_handshake",
@@ -165,7 +166,11 @@ const char *const ae_metric_help[AE_M__COUNT] = {
     [AE_M_QUIC_0RTT_CLAIM_ERRORS] = "Shared-record requests that got no usable answer (timeout, "
                                     "error reply).",
     [AE_M_QUIC_0RTT_REJECTED] = "QUIC handshakes whose client offered 0-RTT and was refused "
-                                "(quic.early_data off, replay, stale ticket, unknown key).",
+                                "(quic.early_data off, replay, ticket older than the process or "
+                                "than a reload raising quic.early_data_max_age, table full).",
+    [AE_M_QUIC_0RTT_REFUSED_FULL] = "Of quic_0rtt_rejected: refused because the table of accepted "
+                                    "0-RTT ClientHellos was full (quic.early_data_records): a "
+                                    "1-RTT handshake instead, never a replay.",
     [AE_M_QUIC_RETRY_SENT] = "QUIC Retry packets sent (address validation).",
     [AE_M_QUIC_TOKEN_RETRY_OK] = "Client Initials carrying a valid Retry token.",
     [AE_M_QUIC_TOKEN_NEW_OK] = "Client Initials carrying a valid, unused NEW_TOKEN token.",

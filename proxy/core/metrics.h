@@ -56,9 +56,10 @@ typedef enum {
     AE_M_H3_UPLAT_LAST = AE_M_H3_UPLAT_B0 + 12, /* (not cumulative) counts, the last is +Inf */
     AE_M_H3_UPLAT_SUM_US,                       /* sum of the observations, microseconds */
     AE_M_QUIC_HS_FULL,                          /* QUIC handshakes completed without resumption */
-    AE_M_QUIC_HS_RESUMED,    /* QUIC handshakes completed with a session ticket */
-    AE_M_QUIC_0RTT_ACCEPTED, /* QUIC handshakes whose early data was accepted */
-    AE_M_QUIC_0RTT_REJECTED, /* early data offered by the client, refused by us */
+    AE_M_QUIC_HS_RESUMED,        /* QUIC handshakes completed with a session ticket */
+    AE_M_QUIC_0RTT_ACCEPTED,     /* QUIC handshakes whose early data was accepted */
+    AE_M_QUIC_0RTT_REJECTED,     /* early data offered by the client, refused by us */
+    AE_M_QUIC_0RTT_REFUSED_FULL, /* ...of which: the table of accepted ClientHellos was full */
     /* quic.early_data_shared: hold (state/claim.h) */
     AE_M_QUIC_0RTT_HELD,               /* 0-RTT connections whose early requests were held */
     AE_M_QUIC_0RTT_RELEASED_REDIS,     /* ...released by the shared record: first use */

@@ -454,12 +454,13 @@ static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
 /* ---- 0-RTT hold (quic.early_data_shared: hold; docs/architecture.md "0-RTT policy") ---- */
 
 /* How long the sites' shared record of a ClientHello must live: as long as any site could still
- * accept that ClientHello's early data, i.e. GnuTLS's freshness tolerance (the ticket age the
- * client claims must be within early_data_window of the real one, RFC 8446 §8.3), plus a margin
- * for clock differences between sites. */
+ * accept that ClientHello's early data, i.e. the ticket lifetime E (quic.early_data_max_age,
+ * equal at every site, whole seconds as GnuTLS checks it; the record is made at the first
+ * acceptance, after the session's full handshake), plus a margin for clock differences between
+ * sites. */
 static uint64_t claim_ttl_ms(const ae_conf *conf)
 {
-    return (uint64_t)conf->quic.early_data_window_ms + 2000;
+    return ((uint64_t)conf->quic.early_data_max_age_ms + 999) / 1000 * 1000 + 2000;
 }
 
 static void early_release(qconn *c, ae_metric how)
@@ -631,6 +632,8 @@ static int cb_recv_tx_key(ngtcp2_conn *conn, ngtcp2_encryption_level level, void
     int early = ae_quic_tls_early_data(c->tls);
     if (early != 0)
         ae_count(&c->w->counters, early > 0 ? AE_M_QUIC_0RTT_ACCEPTED : AE_M_QUIC_0RTT_REJECTED, 1);
+    if (early == -2)
+        ae_count(&c->w->counters, AE_M_QUIC_0RTT_REFUSED_FULL, 1);
     if (early > 0 && c->app == NULL)
         early_hold(c);
     if (c->app != NULL)

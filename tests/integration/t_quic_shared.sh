@@ -2,7 +2,8 @@
 # QUIC across sites sharing one key ring (Redis): (a) a session ticket from site 1 resumes at
 # site 2 with 0-RTT accepted, the request reaches the origin with Early-Data: 1, an unsafe
 # method in 0-RTT gets 425, an origin 425 passes through, a replayed 0-RTT flight is refused at
-# the site that saw it (and, as documented, accepted at the other site within the window);
+# the site that saw it (and, as documented, accepted once at the other site, within
+# quic.early_data_max_age);
 # (c) a CID of site 1 sent to site 2 gets a stateless reset the client accepts at once;
 # (b) with `quic.retry: always` a NEW_TOKEN token from site 1 skips the Retry at site 2, once;
 # (d) a spoofed Initial flood turns Retry on (`retry: auto`), nothing answers more than 3x what

@@ -562,6 +562,33 @@ static void test_err_control_chars(void **state)
 
 /* ---- value parsers ---- */
 
+/* quic.early_data_max_age (the QUIC ticket lifetime) and quic.early_data_records. */
+static void test_quic_early_data(void **state)
+{
+    (void)state;
+    ae_conf *c = load_ok("site: {}\n");
+    assert_int_equal(c->quic.early_data, 0);
+    assert_int_equal(c->quic.early_data_max_age_ms, 3600000);
+    assert_int_equal(c->quic.early_data_records, 1u << 20);
+    ae_conf_free(c);
+    c = load_ok("quic: {early_data: on, early_data_max_age: 7d, early_data_records: 16}\n");
+    assert_int_equal(c->quic.early_data_max_age_ms, 7u * 86400000u);
+    assert_int_equal(c->quic.early_data_records, 16);
+    ae_conf_free(c);
+    /* the deprecated window still loads */
+    c = load_ok("quic: {early_data: on, early_data_window: 10s, early_data_max_age: 10s}\n");
+    assert_int_equal(c->quic.early_data_max_age_ms, 10000);
+    ae_conf_free(c);
+    expect_err("quic: {early_data_max_age: 9s}\n",
+               "t.yaml:1:28: quic.early_data_max_age: value 9s out of range 10s..7d");
+    expect_err("quic: {early_data_max_age: 8d}\n",
+               "t.yaml:1:28: quic.early_data_max_age: value 8d out of range 10s..7d");
+    expect_err("quic: {early_data_records: 15}\n",
+               "t.yaml:1:28: quic.early_data_records: value 15 out of range 16..67108864");
+    expect_err("quic: {early_data_records: 67108865}\n",
+               "t.yaml:1:28: quic.early_data_records: value 67108865 out of range 16..67108864");
+}
+
 static void test_duration(void **state)
 {
     static const struct {
@@ -784,14 +811,23 @@ static void test_examples(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full),           cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_relative_paths), cmocka_unit_test(test_load_file),
-        cmocka_unit_test(test_err_structure),  cmocka_unit_test(test_err_yaml),
-        cmocka_unit_test(test_err_values),     cmocka_unit_test(test_err_required),
-        cmocka_unit_test(test_err_cross),      cmocka_unit_test(test_err_misc),
-        cmocka_unit_test(test_duration),       cmocka_unit_test(test_size),
-        cmocka_unit_test(test_addr),           cmocka_unit_test(test_doc_current),
-        cmocka_unit_test(test_examples),       cmocka_unit_test(test_err_control_chars),
+        cmocka_unit_test(test_full),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_relative_paths),
+        cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_err_structure),
+        cmocka_unit_test(test_err_yaml),
+        cmocka_unit_test(test_err_values),
+        cmocka_unit_test(test_err_required),
+        cmocka_unit_test(test_err_cross),
+        cmocka_unit_test(test_err_misc),
+        cmocka_unit_test(test_duration),
+        cmocka_unit_test(test_size),
+        cmocka_unit_test(test_addr),
+        cmocka_unit_test(test_doc_current),
+        cmocka_unit_test(test_examples),
+        cmocka_unit_test(test_err_control_chars),
+        cmocka_unit_test(test_quic_early_data),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,7 @@
 /*
  * Unit tests for the single-use table (conf/seen.h): SipHash vectors, single use, expiry,
- * bounded memory (FULL, never eviction of a live record), many keys.
+ * bounded memory (FULL, never eviction of a live record), many keys, and the 0-RTT use: records
+ * for a ticket's life (E + 1 s) and the load quic.early_data_records is sized for (80%).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -110,13 +111,53 @@ static void test_many(void **state)
     ae_seen_free(s);
 }
 
+/* 0-RTT anti-replay (tls/quic_gnutls.c): a binder accepted at t is kept until t + E + 1, so it
+ * is a duplicate at every second GnuTLS could still accept it (ticket age <= E, whole seconds),
+ * and its slot is free again afterwards. */
+static void test_ticket_life(void **state)
+{
+    (void)state;
+    const uint64_t e = 3600, t = 1700000000;
+    ae_seen *s = ae_seen_new(16, seed);
+    assert_non_null(s);
+    uint8_t binder[32];
+    memset(binder, 0xab, sizeof(binder));
+    assert_int_equal(ae_seen_add(s, binder, sizeof(binder), t, t + e + 1), AE_SEEN_NEW);
+    assert_int_equal(ae_seen_add(s, binder, sizeof(binder), t + 120, t + 120 + e + 1),
+                     AE_SEEN_DUP); /* 2 min later */
+    assert_int_equal(ae_seen_add(s, binder, sizeof(binder), t + e, t + e + e + 1), AE_SEEN_DUP);
+    assert_int_equal(ae_seen_count(s, t + e), 1);
+    assert_int_equal(ae_seen_count(s, t + e + 1), 0);
+    assert_int_equal(ae_seen_add(s, binder, sizeof(binder), t + e + 1, t + 2 * e + 2), AE_SEEN_NEW);
+    ae_seen_free(s);
+}
+
+/* quic.early_data_records' help promises about 0.8 x records live records (the sustainable
+ * 0-RTT rate is 0.8 x records / E): at 80% load next to nothing is refused. */
+static void test_load_80(void **state)
+{
+    (void)state;
+    const uint32_t slots = 1 << 16, n = slots / 10 * 8;
+    ae_seen *s = ae_seen_new(slots, seed);
+    assert_non_null(s);
+    uint8_t k[32];
+    size_t full = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        memset(k, 0x5a, sizeof(k));
+        memcpy(k, &i, sizeof(i));
+        full += ae_seen_add(s, k, sizeof(k), 1, 3602) == AE_SEEN_FULL;
+    }
+    printf("%u binders in %u slots: %zu refused (full)\n", n, slots, full);
+    assert_true(full * 100 < n); /* under 1% */
+    ae_seen_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_siphash_vectors),
-        cmocka_unit_test(test_single_use),
-        cmocka_unit_test(test_bounded),
-        cmocka_unit_test(test_many),
+        cmocka_unit_test(test_siphash_vectors), cmocka_unit_test(test_single_use),
+        cmocka_unit_test(test_bounded),         cmocka_unit_test(test_many),
+        cmocka_unit_test(test_ticket_life),     cmocka_unit_test(test_load_80),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
