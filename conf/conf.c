@@ -680,6 +680,38 @@ static int check_listeners(loader *L, ae_conf *c, const cnode *root)
     return 0;
 }
 
+/* balance: hash and hash_key: `client_ip` or `header:NAME` (an HTTP/3 field name). */
+static int check_hash_key(loader *L, ae_conf_upstream *u, const cnode *m)
+{
+    char key[128];
+    const char *k = u->hash_key;
+
+    snprintf(key, sizeof(key), "upstreams.%s.hash_key", u->name);
+    u->hash_kind = AE_HASH_CLIENT_IP;
+    u->hash_header = NULL;
+    if (k == NULL)
+        return 0;
+    if (u->balance != AE_BAL_HASH)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, pos_of(m, "hash_key", NULL), key,
+                            "needs balance: hash");
+    if (strcmp(k, "client_ip") == 0)
+        return 0;
+    if (strncmp(k, "header:", 7) == 0 && k[7] != '\0') {
+        for (const char *p = k + 7; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+                  strchr("!#$%&'*+-.^_`|~", *p)))
+                return ae_conf_errk(&L->c, AE_ERR_PARSE, pos_of(m, "hash_key", NULL), key,
+                                    "'%s': the header name must be lower-case token "
+                                    "characters (as HTTP/3 sends it)",
+                                    k);
+        u->hash_kind = AE_HASH_HEADER;
+        u->hash_header = k + 7;
+        return 0;
+    }
+    return ae_conf_errk(&L->c, AE_ERR_PARSE, pos_of(m, "hash_key", NULL), key,
+                        "'%s' is not client_ip or header:NAME", k);
+}
+
 static int check_upstreams(loader *L, ae_conf *c, const cnode *root)
 {
     const cnode *map = ae_conf_node_get(root, "upstreams");
@@ -689,6 +721,10 @@ static int check_upstreams(loader *L, ae_conf *c, const cnode *root)
     for (i = 0; i < c->nupstreams; i++) {
         ae_conf_upstream *u = &c->upstreams[i];
         const cnode *h = ae_conf_node_get(map->kids[2 * i + 1], "health");
+        int rv = check_hash_key(L, u, map->kids[2 * i + 1]);
+
+        if (rv != 0)
+            return rv;
 
         if (h == NULL)
             continue; /* no checks: kind stays AE_HC_NONE */

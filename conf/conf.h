@@ -48,7 +48,10 @@ typedef enum {
     AE_BAL_ROUND_ROBIN = 0,
     AE_BAL_LEAST_CONN = 1,
     AE_BAL_AFFINITY = 2, /* resumed sessions go back to the server of the original session */
+    AE_BAL_HASH = 3,     /* rendezvous hash of hash_key (proxy/core/hrw.h) */
 } ae_balance;
+/* upstreams.<name>.hash_key: what `balance: hash` hashes. */
+typedef enum { AE_HASH_CLIENT_IP = 0, AE_HASH_HEADER = 1 } ae_hash_kind;
 typedef enum { AE_HC_NONE = 0, AE_HC_TCP = 1, AE_HC_HTTP = 2 } ae_hc_kind;
 typedef enum { AE_QRETRY_OFF = 0, AE_QRETRY_ALWAYS = 1, AE_QRETRY_AUTO = 2 } ae_quic_retry;
 /* quic.early_data_shared: off = each site on its own; hold = 0-RTT requests wait for the
@@ -73,6 +76,9 @@ typedef struct {
 typedef struct {
     char *name;
     ae_balance balance;
+    char *hash_key;          /* as written; NULL = client_ip */
+    ae_hash_kind hash_kind;  /* resolved by validation */
+    const char *hash_header; /* AE_HASH_HEADER: the lower-case field name inside hash_key */
     ae_conf_server *servers;
     size_t nservers;
     uint32_t connect_timeout_ms;

@@ -619,6 +619,7 @@ static const ae_key health_keys[] = {
 static const ae_key_enum balances[] = {{"round_robin", AE_BAL_ROUND_ROBIN},
                                        {"least_conn", AE_BAL_LEAST_CONN},
                                        {"affinity", AE_BAL_AFFINITY},
+                                       {"hash", AE_BAL_HASH},
                                        {0}};
 
 static const ae_key upstream_keys[] = {
@@ -632,7 +633,20 @@ static const ae_key upstream_keys[] = {
              "`affinity`: a resumed TLS session goes to the server that served the session it "
              "resumes (recorded in the session ticket, so at any site sharing the ticket keys) "
              "when that server is healthy; otherwise, and for new sessions, round robin, and the "
-             "client gets a new ticket naming the new choice."},
+             "client gets a new ticket naming the new choice. `hash`: rendezvous (highest "
+             "random weight) hashing of `hash_key` over the servers' addresses, so every site "
+             "with the same server list sends a key to the same server, with no shared state; "
+             "when that server is down, the key's next server in its own ranking (only the down "
+             "server's keys move)."},
+    {.name = "hash_key",
+     .type = AE_KT_STR,
+     .off = UP(hash_key),
+     .min = 8,
+     .max = 70,
+     .help = "`balance: hash`: what is hashed. `client_ip` (the default): the client's address "
+             "(IPv6: its /64). `header:NAME`: the value of request header NAME (lower case, "
+             "e.g. `header:x-api-key`) for HTTP/3 requests, the client's address when a request "
+             "has none; TCP listeners relay bytes and always use the client's address."},
     {.name = "servers",
      .type = AE_KT_ADDRLIST,
      .flags = AE_KF_REQUIRED | AE_KF_UNIQUE,

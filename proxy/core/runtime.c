@@ -3,6 +3,10 @@
  */
 #include "proxy/core/runtime.h"
 
+#include <netinet/in.h>
+
+#include "proxy/core/hrw.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +40,7 @@ static ae_upstream_server *server_new(const char *pool, const ae_addr *addr)
         return NULL;
     }
     s->addr = *addr;
+    s->hrw_id = ae_hrw_hash(addr->text, strlen(addr->text));
     atomic_init(&s->refcnt, 1);
     atomic_init(&s->healthy, 1); /* optimistic start, as HAProxy does: checks take it down */
     return s;
@@ -180,6 +185,45 @@ int ae_pool_pick(ae_pool *pool, uint64_t tried_mask, uint64_t now_ms)
     }
     /* Health or load changed between the passes (other threads): any pickable server. */
     return fallback;
+}
+
+int ae_pool_pick_hash(ae_pool *pool, uint64_t key, uint64_t tried_mask, uint64_t now_ms, int *first)
+{
+    /* The key's ranking over all servers; the best usable one not yet tried wins. Ties (a
+     * 2^-64 event) go to the earlier server in the list, identically at every site only when
+     * the lists are in the same order: harmless either way. */
+    int best = -1, top = -1;
+    uint64_t best_score = 0, top_score = 0;
+    for (size_t i = 0; i < pool->nservers; i++) {
+        uint64_t sc = ae_hrw_score(key, pool->servers[i]->hrw_id);
+        if (top < 0 || sc > top_score) {
+            top = (int)i;
+            top_score = sc;
+        }
+        if (!pickable(pool, i, tried_mask, now_ms))
+            continue;
+        if (best < 0 || sc > best_score) {
+            best = (int)i;
+            best_score = sc;
+        }
+    }
+    if (first != NULL)
+        *first = best >= 0 && best == top;
+    return best;
+}
+
+uint64_t ae_hash_client_addr(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        /* An IPv4-mapped address hashes as the IPv4 address it carries. */
+        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
+            return ae_hrw_hash(s6->sin6_addr.s6_addr + 12, 4);
+        return ae_hrw_hash(s6->sin6_addr.s6_addr, 8); /* the /64: privacy addresses rotate */
+    }
+    if (sa->sa_family == AF_INET)
+        return ae_hrw_hash(&((const struct sockaddr_in *)sa)->sin_addr, 4);
+    return 0;
 }
 
 void ae_pool_report_connect(ae_pool *pool, size_t idx, int ok, uint64_t now_ms)

@@ -20,6 +20,7 @@ typedef struct ae_upstream_server {
     _Atomic int refcnt;
     char *pool; /* pool name */
     ae_addr addr;
+    uint64_t hrw_id;                /* ae_hrw_hash(addr.text): its identity for balance: hash */
     _Atomic int healthy;            /* 1 = takes new connections */
     _Atomic uint32_t active;        /* open connections through this server (all workers) */
     _Atomic uint32_t passive_fails; /* consecutive failed connects */
@@ -60,6 +61,14 @@ void ae_runtime_unref(ae_runtime *rt);
  * servers not in the tried mask (bit i = servers[i], pools of more than 64 servers reuse
  * bits). Returns the index or -1 when none is available. now_ms is the monotonic clock. */
 int ae_pool_pick(ae_pool *pool, uint64_t tried_mask, uint64_t now_ms);
+/* balance: hash: the usable server not in tried_mask that ranks highest for key (proxy/core/
+ * hrw.h); *first (optional) = 1 when it is the key's first-ranked server of the whole pool.
+ * Returns the index or -1. */
+int ae_pool_pick_hash(ae_pool *pool, uint64_t key, uint64_t tried_mask, uint64_t now_ms,
+                      int *first);
+/* The hash key of a client address: IPv4 address, IPv6 /64 (an IPv4-mapped one as IPv4). */
+struct sockaddr;
+uint64_t ae_hash_client_addr(const struct sockaddr *sa);
 /* Reports a connect result to the passive health logic. */
 void ae_pool_report_connect(ae_pool *pool, size_t idx, int ok, uint64_t now_ms);
 /* 1 when the server may take new connections now. */

@@ -29,6 +29,7 @@
 #include <strings.h>
 
 #include "proxy/h3/h3_int.h"
+#include "proxy/core/hrw.h"
 
 /* ---- helpers ---- */
 
@@ -372,8 +373,15 @@ static int h3_recv_header(nghttp3_conn *h3, int64_t sid, int32_t token, nghttp3_
     if (n.base[0] == ':') {
         if (s->seen_regular)
             s->late_pseudo = 1;
-    } else
+    } else {
         s->seen_regular = 1;
+        const ae_conf_upstream *uc = s->c->pool->conf;
+        if (uc->hash_kind == AE_HASH_HEADER && !s->has_hash_key && uc->balance == AE_BAL_HASH &&
+            n.len == strlen(uc->hash_header) && memcmp(n.base, uc->hash_header, n.len) == 0) {
+            s->hash_key = ae_hrw_hash(v.base, v.len); /* the first field line wins */
+            s->has_hash_key = 1;
+        }
+    }
     int rv = 0;
     switch (token) {
     case NGHTTP3_QPACK_TOKEN__METHOD:

@@ -89,6 +89,8 @@ typedef struct {
 struct qstream {
     qstream *dead_next;
     qstream *prev, *next; /* in c->streams */
+    uint64_t hash_key;    /* balance: hash with header:NAME: ae_hrw_hash of its first value */
+    int has_hash_key;
     h3conn *c;
     ae_worker *w;
     int64_t sid;

@@ -539,7 +539,22 @@ static void try_connect(qstream *s)
     if (u->start == 0)
         u->start = ev_time();
     for (;;) {
-        int idx = u->attempts < pool->nservers ? ae_pool_pick(pool, u->tried, now) : -1;
+        int idx = -1;
+        if (u->attempts >= pool->nservers)
+            ;
+        else if (pool->conf->balance == AE_BAL_HASH) {
+            int first = 0;
+            if (!s->has_hash_key) {
+                if (pool->conf->hash_kind == AE_HASH_HEADER && u->attempts == 0)
+                    ae_count(&s->w->counters, AE_M_HASH_NO_KEY, 1);
+                s->hash_key = ae_hash_client_addr((struct sockaddr *)&s->c->remote);
+                s->has_hash_key = 1;
+            }
+            idx = ae_pool_pick_hash(pool, s->hash_key, u->tried, now, &first);
+            if (idx >= 0)
+                ae_count(&s->w->counters, first ? AE_M_HASH_FIRST : AE_M_HASH_NEXT, 1);
+        } else
+            idx = ae_pool_pick(pool, u->tried, now);
         if (idx < 0) {
             ae_count(&s->w->counters, AE_M_NO_UPSTREAM, 1);
             if (u->attempts == 0)

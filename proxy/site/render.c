@@ -575,6 +575,7 @@ static void status_upstreams(ae_sb *b, ae_runtime *rt)
         ae_sb_puts(b, ",\"balance\":");
         ae_sb_json_str(b, pool->conf->balance == AE_BAL_LEAST_CONN ? "least_conn"
                           : pool->conf->balance == AE_BAL_AFFINITY ? "affinity"
+                          : pool->conf->balance == AE_BAL_HASH     ? "hash"
                                                                    : "round_robin");
         ae_sb_puts(b, ",\"servers\":[");
         for (i = 0; i < pool->nservers; i++) {

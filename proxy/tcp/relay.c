@@ -311,7 +311,14 @@ static void try_connect(ae_tconn *c)
         if (c->pre_idx >= 0 && !((c->tried >> (c->pre_idx % 64)) & 1) &&
             ae_upstream_usable(c->pool, c->pool->servers[c->pre_idx], now))
             idx = c->pre_idx; /* affinity: the server named in the ticket */
-        else if (c->attempts < c->pool->nservers)
+        else if (c->attempts < c->pool->nservers && c->pool->conf->balance == AE_BAL_HASH) {
+            /* TCP relays bytes: the client's address is the only key (docs/config.md). */
+            int first = 0;
+            idx = ae_pool_pick_hash(c->pool, ae_hash_client_addr((struct sockaddr *)&c->peer),
+                                    c->tried, now, &first);
+            if (idx >= 0)
+                ae_count(&w->counters, first ? AE_M_HASH_FIRST : AE_M_HASH_NEXT, 1);
+        } else if (c->attempts < c->pool->nservers)
             idx = ae_pool_pick(c->pool, c->tried, now);
         if (idx < 0) {
             ae_count(&w->counters, AE_M_NO_UPSTREAM, 1);
