@@ -16,7 +16,9 @@
 #     two other origins moves (moved counted); a cookie naming the stopped origin is ignored
 #     (cookie_down) and replaced.
 #  5. A request without the header is hashed by the client's address (no_key counted).
-#  6. TCP with `balance: hash` (client_ip): every connection from 127.0.0.1 reaches one origin.
+#  6. A third H3 site with `hash_key: cookie:sid` (split cookie fields): sid=uN reaches the
+#     origin that x-user: uN reaches at site 1 (the key is the value); no sid is no_key.
+#  7. TCP with `balance: hash` (client_ip): every connection from 127.0.0.1 reaches one origin.
 . "$(dirname "$0")/lib.sh"
 
 need_redis
@@ -167,7 +169,30 @@ assert_eq "$(aff "$A1" no_key)" $((nk0 + 2)) "site 1 no_key"
 log "requests without x-user hashed by the client address: $x at both sites"
 log "site 1: $(curl -s "http://127.0.0.1:$A1/metrics" | grep '^anyedge_affinity_total' | sed 's/anyedge_affinity_total{pool="pool",result=//' | tr '\n' ' ')"
 
-# ---- 6. TCP, client_ip ----
+# ---- 6. hash_key cookie:sid at a third H3 site: the key is the value, whatever carries it ----
+Q4=$(free_port udp); A4=$(free_port)
+POOL_EXTRA=$'balance: hash\n    hash_key: "cookie:sid"' \
+    write_site_conf "$T/s4.yaml" 4 quic "$Q4" "$A4" "$O2 $O3 $O1" "$STATE"
+start_edge s4 "$T/s4.yaml" "$A4"
+# by_sid PORT SID: like who, with the user in cookie sid (among other cookies) instead of x-user.
+by_sid() {
+    "$H3GET" -k -H "cookie: a=1; sid=$2" -H "cookie: b=2" -o "$T/sid.out" "https://127.0.0.1:$1/id" \
+        >"$T/sid.log" 2>&1 || fail "ae-h3get sid=$2 via $1: $(tail -2 "$T/sid.log")"
+    tr -d '\r\n' <"$T/sid.out"
+}
+checked=0
+for i in $(seq 2 12); do
+    [ "${AT1[u$i]}" = "$gone" ] && continue
+    assert_eq "$(by_sid "$Q4" "u$i")" "${AT1[u$i]}" "cookie sid=u$i at site 4 = x-user: u$i at site 1"
+    checked=$((checked + 1))
+done
+nk4=$(aff "$A4" no_key)
+"$H3GET" -k -H "cookie: a=1; sidx=u2" -o /dev/null "https://127.0.0.1:$Q4/id" >/dev/null 2>&1 ||
+    fail "request without sid"
+assert_eq "$(aff "$A4" no_key)" $((nk4 + 1)) "site 4 no_key (sidx is not sid)"
+log "hash_key cookie:sid: $checked users reach the origin their x-user header reaches at site 1"
+
+# ---- 7. TCP, client_ip ----
 E3=$(free_port); A3=$(free_port)
 POOL_EXTRA="balance: hash" write_site_conf "$T/s3.yaml" 3 tcp "$E3" "$A3" "$O1 $O2 $O3" "$STATE"
 start_edge s3 "$T/s3.yaml" "$A3"
@@ -188,3 +213,4 @@ log "TCP balance: hash (client_ip): 6/6 connections to $first"
 stop_clean s1
 stop_clean s2
 stop_clean s3
+stop_clean s4
