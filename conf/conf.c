@@ -7,6 +7,7 @@
  * those checks can point at the exact line and column of the value at fault.
  */
 #include "conf_int.h"
+#include "conf/hashkey.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -676,40 +677,50 @@ static int check_listeners(loader *L, ae_conf *c, const cnode *root)
                                 "upstream '%s' is not defined", l->upstream);
         }
         l->upstream_index = (size_t)(u - c->upstreams);
+        /* A TCP listener relays bytes: it never sees a header or a cookie. */
+        if (l->protocol == AE_LPROTO_TCP && u->balance == AE_BAL_HASH &&
+            (u->hash.kind != AE_HASH_CLIENT_IP || u->affinity_cookie != NULL)) {
+            snprintf(key, sizeof(key), "listeners[%zu].upstream", i);
+            return ae_conf_errk(&L->c, AE_ERR_PARSE, pos_of(ln, "upstream", NULL), key,
+                                "upstream '%s' has %s%s: a TCP listener relays bytes, sees no "
+                                "header or cookie, and can only hash client_ip",
+                                l->upstream,
+                                u->affinity_cookie != NULL ? "affinity_cookie" : "hash_key ",
+                                u->affinity_cookie != NULL ? "" : u->hash_key);
+        }
     }
     return 0;
 }
 
-/* balance: hash and hash_key: `client_ip` or `header:NAME` (an HTTP/3 field name). */
+/* balance: hash: hash_key (conf/hashkey.h) and affinity_cookie. */
 static int check_hash_key(loader *L, ae_conf_upstream *u, const cnode *m)
 {
-    char key[128];
-    const char *k = u->hash_key;
+    char key[128], why[160];
+    int rv;
 
     snprintf(key, sizeof(key), "upstreams.%s.hash_key", u->name);
-    u->hash_kind = AE_HASH_CLIENT_IP;
-    u->hash_header = NULL;
-    if (k == NULL)
-        return 0;
-    if (u->balance != AE_BAL_HASH)
+    if (u->hash_key != NULL && u->balance != AE_BAL_HASH)
         return ae_conf_errk(&L->c, AE_ERR_PARSE, pos_of(m, "hash_key", NULL), key,
                             "needs balance: hash");
-    if (strcmp(k, "client_ip") == 0)
+    rv = ae_hash_key_parse(u->hash_key, &u->hash, why, sizeof(why));
+    if (rv != 0)
+        return ae_conf_errk(&L->c, rv, pos_of(m, "hash_key", NULL), key, "%s", why);
+    if (u->affinity_cookie == NULL)
         return 0;
-    if (strncmp(k, "header:", 7) == 0 && k[7] != '\0') {
-        for (const char *p = k + 7; *p; p++)
-            if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-                  strchr("!#$%&'*+-.^_`|~", *p)))
-                return ae_conf_errk(&L->c, AE_ERR_PARSE, pos_of(m, "hash_key", NULL), key,
-                                    "'%s': the header name must be lower-case token "
-                                    "characters (as HTTP/3 sends it)",
-                                    k);
-        u->hash_kind = AE_HASH_HEADER;
-        u->hash_header = k + 7;
-        return 0;
-    }
-    return ae_conf_errk(&L->c, AE_ERR_PARSE, pos_of(m, "hash_key", NULL), key,
-                        "'%s' is not client_ip or header:NAME", k);
+    snprintf(key, sizeof(key), "upstreams.%s.affinity_cookie", u->name);
+    if (u->balance != AE_BAL_HASH)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, pos_of(m, "affinity_cookie", NULL), key,
+                            "needs balance: hash");
+    if (!ae_cookie_name_ok(u->affinity_cookie, strlen(u->affinity_cookie)))
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, pos_of(m, "affinity_cookie", NULL), key,
+                            "'%s': a cookie name is 1..%d token characters", u->affinity_cookie,
+                            AE_HASH_NAME_MAX);
+    if (u->hash.kind == AE_HASH_COOKIE && strcmp(u->hash.name, u->affinity_cookie) == 0)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, pos_of(m, "affinity_cookie", NULL), key,
+                            "'%s' is also the hash_key cookie: the proxy's sealed cookie cannot "
+                            "be the client's key",
+                            u->affinity_cookie);
+    return 0;
 }
 
 static int check_upstreams(loader *L, ae_conf *c, const cnode *root)

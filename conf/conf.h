@@ -50,8 +50,15 @@ typedef enum {
     AE_BAL_AFFINITY = 2, /* resumed sessions go back to the server of the original session */
     AE_BAL_HASH = 3,     /* rendezvous hash of hash_key (proxy/core/hrw.h) */
 } ae_balance;
-/* upstreams.<name>.hash_key: what `balance: hash` hashes. */
-typedef enum { AE_HASH_CLIENT_IP = 0, AE_HASH_HEADER = 1 } ae_hash_kind;
+/* upstreams.<name>.hash_key: what `balance: hash` hashes (conf/hashkey.h). */
+typedef enum { AE_HASH_CLIENT_IP = 0, AE_HASH_HEADER = 1, AE_HASH_COOKIE = 2 } ae_hash_kind;
+#define AE_HASH_NAME_MAX 63 /* longest header or cookie name of hash_key / affinity_cookie */
+typedef struct {
+    ae_hash_kind kind;
+    uint8_t v4_prefix, v6_prefix;    /* client_ip prefix lengths (also the fallback's) */
+    char name[AE_HASH_NAME_MAX + 1]; /* HEADER: lower-case field name; COOKIE: cookie name */
+    size_t name_len;
+} ae_hash_spec;
 typedef enum { AE_HC_NONE = 0, AE_HC_TCP = 1, AE_HC_HTTP = 2 } ae_hc_kind;
 typedef enum { AE_QRETRY_OFF = 0, AE_QRETRY_ALWAYS = 1, AE_QRETRY_AUTO = 2 } ae_quic_retry;
 /* quic.early_data_shared: off = each site on its own; hold = 0-RTT requests wait for the
@@ -76,9 +83,9 @@ typedef struct {
 typedef struct {
     char *name;
     ae_balance balance;
-    char *hash_key;          /* as written; NULL = client_ip */
-    ae_hash_kind hash_kind;  /* resolved by validation */
-    const char *hash_header; /* AE_HASH_HEADER: the lower-case field name inside hash_key */
+    char *hash_key;        /* as written; NULL = client_ip */
+    ae_hash_spec hash;     /* hash_key, parsed by validation */
+    char *affinity_cookie; /* balance: hash: name of the sealed server cookie, NULL = none */
     ae_conf_server *servers;
     size_t nservers;
     uint32_t connect_timeout_ms;

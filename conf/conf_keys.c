@@ -643,10 +643,29 @@ static const ae_key upstream_keys[] = {
      .off = UP(hash_key),
      .min = 8,
      .max = 70,
-     .help = "`balance: hash`: what is hashed. `client_ip` (the default): the client's address "
-             "(IPv6: its /64). `header:NAME`: the value of request header NAME (lower case, "
-             "e.g. `header:x-api-key`) for HTTP/3 requests, the client's address when a request "
-             "has none; TCP listeners relay bytes and always use the client's address."},
+     .help = "`balance: hash`: what is hashed. `client_ip` (the default): the client's address, "
+             "IPv4 whole and IPv6 by its /64; `client_ip/V4` or `client_ip/V4,V6` hash the "
+             "IPv4 /V4 (8..32) and IPv6 /V6 (16..128) prefix instead (e.g. `client_ip/24,56`: "
+             "clients whose carrier moves them within a /24 keep their server, at the cost of "
+             "coarser spreading). `header:NAME`: the first value of request header NAME (lower "
+             "case, e.g. `header:x-api-key`). `cookie:NAME`: the value of the first cookie NAME "
+             "in the request's `cookie` fields. A request without that header or cookie is "
+             "hashed by its client address (/32, /64) and counted (`no_key`). Header and cookie "
+             "keys need HTTP/3: a TCP listener relays bytes and can only use `client_ip`."},
+    {.name = "affinity_cookie",
+     .type = AE_KT_STR,
+     .off = UP(affinity_cookie),
+     .min = 1,
+     .max = 63,
+     .help = "`balance: hash`, HTTP/3: the name of a cookie the proxy sets (`Set-Cookie: "
+             "NAME=<sealed>; Path=/; HttpOnly; Secure; SameSite=Lax`, a session cookie) naming "
+             "the server that answered, sealed (AES-256-GCM) under a key derived from the key "
+             "ring, so clients can neither read, choose nor forge a server. A request with a "
+             "valid cookie whose server is usable goes to that server at any site sharing the "
+             "ring (also after the server list changed); an invalid, tampered or expired cookie "
+             "is ignored and counted (`cookie_invalid`), and the request goes by `hash_key`. The "
+             "cookie is set when the request had none, an invalid one, one naming another "
+             "server, or one sealed under an older ring key. Unset: no cookie."},
     {.name = "servers",
      .type = AE_KT_ADDRLIST,
      .flags = AE_KF_REQUIRED | AE_KF_UNIQUE,

@@ -30,9 +30,6 @@ const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_UP_CONNECT_FAIL] = "upstream_connect_failures",
     [AE_M_UP_CONNECT_TIMEOUT] = "upstream_connect_timeouts",
     [AE_M_NO_UPSTREAM] = "no_upstream",
-    [AE_M_HASH_FIRST] = "hash_pick_first",
-    [AE_M_HASH_NEXT] = "hash_pick_next",
-    [AE_M_HASH_NO_KEY] = "hash_no_key",
     [AE_M_IDLE_TIMEOUT] = "idle_timeouts",
     [AE_M_ACCEPT_ERRORS] = "accept_errors",
     [AE_M_CONN_LIMIT] = "connection_limit_refusals",
@@ -121,11 +118,6 @@ const char *const ae_metric_help[AE_M__COUNT] = {
     [AE_M_UP_CONNECT_FAIL] = "Failed upstream connect attempts.",
     [AE_M_UP_CONNECT_TIMEOUT] = "Upstream connect attempts that timed out.",
     [AE_M_NO_UPSTREAM] = "Client connections refused: no healthy upstream server answered.",
-    [AE_M_HASH_FIRST] = "balance: hash: server choices that went to the key's first-ranked server.",
-    [AE_M_HASH_NEXT] = "balance: hash: server choices that went to a later-ranked server (the "
-                       "first one down, or already tried for this request).",
-    [AE_M_HASH_NO_KEY] = "balance: hash with header:NAME: requests without that header (hashed "
-                         "by the client's address instead).",
     [AE_M_IDLE_TIMEOUT] = "Connections closed by an idle timeout.",
     [AE_M_ACCEPT_ERRORS] = "accept(2) failures (EMFILE, ENOBUFS, ...).",
     [AE_M_CONN_LIMIT] = "Client connections refused by tune.max_connections.",

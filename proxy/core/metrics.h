@@ -29,9 +29,6 @@ typedef enum {
     AE_M_UP_CONNECT_FAIL,    /* failed upstream connect attempts */
     AE_M_UP_CONNECT_TIMEOUT, /* of which timed out */
     AE_M_NO_UPSTREAM,        /* connections refused: no healthy server / all attempts failed */
-    AE_M_HASH_FIRST,         /* balance: hash: the key's first-ranked server */
-    AE_M_HASH_NEXT,          /* ...a later-ranked one (the first is down or was tried) */
-    AE_M_HASH_NO_KEY,        /* ...a request without the hash_key header: client address used */
     AE_M_IDLE_TIMEOUT,       /* connections closed by an idle timeout */
     AE_M_ACCEPT_ERRORS,      /* accept(2) failures (EMFILE, ENOBUFS...) */
     AE_M_CONN_LIMIT,         /* connections refused by tune.max_connections */

@@ -7,7 +7,8 @@
  *  - "quic-reset": stateless-reset secret; a CID's token uses the key of the CID's epoch, so
  *    any site can reset any site's CID while that key is in the ring;
  *  - "quic-token": Retry / NEW_TOKEN token key (current encrypts, every key verifies);
- *  - "quic-ticket": GnuTLS session-ticket master key (current only: GnuTLS takes one key).
+ *  - "quic-ticket": GnuTLS session-ticket master key (current only: GnuTLS takes one key);
+ *  - "h3-affinity-cookie": the sealed affinity cookie of balance: hash (state/affcookie.h).
  * The connection-ID keys ("quic-cid", state/cid.c) are built per worker from the ring copy.
  */
 #include "proxy/core/qsecrets.h"
@@ -41,11 +42,13 @@ int ae_qsecrets_new(const ae_ring *ring, ae_qsecrets **out)
         if (k == cur)
             q->cur = i;
     }
-    if (ae_ring_derive(cur, "quic-ticket", q->ticket, sizeof(q->ticket)) != 0)
+    if (ae_ring_derive(cur, "quic-ticket", q->ticket, sizeof(q->ticket)) != 0 ||
+        ae_affcookie_keys_new(ring, &q->cookie) != 0)
         goto fail;
     *out = q;
     return 0;
 fail:
+    ae_affcookie_keys_free(q->cookie);
     ae_memzero(q, sizeof(*q));
     free(q);
     return AE_ERR_TLS;
@@ -62,6 +65,7 @@ void ae_qsecrets_unref(ae_qsecrets *q)
 {
     if (q == NULL || atomic_fetch_sub_explicit(&q->refcnt, 1, memory_order_acq_rel) != 1)
         return;
+    ae_affcookie_keys_free(q->cookie);
     ae_memzero(q, sizeof(*q));
     free(q);
 }

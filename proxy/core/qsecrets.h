@@ -1,6 +1,7 @@
 /*
  * QUIC secrets derived from the key ring (qsecrets.c): CID epochs, stateless-reset secrets,
- * Retry / NEW_TOKEN token keys and the GnuTLS session-ticket key.
+ * Retry / NEW_TOKEN token keys, the GnuTLS session-ticket key and the HTTP/3 affinity cookie
+ * keys (state/affcookie.h).
  */
 #ifndef AE_QSECRETS_H
 #define AE_QSECRETS_H
@@ -9,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "state/affcookie.h"
 #include "state/ring.h"
 
 /* Immutable snapshot, reference counted: the main thread builds one per ring change and every
@@ -21,6 +23,7 @@ typedef struct ae_qsecrets {
     uint8_t token[AE_RING_MAX_KEYS][32]; /* Retry / NEW_TOKEN token keys */
     uint8_t ticket[64];                  /* GnuTLS session-ticket master key (current) */
     size_t cur;                          /* index of the current key */
+    ae_affcookie_keys *cookie;           /* affinity cookie keys ("h3-affinity-cookie") */
 } ae_qsecrets;
 
 int ae_qsecrets_new(const ae_ring *ring, ae_qsecrets **out);

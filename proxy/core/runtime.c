@@ -3,12 +3,10 @@
  */
 #include "proxy/core/runtime.h"
 
-#include <netinet/in.h>
-
-#include "proxy/core/hrw.h"
-
 #include <stdlib.h>
 #include <string.h>
+
+#include "proxy/core/hrw.h"
 
 /* Without an active health check, a server that failed `fall` connects in a row is kept out of
  * rotation this long, then tried again. */
@@ -61,6 +59,33 @@ static ae_upstream_server *find_prev(const ae_runtime *prev, const char *pool, c
     return NULL;
 }
 
+static void stats_unref(ae_pool_stats *st)
+{
+    if (st == NULL || atomic_fetch_sub_explicit(&st->refcnt, 1, memory_order_acq_rel) != 1)
+        return;
+    free(st->name);
+    free(st);
+}
+
+/* The stats object of pool `name`: prev's (a new reference) or a new one. NULL: no memory. */
+static ae_pool_stats *stats_get(const ae_runtime *prev, const char *name)
+{
+    for (size_t i = 0; prev != NULL && i < prev->npools; i++)
+        if (strcmp(prev->pools[i].stats->name, name) == 0) {
+            atomic_fetch_add_explicit(&prev->pools[i].stats->refcnt, 1, memory_order_relaxed);
+            return prev->pools[i].stats;
+        }
+    ae_pool_stats *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return NULL;
+    if ((st->name = strdup(name)) == NULL) {
+        free(st);
+        return NULL;
+    }
+    atomic_init(&st->refcnt, 1);
+    return st;
+}
+
 static void runtime_free(ae_runtime *rt)
 {
     if (rt == NULL)
@@ -69,6 +94,7 @@ static void runtime_free(ae_runtime *rt)
         for (size_t j = 0; j < rt->pools[i].nservers; j++)
             server_unref(rt->pools[i].servers[j]);
         free(rt->pools[i].servers);
+        stats_unref(rt->pools[i].stats);
     }
     free(rt->pools);
     ae_tls_ctx_free(rt->tls);
@@ -97,8 +123,9 @@ int ae_runtime_new(ae_conf *conf, ae_keyring *ring, const ae_runtime *prev, uint
         const ae_conf_upstream *u = &conf->upstreams[i];
         ae_pool *p = &rt->pools[i];
         p->conf = u;
+        p->stats = stats_get(prev, u->name);
         p->servers = calloc(u->nservers, sizeof(*p->servers));
-        if (p->servers == NULL)
+        if (p->stats == NULL || p->servers == NULL)
             goto fail_nomem;
         for (size_t j = 0; j < u->nservers; j++) {
             ae_upstream_server *s = find_prev(prev, u->name, &u->servers[j].addr);
@@ -212,18 +239,12 @@ int ae_pool_pick_hash(ae_pool *pool, uint64_t key, uint64_t tried_mask, uint64_t
     return best;
 }
 
-uint64_t ae_hash_client_addr(const struct sockaddr *sa)
+int ae_pool_find_id(const ae_pool *pool, uint64_t id)
 {
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-        /* An IPv4-mapped address hashes as the IPv4 address it carries. */
-        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
-            return ae_hrw_hash(s6->sin6_addr.s6_addr + 12, 4);
-        return ae_hrw_hash(s6->sin6_addr.s6_addr, 8); /* the /64: privacy addresses rotate */
-    }
-    if (sa->sa_family == AF_INET)
-        return ae_hrw_hash(&((const struct sockaddr_in *)sa)->sin_addr, 4);
-    return 0;
+    for (size_t i = 0; i < pool->nservers; i++)
+        if (pool->servers[i]->hrw_id == id)
+            return (int)i;
+    return -1;
 }
 
 void ae_pool_report_connect(ae_pool *pool, size_t idx, int ok, uint64_t now_ms)

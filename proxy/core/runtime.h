@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "conf/conf.h"
+#include "proxy/core/affinity.h"
 #include "tls/tls.h"
 
 typedef struct ae_upstream_server {
@@ -30,10 +31,18 @@ typedef struct ae_upstream_server {
     uint32_t rise_streak, fall_streak;
 } ae_upstream_server;
 
+/* Counters of one pool that outlive reloads (same pool name = same object), like servers. */
+typedef struct ae_pool_stats {
+    _Atomic int refcnt;
+    char *name;
+    _Atomic uint64_t affinity[AE_AFF__COUNT]; /* balance: hash choices, by result */
+} ae_pool_stats;
+
 typedef struct {
     const ae_conf_upstream *conf;
     ae_upstream_server **servers;
     size_t nservers;
+    ae_pool_stats *stats;
     _Atomic uint32_t rr; /* round-robin cursor */
 } ae_pool;
 
@@ -66,9 +75,13 @@ int ae_pool_pick(ae_pool *pool, uint64_t tried_mask, uint64_t now_ms);
  * Returns the index or -1. */
 int ae_pool_pick_hash(ae_pool *pool, uint64_t key, uint64_t tried_mask, uint64_t now_ms,
                       int *first);
-/* The hash key of a client address: IPv4 address, IPv6 /64 (an IPv4-mapped one as IPv4). */
-struct sockaddr;
-uint64_t ae_hash_client_addr(const struct sockaddr *sa);
+/* The index of the server whose hrw_id is id, or -1. O(servers). */
+int ae_pool_find_id(const ae_pool *pool, uint64_t id);
+/* Counts one affinity result of the pool (anyedge_affinity_total{pool,result}). Any thread. */
+static inline void ae_pool_count_affinity(ae_pool *pool, ae_aff_result r)
+{
+    atomic_fetch_add_explicit(&pool->stats->affinity[r], 1, memory_order_relaxed);
+}
 /* Reports a connect result to the passive health logic. */
 void ae_pool_report_connect(ae_pool *pool, size_t idx, int ok, uint64_t now_ms);
 /* 1 when the server may take new connections now. */

@@ -29,7 +29,6 @@
 #include <strings.h>
 
 #include "proxy/h3/h3_int.h"
-#include "proxy/core/hrw.h"
 
 /* ---- helpers ---- */
 
@@ -375,12 +374,8 @@ static int h3_recv_header(nghttp3_conn *h3, int64_t sid, int32_t token, nghttp3_
             s->late_pseudo = 1;
     } else {
         s->seen_regular = 1;
-        const ae_conf_upstream *uc = s->c->pool->conf;
-        if (uc->hash_kind == AE_HASH_HEADER && !s->has_hash_key && uc->balance == AE_BAL_HASH &&
-            n.len == strlen(uc->hash_header) && memcmp(n.base, uc->hash_header, n.len) == 0) {
-            s->hash_key = ae_hrw_hash(v.base, v.len); /* the first field line wins */
-            s->has_hash_key = 1;
-        }
+        if (s->c->pool->conf->balance == AE_BAL_HASH)
+            ae_h3_aff_field(s, n.base, n.len, v.base, v.len);
     }
     int rv = 0;
     switch (token) {

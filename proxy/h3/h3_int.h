@@ -17,6 +17,7 @@
 
 #include "proxy/h3/h3.h"
 #include "proxy/h3/states.h"
+#include "state/affcookie.h"
 #include "proxy/upstream/http1.h"
 
 #define AE_H3_DOWN_LIMIT AE_QUIC_STREAM_WINDOW /* response bytes held per stream (not acked) */
@@ -89,8 +90,6 @@ typedef struct {
 struct qstream {
     qstream *dead_next;
     qstream *prev, *next; /* in c->streams */
-    uint64_t hash_key;    /* balance: hash with header:NAME: ae_hrw_hash of its first value */
-    int has_hash_key;
     h3conn *c;
     ae_worker *w;
     int64_t sid;
@@ -118,6 +117,16 @@ struct qstream {
     uint64_t dn_base, dn_in, dn_handed, dn_acked;
     uint64_t bytes_out;
     ev_tstamp started;
+    /* balance: hash (affinity.c): the key, the affinity cookie as received, its server */
+    struct {
+        uint64_t key;       /* ae_hrw_hash of the hash_key header / cookie, or the address */
+        uint64_t cookie_id; /* cookie_valid: the server id the affinity cookie names */
+        int cookie_idx1;    /* its index in the pool + 1 while usable; 0: none */
+        char cookie[AE_AFFCOOKIE_LEN]; /* cookie_seen and not cookie_bad: the value */
+        unsigned has_key : 1, resolved : 1;
+        unsigned cookie_seen : 1, cookie_bad : 1; /* bad: not a sealed value's length */
+        unsigned cookie_valid : 1, renew : 1;     /* renew: sealed under an older ring key */
+    } aff;
     h3uclient up;
 };
 
@@ -181,5 +190,18 @@ void ae_h3_pump(qstream *s);
 void ae_h3_close_upstream(qstream *s);
 /* Returns the buffers of a chain to the worker. */
 void ae_h3_free_chain(ae_worker *w, ae_buf **head, ae_buf **tail);
+
+/* ---- affinity.c (balance: hash), used by h3.c and upstream.c ---- */
+/* A regular request field n: v of a stream whose pool balances by hash: takes the hash_key
+ * header's or cookie's first value, and the affinity cookie's first value. */
+void ae_h3_aff_field(qstream *s, const uint8_t *n, size_t nlen, const uint8_t *v, size_t vlen);
+/* The server for the next attempt of s (tried: the attempts so far): the affinity cookie's
+ * server when valid, usable and untried (first attempt only), else the key's highest-ranked
+ * usable untried server; counts the result (anyedge_affinity_total). Index or -1. */
+int ae_h3_aff_pick(qstream *s, uint64_t tried, uint64_t now_ms);
+/* The Set-Cookie value for the response from server s->up.server_idx into buf, when the pool
+ * has affinity_cookie and the request did not carry a current valid cookie naming that server.
+ * Returns its length, or 0 (no Set-Cookie). */
+size_t ae_h3_aff_set_cookie(qstream *s, char *buf, size_t cap);
 
 #endif

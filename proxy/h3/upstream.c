@@ -312,14 +312,17 @@ static head_result parse_head(qstream *s, char *buf, size_t len)
     }
     if (h.interim)
         return HEAD_INTERIM;
-    nghttp3_nv nva[AE_H3_MAX_RESP_FIELDS];
-    size_t n = 0;
+    nghttp3_nv nva[AE_H3_MAX_RESP_FIELDS + 1]; /* and Set-Cookie */
+    char cookie[AE_HASH_NAME_MAX + AE_AFFCOOKIE_LEN + 64];
+    size_t n = 0, cl;
     char st[4] = {(char)('0' + h.status / 100), (char)('0' + h.status / 10 % 10),
                   (char)('0' + h.status % 10), 0};
     nva[n++] = AE_H3_NV(":status", st, 3);
     for (size_t i = 0; i < h.nfields; i++)
         nva[n++] = (nghttp3_nv){(uint8_t *)fields[i].name, (uint8_t *)fields[i].value,
                                 fields[i].namelen, fields[i].valuelen, NGHTTP3_NV_FLAG_NONE};
+    if ((cl = ae_h3_aff_set_cookie(s, cookie, sizeof(cookie))) > 0)
+        nva[n++] = AE_H3_NV("set-cookie", cookie, cl);
     u->resp_close = !h.keep_alive;
     ae_h1_body_init(&u->body, h.body, (uint64_t)h.content_length);
     int body = h.body != AE_H1_BODY_NONE;
@@ -542,18 +545,9 @@ static void try_connect(qstream *s)
         int idx = -1;
         if (u->attempts >= pool->nservers)
             ;
-        else if (pool->conf->balance == AE_BAL_HASH) {
-            int first = 0;
-            if (!s->has_hash_key) {
-                if (pool->conf->hash_kind == AE_HASH_HEADER && u->attempts == 0)
-                    ae_count(&s->w->counters, AE_M_HASH_NO_KEY, 1);
-                s->hash_key = ae_hash_client_addr((struct sockaddr *)&s->c->remote);
-                s->has_hash_key = 1;
-            }
-            idx = ae_pool_pick_hash(pool, s->hash_key, u->tried, now, &first);
-            if (idx >= 0)
-                ae_count(&s->w->counters, first ? AE_M_HASH_FIRST : AE_M_HASH_NEXT, 1);
-        } else
+        else if (pool->conf->balance == AE_BAL_HASH)
+            idx = ae_h3_aff_pick(s, u->tried, now);
+        else
             idx = ae_pool_pick(pool, u->tried, now);
         if (idx < 0) {
             ae_count(&s->w->counters, AE_M_NO_UPSTREAM, 1);

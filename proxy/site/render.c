@@ -125,6 +125,22 @@ static void render_upstreams(ae_sb *b, ae_runtime *rt)
             }
         }
     }
+    prom_head(b, "affinity_total", "counter",
+              "balance: hash pools: server choices by result (hit: the key's first-ranked "
+              "server; moved: a later-ranked one; cookie: the server of a valid affinity cookie) "
+              "and ignored or missing keys (cookie_invalid, cookie_down, no_key).");
+    for (p = 0; rt != NULL && p < rt->npools; p++) {
+        ae_pool *pool = &rt->pools[p];
+
+        if (pool->conf->balance != AE_BAL_HASH)
+            continue;
+        for (i = 0; i < AE_AFF__COUNT; i++) {
+            ae_sb_puts(b, "anyedge_affinity_total{pool=\"");
+            ae_sb_prom_esc(b, pool->conf->name, 0);
+            ae_sb_printf(b, "\",result=\"%s\"} %llu\n", ae_aff_result_names[i],
+                         (unsigned long long)atomic_load(&pool->stats->affinity[i]));
+        }
+    }
 }
 
 static void render_keys(ae_sb *b, ae_keyring *ring)

@@ -313,11 +313,13 @@ static void try_connect(ae_tconn *c)
             idx = c->pre_idx; /* affinity: the server named in the ticket */
         else if (c->attempts < c->pool->nservers && c->pool->conf->balance == AE_BAL_HASH) {
             /* TCP relays bytes: the client's address is the only key (docs/config.md). */
+            const ae_hash_spec *h = &c->pool->conf->hash;
             int first = 0;
-            idx = ae_pool_pick_hash(c->pool, ae_hash_client_addr((struct sockaddr *)&c->peer),
-                                    c->tried, now, &first);
+            idx = ae_pool_pick_hash(
+                c->pool, ae_aff_addr_key((struct sockaddr *)&c->peer, h->v4_prefix, h->v6_prefix),
+                c->tried, now, &first);
             if (idx >= 0)
-                ae_count(&w->counters, first ? AE_M_HASH_FIRST : AE_M_HASH_NEXT, 1);
+                ae_pool_count_affinity(c->pool, first ? AE_AFF_HIT : AE_AFF_MOVED);
         } else if (c->attempts < c->pool->nservers)
             idx = ae_pool_pick(c->pool, c->tried, now);
         if (idx < 0) {

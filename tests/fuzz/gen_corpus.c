@@ -1,6 +1,7 @@
 /*
  * Writes the seed corpora of tests/fuzz/corpus/ (docs/fuzzing.md): small valid inputs for each
- * harness, binary ones (tunnel and hand-off frames, CIDs, sealed rings, packets) made with the
+ * harness, binary ones (tunnel and hand-off frames, CIDs, sealed rings, affinity cookies, packets)
+ * made with the
  * project's own encoders and the fixed test keys of fuzz_common.h. Built with the harnesses;
  * run from the repository root after a format change, and commit the result:
  *
@@ -18,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "conf/base.h"
+#include "state/affcookie.h"
 #include "state/cid.h"
 #include "state/ring.h"
 #include "state/tunnel.h"
@@ -277,6 +279,27 @@ static void gen_text(void)
     put("replay", "deltas", seq, sizeof(seq));
 }
 
+/* fuzz_affinity: mode 0 sealed cookies (the fixed ring), mode 4 "seal this id", mode 1 cookie
+ * fields, mode 2 hash_key texts. */
+static void gen_affinity(const ae_ring *r)
+{
+    ae_affcookie_keys *k;
+    char v[AE_AFFCOOKIE_LEN + 1];
+    if (ae_affcookie_keys_new(r, &k) != 0 || ae_affcookie_seal(k, "aeaff", 5, 42, v) != 0)
+        exit(1);
+    put_mode("affinity", "cookie-sealed", 0, v, AE_AFFCOOKIE_LEN);
+    put_mode("affinity", "cookie-short", 0, v, 20);
+    ae_affcookie_keys_free(k);
+    static const uint8_t seal[9] = {0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 'Q'};
+    put_mode("affinity", "cookie-seal-and-change", 4, seal, sizeof(seal));
+    put_str("affinity", "field", "\001\005aeaffa=1; aeaff=\"v\" ; b=c=d;;");
+    put_str("affinity", "field-split", "\001\003sidtheme=dark;sid=abc");
+    put_str("affinity", "key-client-ip", "\002client_ip/24,56");
+    put_str("affinity", "key-header", "\002header:x-api-key");
+    put_str("affinity", "key-cookie", "\002cookie:Session_ID");
+    put_str("affinity", "key-bad-prefix", "\002client_ip/33");
+}
+
 int main(int argc, char **argv)
 {
     ae_ring r;
@@ -295,6 +318,7 @@ int main(int argc, char **argv)
     gen_rings();
     gen_cids(ck);
     gen_text();
+    gen_affinity(&r);
     ae_tunnel_keys_free(tk);
     ae_cid_keys_free(ck);
     return 0;

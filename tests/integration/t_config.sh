@@ -67,6 +67,11 @@ check_bad dup_name    "5a\\  - { name: main, address: \"127.0.0.1:$O1\", upstrea
     6 'listeners\[1\]\.name' 'main'
 check_bad undef_upstream 's/upstream: pool }/upstream: nope }/'              5 'listeners\[0\]\.upstream' 'nope'
 check_bad missing_required 's/, upstream: pool }/ }/'                        5 'listeners\[0\](\.upstream)?' 'upstream'
+# balance: hash: pool keys inserted after the servers line (8), so they are lines 9 and 10
+check_bad hash_key_no_hash '8a\    hash_key: client_ip'                       9 'upstreams\.pool\.hash_key' 'needs balance: hash'
+check_bad hash_key_prefix  '8a\    balance: hash\n    hash_key: "client_ip/33"' 10 'upstreams\.pool\.hash_key' 'IPv4 prefix length must be 8\.\.32'
+check_bad hash_tcp_header  '8a\    balance: hash\n    hash_key: "header:x-user"' 5 'listeners\[0\]\.upstream' 'TCP listener relays bytes'
+check_bad affinity_cookie_name '8a\    balance: hash\n    affinity_cookie: "a b"' 10 'upstreams\.pool\.affinity_cookie' 'token characters'
 check_bad missing_cert "s|$T/edge.pem|$T/missing.pem|"                        3 'tls\.cert' 'missing\.pem'
 check_bad cert_not_pem "s|$T/edge.pem|$T/good.yaml|"                          3 'tls\.cert' 'good\.yaml'
 check_bad key_mismatch "s|$T/edge.key|$T/other.key|"                          3 'tls\.key' 'other\.key'

@@ -15,6 +15,7 @@
 
 #include "conf/conf.h"
 #include "conf/conf_int.h"
+#include "conf/hashkey.h"
 
 static ae_conf *load_ok_named(const char *name, const char *yaml)
 {
@@ -808,6 +809,116 @@ static void test_examples(void **state)
     }
 }
 
+/* balance: hash: hash_key and affinity_cookie (conf/hashkey.h), their errors with positions. */
+static void test_hash_key(void **state)
+{
+    (void)state;
+    ae_conf *c =
+        load_ok("tls: {cert: a.pem, key: a.key}\n"
+                "listeners:\n"
+                "  - {name: h, protocol: quic, address: \"127.0.0.1:1\", upstream: a}\n"
+                "  - {name: t, address: \"127.0.0.1:2\", upstream: d}\n"
+                "upstreams:\n"
+                "  a: {balance: hash, hash_key: \"cookie:sid\", affinity_cookie: aff,"
+                " servers: [\"1.1.1.1:1\"]}\n"
+                "  b: {balance: hash, hash_key: \"header:x-api-key\", servers: [\"1.1.1.1:1\"]}\n"
+                "  d: {balance: hash, hash_key: \"client_ip/24,56\", servers: [\"1.1.1.1:1\"]}\n"
+                "  e: {balance: hash, servers: [\"1.1.1.1:1\"]}\n");
+    assert_int_equal(c->upstreams[0].hash.kind, AE_HASH_COOKIE);
+    assert_string_equal(c->upstreams[0].hash.name, "sid");
+    assert_int_equal(c->upstreams[0].hash.name_len, 3);
+    assert_string_equal(c->upstreams[0].affinity_cookie, "aff");
+    assert_int_equal(c->upstreams[1].hash.kind, AE_HASH_HEADER);
+    assert_string_equal(c->upstreams[1].hash.name, "x-api-key");
+    assert_int_equal(c->upstreams[2].hash.kind, AE_HASH_CLIENT_IP);
+    assert_int_equal(c->upstreams[2].hash.v4_prefix, 24);
+    assert_int_equal(c->upstreams[2].hash.v6_prefix, 56);
+    assert_int_equal(c->upstreams[3].hash.kind, AE_HASH_CLIENT_IP);
+    assert_int_equal(c->upstreams[3].hash.v4_prefix, 32);
+    assert_int_equal(c->upstreams[3].hash.v6_prefix, 64);
+    assert_null(c->upstreams[3].affinity_cookie);
+    ae_conf_free(c);
+
+#define UP1(extra) "upstreams:\n  u:\n    servers: [\"1.1.1.1:1\"]\n" extra
+    expect_err(UP1("    hash_key: client_ip\n"),
+               "t.yaml:4:15: upstreams.u.hash_key: needs balance: hash");
+    expect_err(UP1("    affinity_cookie: a\n"),
+               "t.yaml:4:22: upstreams.u.affinity_cookie: needs balance: hash");
+    expect_err(UP1("    balance: hash\n    hash_key: \"header:X-Key\"\n"),
+               "t.yaml:5:15: upstreams.u.hash_key: 'header:X-Key': the header name must be "
+               "lower-case token characters (as HTTP/3 sends it)");
+    expect_err(UP1("    balance: hash\n    hash_key: \"header:cookie\"\n"),
+               "t.yaml:5:15: upstreams.u.hash_key: 'header:cookie': use cookie:NAME to hash one "
+               "cookie");
+    expect_err(UP1("    balance: hash\n    hash_key: \"cookie:a;b\"\n"),
+               "t.yaml:5:15: upstreams.u.hash_key: 'cookie:a;b': the cookie name must be 1..63 "
+               "token characters");
+    expect_err(UP1("    balance: hash\n    hash_key: \"client_ip/7\"\n"),
+               "t.yaml:5:15: upstreams.u.hash_key: 'client_ip/7': the IPv4 prefix length must be "
+               "8..32");
+    expect_err(UP1("    balance: hash\n    hash_key: \"client_ip/24,129\"\n"),
+               "t.yaml:5:15: upstreams.u.hash_key: 'client_ip/24,129': the IPv6 prefix length "
+               "must be 16..128");
+    expect_err(UP1("    balance: hash\n    hash_key: \"client_ip/24,56x\"\n"),
+               "t.yaml:5:15: upstreams.u.hash_key: 'client_ip/24,56x': expected client_ip, "
+               "client_ip/V4 or client_ip/V4,V6");
+    expect_err(UP1("    balance: hash\n    hash_key: \"client_ipv6\"\n"),
+               "t.yaml:5:15: upstreams.u.hash_key: 'client_ipv6' is not client_ip[/V4[,V6]], "
+               "header:NAME or cookie:NAME");
+    expect_err(UP1("    balance: hash\n    affinity_cookie: \"a=b\"\n"),
+               "t.yaml:5:22: upstreams.u.affinity_cookie: 'a=b': a cookie name is 1..63 token "
+               "characters");
+    expect_err(UP1("    balance: hash\n    hash_key: \"cookie:s\"\n    affinity_cookie: s\n"),
+               "t.yaml:6:22: upstreams.u.affinity_cookie: 's' is also the hash_key cookie: the "
+               "proxy's sealed cookie cannot be the client's key");
+    expect_err("tls: {cert: a.pem, key: a.key}\n"
+               "listeners:\n  - {name: t, address: \"127.0.0.1:2\", upstream: u}\n" UP1(
+                   "    balance: hash\n    affinity_cookie: s\n"),
+               "t.yaml:3:49: listeners[0].upstream: upstream 'u' has affinity_cookie: a TCP "
+               "listener relays bytes, sees no header or cookie, and can only hash client_ip");
+    expect_err("tls: {cert: a.pem, key: a.key}\n"
+               "listeners:\n  - {name: t, address: \"127.0.0.1:2\", upstream: u}\n" UP1(
+                   "    balance: hash\n    hash_key: \"header:x-u\"\n"),
+               "t.yaml:3:49: listeners[0].upstream: upstream 'u' has hash_key header:x-u: a TCP "
+               "listener relays bytes, sees no header or cookie, and can only hash client_ip");
+#undef UP1
+}
+
+/* The pure parser alone: every accepted form, and the state it leaves on errors. */
+static void test_hash_key_parse(void **state)
+{
+    ae_hash_spec h;
+    char err[160];
+    (void)state;
+    assert_int_equal(ae_hash_key_parse(NULL, &h, err, sizeof(err)), 0);
+    assert_int_equal(h.kind, AE_HASH_CLIENT_IP);
+    assert_int_equal(ae_hash_key_parse("client_ip/8", &h, err, sizeof(err)), 0);
+    assert_int_equal(h.v4_prefix, 8);
+    assert_int_equal(h.v6_prefix, 64);
+    assert_int_equal(ae_hash_key_parse("client_ip/32,128", &h, err, sizeof(err)), 0);
+    assert_int_equal(h.v6_prefix, 128);
+    assert_int_equal(ae_hash_key_parse("client_ip/", &h, err, sizeof(err)), AE_ERR_PARSE);
+    assert_int_equal(ae_hash_key_parse("client_ip/24,", &h, err, sizeof(err)), AE_ERR_PARSE);
+    assert_int_equal(ae_hash_key_parse("client_ip/0024", &h, err, sizeof(err)), AE_ERR_PARSE);
+    assert_int_equal(ae_hash_key_parse("header:", &h, err, sizeof(err)), AE_ERR_PARSE);
+    assert_int_equal(h.kind, AE_HASH_CLIENT_IP); /* errors leave the default */
+    assert_int_equal(h.v4_prefix, 32);
+    assert_int_equal(ae_hash_key_parse("cookie:", &h, err, sizeof(err)), AE_ERR_PARSE);
+    assert_int_equal(ae_hash_key_parse("cookie:Session_ID", &h, err, sizeof(err)), 0);
+    assert_string_equal(h.name, "Session_ID");
+    char big[80] = "header:";
+    memset(big + 7, 'a', 64);
+    big[71] = '\0';
+    assert_int_equal(ae_hash_key_parse(big, &h, err, sizeof(err)), AE_ERR_PARSE);
+    big[70] = '\0'; /* 63 characters */
+    assert_int_equal(ae_hash_key_parse(big, &h, err, sizeof(err)), 0);
+    assert_int_equal(h.name_len, 63);
+    assert_true(ae_cookie_name_ok("a", 1));
+    assert_false(ae_cookie_name_ok("", 0));
+    assert_false(ae_cookie_name_ok("a b", 3));
+    assert_false(ae_cookie_name_ok("a\"", 2));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -828,6 +939,8 @@ int main(void)
         cmocka_unit_test(test_examples),
         cmocka_unit_test(test_err_control_chars),
         cmocka_unit_test(test_quic_early_data),
+        cmocka_unit_test(test_hash_key),
+        cmocka_unit_test(test_hash_key_parse),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

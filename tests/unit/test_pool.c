@@ -405,9 +405,58 @@ static void test_runtime_tls_error(void **state)
     ae_keyring_free(ring);
 }
 
+/* balance: hash: the pick follows the ranking, skips down and tried servers, is the same for any
+ * list order; find_id; the per-pool affinity counters outlive a reload. */
+static void test_pick_hash(void **state)
+{
+    (void)state;
+    static const char a[] = "upstreams:\n  h:\n    balance: hash\n"
+                            "    servers: [\"10.0.0.1:80\", \"10.0.0.2:80\", \"10.0.0.3:80\", "
+                            "\"10.0.0.4:80\"]\n";
+    static const char b[] = "upstreams:\n  h:\n    balance: hash\n"
+                            "    servers: [\"10.0.0.4:80\", \"10.0.0.2:80\", \"10.0.0.1:80\", "
+                            "\"10.0.0.3:80\"]\n";
+    ae_runtime *ra = runtime_from(a, NULL, 1), *rb = runtime_from(b, NULL, 1);
+    ae_pool *pa = &ra->pools[0], *pb = &rb->pools[0];
+    for (uint64_t key = 1; key < 500; key++) {
+        int first = 0, fb = 0;
+        int ia = ae_pool_pick_hash(pa, key * 0x9E3779B97F4A7C15ULL, 0, NOW, &first);
+        int ib = ae_pool_pick_hash(pb, key * 0x9E3779B97F4A7C15ULL, 0, NOW, &fb);
+        assert_true(ia >= 0 && ib >= 0 && first && fb);
+        assert_string_equal(pa->servers[ia]->addr.text, pb->servers[ib]->addr.text);
+        assert_int_equal(ae_pool_find_id(pb, pa->servers[ia]->hrw_id), ib);
+        /* its server down: the same next one in both lists, not first */
+        set_healthy(pa, (size_t)ia, 0);
+        set_healthy(pb, (size_t)ib, 0);
+        int na = ae_pool_pick_hash(pa, key * 0x9E3779B97F4A7C15ULL, 0, NOW, &first);
+        int nb = ae_pool_pick_hash(pb, key * 0x9E3779B97F4A7C15ULL, 0, NOW, &fb);
+        assert_true(na >= 0 && na != ia && !first && !fb);
+        assert_string_equal(pa->servers[na]->addr.text, pb->servers[nb]->addr.text);
+        /* tried instead of down: the same next one */
+        set_healthy(pa, (size_t)ia, 1);
+        set_healthy(pb, (size_t)ib, 1);
+        assert_int_equal(ae_pool_pick_hash(pa, key * 0x9E3779B97F4A7C15ULL, 1ull << ia, NOW, NULL),
+                         na);
+    }
+    assert_int_equal(ae_pool_pick_hash(pa, 5, 0xf, NOW, NULL), -1);
+    assert_int_equal(ae_pool_find_id(pa, 12345), -1);
+    /* counters by result, carried to the next runtime of the same pool name */
+    ae_pool_count_affinity(pa, AE_AFF_HIT);
+    ae_pool_count_affinity(pa, AE_AFF_COOKIE_INVALID);
+    ae_runtime *ra2 = runtime_from(b, ra, 2);
+    assert_ptr_equal(ra2->pools[0].stats, pa->stats);
+    assert_int_equal(atomic_load(&ra2->pools[0].stats->affinity[AE_AFF_HIT]), 1);
+    assert_int_equal(atomic_load(&ra2->pools[0].stats->affinity[AE_AFF_COOKIE_INVALID]), 1);
+    ae_runtime_unref(ra);
+    assert_int_equal(atomic_load(&ra2->pools[0].stats->affinity[AE_AFF_HIT]), 1);
+    ae_runtime_unref(ra2);
+    ae_runtime_unref(rb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pick_hash),
         cmocka_unit_test_setup_teardown(test_runtime, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_robin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_robin_unhealthy, setup, teardown),
