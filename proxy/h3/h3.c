@@ -104,6 +104,7 @@ static void gc_streams(ae_h3_worker *hw)
         free(s->scheme);
         free(s->xff);
         free(s->hdrs);
+        free(s->cookies);
         free(s);
     }
 }
@@ -291,20 +292,57 @@ void ae_h3_respond_error(qstream *s, int status, ae_h3_close reason)
 
 /* ---- request ---- */
 
-static int hdr_append(qstream *s, const char *p, size_t n)
+static int buf_append(char **b, size_t *len, size_t *cap, const char *p, size_t n)
 {
-    if (s->hdrs_len + n > s->hdrs_cap) {
-        size_t cap = s->hdrs_cap ? s->hdrs_cap * 2 : 1024;
-        while (cap < s->hdrs_len + n)
-            cap *= 2;
-        char *h = realloc(s->hdrs, cap);
+    if (*len + n > *cap) {
+        size_t c = *cap ? *cap * 2 : 1024;
+        while (c < *len + n)
+            c *= 2;
+        char *h = realloc(*b, c);
         if (h == NULL)
             return AE_ERR_NOMEM;
-        s->hdrs = h;
-        s->hdrs_cap = cap;
+        *b = h;
+        *cap = c;
     }
-    memcpy(s->hdrs + s->hdrs_len, p, n);
-    s->hdrs_len += n;
+    memcpy(*b + *len, p, n);
+    *len += n;
+    return 0;
+}
+
+static int hdr_append(qstream *s, const char *p, size_t n)
+{
+    return buf_append(&s->hdrs, &s->hdrs_len, &s->hdrs_cap, p, n);
+}
+
+static int ows_byte(uint8_t c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* Adds the crumbs of one `cookie` field line to s->cookies, "; " between them; the crumb named
+ * `skip` (the pool's affinity cookie: the proxy's own, not the origin's) is left out. */
+static int cookie_append(qstream *s, const uint8_t *v, size_t len, const char *skip)
+{
+    size_t i = 0, sl = skip ? strlen(skip) : 0;
+    while (i < len) {
+        size_t a = i, e;
+        while (i < len && v[i] != ';')
+            i++;
+        e = i++;
+        while (a < e && ows_byte(v[a]))
+            a++;
+        while (e > a && ows_byte(v[e - 1]))
+            e--;
+        if (a == e)
+            continue;
+        if (sl > 0 && e - a > sl && v[a + sl] == '=' && memcmp(v + a, skip, sl) == 0)
+            continue;
+        if ((s->cookies_len > 0 &&
+             buf_append(&s->cookies, &s->cookies_len, &s->cookies_cap, "; ", 2) != 0) ||
+            buf_append(&s->cookies, &s->cookies_len, &s->cookies_cap, (const char *)v + a, e - a) !=
+                0)
+            return AE_ERR_NOMEM;
+    }
     return 0;
 }
 
@@ -414,6 +452,11 @@ static int h3_recv_header(nghttp3_conn *h3, int64_t sid, int32_t token, nghttp3_
         s->req_cl = strtoll(buf, NULL, 10); /* nghttp3 checked the syntax */
         break;
     }
+    case NGHTTP3_QPACK_TOKEN_COOKIE:
+        rv = cookie_append(
+            s, v.base, v.len,
+            s->c->pool->conf->balance == AE_BAL_HASH ? s->c->pool->conf->affinity_cookie : NULL);
+        break;
     case NGHTTP3_QPACK_TOKEN_X_FORWARDED_FOR:
         if (s->xff == NULL)
             rv = set_str(&s->xff, v.base, v.len);
@@ -447,6 +490,14 @@ static int h3_end_headers(nghttp3_conn *h3, int64_t sid, int fin, void *cud, voi
     if (s == NULL || s->state != AE_H3_REQ_HEADERS)
         return 0;
     s->req_fin = fin != 0;
+    if (s->cookies_len > 0) {
+        if (hdr_append(s, "cookie: ", 8) | hdr_append(s, s->cookies, s->cookies_len) |
+            hdr_append(s, "\r\n", 2))
+            return NGHTTP3_ERR_CALLBACK_FAILURE;
+        free(s->cookies);
+        s->cookies = NULL;
+        s->cookies_len = s->cookies_cap = 0;
+    }
     ae_h3_req_info ri = {.method = s->method,
                          .scheme = s->scheme,
                          .path = s->path,

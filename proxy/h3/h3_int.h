@@ -99,6 +99,10 @@ struct qstream {
     char *method, *path, *authority, *scheme, *xff;
     char *hdrs; /* "Name: value\r\n" lines to forward */
     size_t hdrs_len, hdrs_cap, head_bytes;
+    /* the cookie crumbs of every `cookie` field line joined with "; " (RFC 9114 §4.2.1), the
+     * pool's affinity cookie left out; forwarded as one line at the end of the section */
+    char *cookies;
+    size_t cookies_len, cookies_cap;
     int64_t req_cl; /* -1: no Content-Length */
     /* what the header section carried (HEADERS; for ae_h3_check_request) */
     unsigned bad_field : 1, dup_pseudo : 1, late_pseudo : 1, has_protocol : 1, seen_regular : 1,

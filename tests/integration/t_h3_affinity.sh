@@ -136,7 +136,15 @@ assert_eq "$(who "$Q2" u1 "garbage!")" "${AT1[u1]}" "garbage cookie ignored"
 assert_eq "$(aff "$A2" cookie_invalid)" $((ci0 + 3)) "site 2 cookie_invalid (tampered, truncated, garbage)"
 # The fresh cookie from site 2 names the other user's origin and works at site 1.
 assert_eq "$(who "$Q1" u1 "$N")" "${AT1[$other]}" "site 2's cookie honoured at site 1"
-log "cookie: set by site 1, honoured at both sites over the header; tampered/truncated/garbage ignored and counted"
+# What the origin sees: the split cookie field lines joined into one Cookie line (RFC 9114
+# §4.2.1), the proxy's own aeaff crumb left out, the application's crumbs kept in order.
+"$H3GET" -k -H "x-user: u1" -H "cookie: theme=dark; aeaff=$C1" -H "cookie: z=1" -H "cookie: aeaff2=x" \
+    -o "$T/ck.out" "https://127.0.0.1:$Q1/cookie" >"$T/ck.log" 2>&1 || fail "GET /cookie: $(tail -2 "$T/ck.log")"
+assert_eq "$(tr -d '\r\n' <"$T/ck.out")" "1 theme=dark; z=1; aeaff2=x" "cookie lines at the origin"
+"$H3GET" -k -H "x-user: u1" -H "cookie: aeaff=$C1" -o "$T/ck.out" "https://127.0.0.1:$Q1/cookie" \
+    >"$T/ck.log" 2>&1 || fail "GET /cookie: $(tail -2 "$T/ck.log")"
+assert_eq "$(tr -d '\r\n' <"$T/ck.out")" "0 " "only the affinity cookie: no Cookie line at the origin"
+log "cookie: set by site 1, honoured at both sites over the header; tampered/truncated/garbage ignored and counted; origins get one Cookie line without it"
 
 # ---- 4. the origin of u1 stops ----
 gone=${AT1[u1]}

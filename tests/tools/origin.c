@@ -26,6 +26,8 @@
  *   GET /sleep/MS    200 "slept MS\n" after MS milliseconds (MS <= 3600000), without blocking
  *   GET /client      200 "SRC_IP SRC_PORT DST_IP DST_PORT\n" from the PROXY header, or from
  *                    the socket when there is no -P (or the header was LOCAL/UNKNOWN)
+ *   GET /cookie      200 "N VALUE\n": how many Cookie lines the request had and the last one's
+ *                    value (first 255 bytes)
  *   POST|PUT /echo   200 echoing the request body as it arrives (Content-Length or chunked)
  *   POST|PUT /sink   200 "N\n", the request body byte count
  *   anything else    404 "not found\n" (HEAD works for every GET route, without a body)

@@ -33,7 +33,18 @@ enum cstate {
     CS_CLOSING, /* flush output, shutdown(SHUT_WR), discard input until EOF or linger timeout */
 };
 
-enum route { R_ROOT, R_ID, R_HEALTH, R_BYTES, R_SLEEP, R_CLIENT, R_ECHO, R_SINK, R_NOTFOUND };
+enum route {
+    R_ROOT,
+    R_ID,
+    R_HEALTH,
+    R_BYTES,
+    R_SLEEP,
+    R_CLIENT,
+    R_COOKIE,
+    R_ECHO,
+    R_SINK,
+    R_NOTFOUND
+};
 
 enum bstate {
     B_DONE,       /* no body, or body fully consumed */
@@ -61,6 +72,8 @@ struct conn {
     size_t scan;                /* head terminator search resumes here (relative to in_off) */
     size_t trailer_len;
     uint64_t hash; /* sink mode */
+    unsigned ncookie; /* cookie lines of the request (GET /cookie) and the last one's value */
+    char cookie[256];
     struct sockaddr_storage src, dst;
     size_t in_off, in_len, out_off, out_len;
     char in[IN_SZ];

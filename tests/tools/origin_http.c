@@ -150,6 +150,12 @@ static void body_done(struct conn *c)
         resp_simple(c, 200, body, (size_t)n);
         return;
     }
+    case R_COOKIE: {
+        char cb[300];
+        n = snprintf(cb, sizeof(cb), "%u %s\n", c->ncookie, c->cookie);
+        resp_simple(c, 200, cb, (size_t)n);
+        return;
+    }
     case R_NOTFOUND:
         resp_simple(c, 404, "not found\n", 10);
         return;
@@ -231,6 +237,9 @@ static int parse_head(struct conn *c, const char *p, size_t hl)
     uint64_t cl = 0;
     int minor;
 
+    c->ncookie = 0;
+    c->cookie[0] = 0;
+
     /* Request line: method SP request-target SP HTTP-version CRLF */
     eol = memchr(line, '\n', (size_t)(end - line) + 1);
     if (eol == NULL || eol == line || eol[-1] != '\r')
@@ -301,6 +310,11 @@ static int parse_head(struct conn *c, const char *p, size_t hl)
                 conn_close = true;
             if (list_has(v, vlen, "keep-alive"))
                 conn_ka = true;
+        } else if (name_is(line, nlen, "cookie")) {
+            size_t k = vlen < sizeof(c->cookie) - 1 ? vlen : sizeof(c->cookie) - 1;
+            memcpy(c->cookie, v, k);
+            c->cookie[k] = 0;
+            c->ncookie++;
         } else if (name_is(line, nlen, "expect")) {
             if (name_is(v, vlen, "100-continue"))
                 expect100 = true;
@@ -336,6 +350,8 @@ static int parse_head(struct conn *c, const char *p, size_t hl)
             c->route = R_HEALTH;
         else if (plen == 7 && memcmp(path, "/client", 7) == 0)
             c->route = R_CLIENT;
+        else if (plen == 7 && memcmp(path, "/cookie", 7) == 0)
+            c->route = R_COOKIE;
         else if (route_arg(path, plen, "/bytes/", BYTES_MAX, &c->arg, &bad_arg))
             c->route = R_BYTES;
         else if (route_arg(path, plen, "/sleep/", SLEEP_MAX, &c->arg, &bad_arg))
