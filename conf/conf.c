@@ -853,6 +853,32 @@ static int check_state_tls(loader *L, ae_conf *c, const cnode *root)
     return 0;
 }
 
+/* state.sentinels: with master_name, on a TCP state.redis; sentinel_user needs its password. */
+static int check_state_sentinel(loader *L, ae_conf *c, const cnode *root)
+{
+    const cnode *st = ae_conf_node_get(root, "state");
+    const cnode *sn = ae_conf_node_get(st, "sentinels");
+    const cnode *mn = ae_conf_node_get(st, "master_name");
+    if (sn == NULL && mn == NULL && ae_conf_node_get(st, "sentinel_password") == NULL &&
+        ae_conf_node_get(st, "sentinel_user") == NULL)
+        return 0;
+    const cnode *at = sn ? sn : mn ? mn : st;
+    if (sn == NULL || c->state.nsentinels == 0)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, at->pos, "state.sentinels",
+                            "master_name and sentinel_* need a list of sentinels");
+    if (mn == NULL)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, sn->pos, "state.master_name",
+                            "state.sentinels needs master_name");
+    if (c->state.redis == NULL || strncmp(c->state.redis, "unix:", 5) == 0)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, sn->pos, "state.sentinels",
+                            "needs a redis:// or rediss:// state.redis (for its password, db "
+                            "and TLS)");
+    if (c->state.sentinel_user != NULL && c->state.sentinel_password == NULL)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, sn->pos, "state.sentinel_user",
+                            "needs sentinel_password");
+    return 0;
+}
+
 /* admin.token_file: read the token now, so a bad file fails the load (and a reload). */
 static int check_admin(loader *L, ae_conf *c)
 {
@@ -903,7 +929,8 @@ static int validate(loader *L, ae_conf_build *b, const cnode *root)
     if ((rv = check_tls(L, b, root)) != 0 || (rv = check_upstreams(L, c, root)) != 0 ||
         (rv = check_listeners(L, c, root)) != 0 || (rv = check_anycast(L, c, root)) != 0 ||
         (rv = check_tcp_handoff(L, c, root)) != 0 || (rv = check_quic(L, c, root)) != 0 ||
-        (rv = check_state_tls(L, c, root)) != 0 || (rv = check_admin(L, c)) != 0)
+        (rv = check_state_tls(L, c, root)) != 0 || (rv = check_state_sentinel(L, c, root)) != 0 ||
+        (rv = check_admin(L, c)) != 0)
         return rv;
     if (c->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

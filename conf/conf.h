@@ -151,6 +151,11 @@ typedef struct ae_conf {
         uint32_t heartbeat_ms;       /* site registry refresh, default 1s */
         uint32_t connect_timeout_ms; /* default 1s */
         uint32_t command_timeout_ms; /* default 1s */
+        /* Redis Sentinel: the master's address comes from these sentinels ("host:port"). */
+        char **sentinels;
+        size_t nsentinels;
+        char *master_name;
+        char *sentinel_user, *sentinel_password;
         /* TLS to Redis (rediss:// URLs; state/redis.h ae_redis_tls). */
         struct {
             char *ca;          /* CA file; NULL = the system's trust store */

@@ -47,8 +47,8 @@ int ae_claims_new(struct ev_loop *loop, const ae_conf *conf, ae_claims **out, ch
         snprintf(err, errlen, "out of memory");
         return AE_ERR_NOMEM;
     }
-    if (ae_redis_url_parse(conf->state.redis, &c->target, e, sizeof(e)) != 0) {
-        snprintf(err, errlen, "state.redis: %s", e);
+    if (ae_redis_target_from_conf(conf, &c->target, e, sizeof(e)) != 0) {
+        snprintf(err, errlen, "%s", e);
         free(c);
         return AE_ERR_PARSE;
     }

@@ -272,6 +272,15 @@ void ae_redis_target_free(ae_redis_target *t)
         explicit_bzero(t->password, strlen(t->password));
         free(t->password);
     }
+    for (size_t i = 0; i < t->nsentinels; i++)
+        free(t->sentinels[i].host);
+    free(t->sentinels);
+    free(t->master_name);
+    free(t->sentinel_user);
+    if (t->sentinel_password) {
+        explicit_bzero(t->sentinel_password, strlen(t->sentinel_password));
+        free(t->sentinel_password);
+    }
     memset(t, 0, sizeof(*t));
 }
 
@@ -289,20 +298,40 @@ const char *ae_redis_target_describe(const ae_redis_target *t, char *buf, size_t
     return buf;
 }
 
+/* *dst = strdup(src) (NULL stays NULL); -1 when out of memory. */
+static int dup_opt(char **dst, const char *src)
+{
+    *dst = src ? strdup(src) : NULL;
+    return src && !*dst ? -1 : 0;
+}
+
 static int target_copy(ae_redis_target *dst, const ae_redis_target *src)
 {
     memset(dst, 0, sizeof(*dst));
     dst->tls = src->tls;
     dst->port = src->port;
     dst->db = src->db;
-    if ((src->host && !(dst->host = strdup(src->host))) ||
-        (src->unix_path && !(dst->unix_path = strdup(src->unix_path))) ||
-        (src->user && !(dst->user = strdup(src->user))) ||
-        (src->password && !(dst->password = strdup(src->password)))) {
-        ae_redis_target_free(dst);
-        return AE_ERR_NOMEM;
+    if (dup_opt(&dst->host, src->host) || dup_opt(&dst->unix_path, src->unix_path) ||
+        dup_opt(&dst->user, src->user) || dup_opt(&dst->password, src->password) ||
+        dup_opt(&dst->master_name, src->master_name) ||
+        dup_opt(&dst->sentinel_user, src->sentinel_user) ||
+        dup_opt(&dst->sentinel_password, src->sentinel_password))
+        goto nomem;
+    if (src->nsentinels > 0) {
+        dst->sentinels = calloc(src->nsentinels, sizeof(*dst->sentinels));
+        if (!dst->sentinels)
+            goto nomem;
+        dst->nsentinels = src->nsentinels;
+        for (size_t i = 0; i < src->nsentinels; i++) {
+            dst->sentinels[i].port = src->sentinels[i].port;
+            if (dup_opt(&dst->sentinels[i].host, src->sentinels[i].host))
+                goto nomem;
+        }
     }
     return 0;
+nomem:
+    ae_redis_target_free(dst);
+    return AE_ERR_NOMEM;
 }
 
 /* ---- the client ---- */
@@ -314,16 +343,28 @@ enum conn_state {
     CS_HANDSHAKE,  /* connected, AUTH/SELECT/PING/SUBSCRIBE in flight */
     CS_READY,      /* usable */
     CS_CLOSING,    /* to be dropped by a zero-delay timer (decided inside a hiredis callback) */
+    CS_DISCOVER,   /* sentinel mode: waiting for the sentinels to name the master */
 };
 
-enum hs_step { HS_NONE = 0, HS_AUTH, HS_SELECT, HS_PING, HS_SUBSCRIBE };
+enum hs_step { HS_NONE = 0, HS_AUTH, HS_SELECT, HS_ROLE, HS_PING, HS_SUBSCRIBE, HS_MASTER };
+
+/* The connections of one client: commands, the subscriber, and in sentinel mode the master
+ * lookup (one sentinel after the other) and the +switch-master watcher. */
+enum conn_kind { K_CMD = 0, K_SUB, K_DISC, K_WATCH };
+
+#define SWITCH_CHANNEL "+switch-master"
 
 #define ERRLOG_INTERVAL_MS 10000
 
 typedef struct ae_redis_conn {
     ae_redis *r;
-    int sub; /* 1: the subscriber connection */
+    int kind; /* enum conn_kind */
     int state;
+    int closing_ready; /* CS_CLOSING of a connection that was ready */
+    int found;         /* K_DISC: this lookup named the master */
+    size_t sidx;       /* K_DISC, K_WATCH: the sentinel (index mod nsentinels) */
+    unsigned tried;    /* K_DISC: sentinels asked in this lookup */
+    char where[80];    /* K_DISC, K_WATCH: the sentinel's host:port */
     int hs_step;
     redisAsyncContext *ac;
     ev_timer timer; /* backoff, connect timeout or deferred close, depending on state */
@@ -358,6 +399,10 @@ struct ae_redis {
     void *arg;
     ae_redis_conn cmd;
     ae_redis_conn subc;
+    int sentinel;    /* target.nsentinels > 0 */
+    int master_ok;   /* sentinel mode: target.host:port is the master the sentinels named */
+    int master_seen; /* a sentinel has named the master once (later changes are switches) */
+    ae_redis_conn disc, watch;
     ae_redis_pending *head, *tail;
     ev_timer cmd_timer;
     ae_redis_stats stats;
@@ -366,7 +411,25 @@ struct ae_redis {
 
 static const char *conn_name(const ae_redis_conn *c)
 {
-    return c->sub ? "redis subscriber" : "redis";
+    static const char *const names[] = {"redis", "redis subscriber", "redis sentinel",
+                                        "redis sentinel watch"};
+    return names[c->kind];
+}
+
+/* Where a connection goes, for its log lines. */
+static const char *conn_where(const ae_redis_conn *c)
+{
+    return c->kind == K_DISC || c->kind == K_WATCH ? c->where : c->r->desc;
+}
+
+static void update_desc(ae_redis *r)
+{
+    char t[200];
+    ae_redis_target_describe(&r->target, t, sizeof(t));
+    if (r->sentinel)
+        snprintf(r->desc, sizeof(r->desc), "master %s at %s", r->target.master_name, t);
+    else
+        snprintf(r->desc, sizeof(r->desc), "%s", t);
 }
 
 /* Logs a failure line, at most once per ERRLOG_INTERVAL_MS for the same text. */
@@ -386,10 +449,10 @@ static void conn_log_fail(ae_redis_conn *c, const char *fmt, ...)
         return;
     }
     if (c->suppressed)
-        AE_WARN("%s %s: %s (%u similar lines suppressed)", conn_name(c), c->r->desc, line,
+        AE_WARN("%s %s: %s (%u similar lines suppressed)", conn_name(c), conn_where(c), line,
                 c->suppressed);
     else
-        AE_WARN("%s %s: %s", conn_name(c), c->r->desc, line);
+        AE_WARN("%s %s: %s", conn_name(c), conn_where(c), line);
     memcpy(c->last_err, line, sizeof(line));
     c->last_err_ms = now;
     c->suppressed = 0;
@@ -445,21 +508,139 @@ static void fail_all(ae_redis *r, const char *err)
     }
 }
 
+static void conn_start(ae_redis_conn *c);
+static void conn_close_deferred(ae_redis_conn *c, const char *why);
+
+/* ---- sentinel: master lookup ---- */
+
+static void disc_start(ae_redis *r)
+{
+    if (r->disc.state != CS_IDLE)
+        return; /* running: its end wakes every waiter */
+    r->disc.tried = 0;
+    conn_start(&r->disc);
+}
+
+/* The lookup ended: the waiting connections connect (master known) or back off. */
+static void disc_wake(ae_redis *r, int ok)
+{
+    ae_redis_conn *w[2] = {&r->cmd, &r->subc};
+    for (int i = 0; i < 2; i++) {
+        if (w[i]->state != CS_DISCOVER)
+            continue;
+        if (ok) {
+            conn_start(w[i]);
+        } else {
+            w[i]->state = CS_BACKOFF;
+            timer_arm(r, &w[i]->timer, backoff_delay(w[i]));
+        }
+    }
+}
+
+/* The sentinel asked did not name the master: the next one, or give up this round. */
+static void disc_next(ae_redis *r)
+{
+    ae_redis_conn *d = &r->disc;
+
+    d->sidx++;
+    if (++d->tried < r->target.nsentinels) {
+        d->state = CS_BACKOFF;
+        timer_arm(r, &d->timer, 0);
+        return;
+    }
+    d->state = CS_IDLE;
+    r->stats.errors++;
+    AE_WARN("redis sentinel: no sentinel named master %s (%zu asked); retrying with backoff",
+            r->target.master_name, r->target.nsentinels);
+    disc_wake(r, 0);
+}
+
+/* host:port is the master now; 1 when that is a change. */
+static int set_master(ae_redis *r, const char *host, size_t hlen, long port)
+{
+    if (r->target.host && strlen(r->target.host) == hlen &&
+        memcmp(r->target.host, host, hlen) == 0 && r->target.port == port)
+        return 0;
+    char *h = strndup(host, hlen);
+    if (!h)
+        return 0;
+    free(r->target.host);
+    r->target.host = h;
+    r->target.port = (int)port;
+    update_desc(r);
+    return 1;
+}
+
+/* "+switch-master NAME OLDIP OLDPORT NEWIP NEWPORT" from the watched sentinel. */
+static void on_switch(ae_redis *r, const char *msg, size_t len)
+{
+    const char *f[5];
+    size_t fl[5], n = 0, i = 0;
+
+    while (i < len && n < 5) {
+        size_t st = i;
+        while (i < len && msg[i] != ' ')
+            i++;
+        f[n] = msg + st;
+        fl[n++] = i - st;
+        i++;
+    }
+    if (n < 5 || fl[0] != strlen(r->target.master_name) ||
+        memcmp(f[0], r->target.master_name, fl[0]) != 0)
+        return;
+    long port = parse_num(f[4], fl[4], 1, 65535);
+    if (port < 0 || fl[3] == 0)
+        return;
+    if (!set_master(r, f[3], fl[3], port))
+        return;
+    r->master_ok = 1;
+    r->master_seen = 1;
+    r->stats.master_switches++;
+    AE_WARN("redis sentinel %s: +switch-master: %s; reconnecting", r->watch.where, r->desc);
+    ae_redis_conn *w[2] = {&r->cmd, &r->subc};
+    for (int k = 0; k < 2; k++) {
+        if (w[k]->state == CS_READY || w[k]->state == CS_CONNECTING ||
+            w[k]->state == CS_HANDSHAKE) {
+            conn_close_deferred(w[k], "master switched");
+        } else if (w[k]->state == CS_BACKOFF) {
+            w[k]->attempts = 0; /* waiting out the backoff of a dead master: go now */
+            timer_arm(r, &w[k]->timer, 0);
+        }
+    }
+}
+
 /* The connection went away (ac already given up by the caller). Schedules a reconnect and
  * tells the user. */
 static void conn_down(ae_redis_conn *c, const char *why)
 {
     ae_redis *r = c->r;
-    int was_ready = c->state == CS_READY;
+    int was_ready = c->state == CS_READY || (c->state == CS_CLOSING && c->closing_ready);
 
-    c->state = CS_BACKOFF;
+    c->closing_ready = 0;
     c->hs_step = HS_NONE;
+    if (c->kind == K_DISC) {
+        c->state = CS_IDLE;
+        if (!c->found)
+            disc_next(r);
+        else if (r->cmd.state == CS_DISCOVER || r->subc.state == CS_DISCOVER) {
+            if (r->master_ok) /* woken already, unless one started waiting since */
+                disc_wake(r, 1);
+            else
+                disc_start(r);
+        }
+        return;
+    }
+    if (r->sentinel && c->kind != K_WATCH)
+        r->master_ok = 0; /* ask the sentinels again before reconnecting */
+    if (c->kind == K_WATCH)
+        c->sidx++; /* the next sentinel */
+    c->state = CS_BACKOFF;
     timer_arm(r, &c->timer, backoff_delay(c));
     if (was_ready) {
         r->stats.disconnects++;
-        AE_WARN("%s %s: connection lost (%s)", conn_name(c), r->desc, why);
+        AE_WARN("%s %s: connection lost (%s)", conn_name(c), conn_where(c), why);
     }
-    if (!c->sub) {
+    if (c->kind == K_CMD) {
         ev_timer_stop(r->loop, &r->cmd_timer);
         fail_all(r, why);
         if (was_ready && r->on_state)
@@ -499,6 +680,7 @@ static void conn_lost(ae_redis_conn *c, const redisAsyncContext *ac)
 /* Called inside a hiredis callback: drop on the next loop iteration. */
 static void conn_close_deferred(ae_redis_conn *c, const char *why)
 {
+    c->closing_ready = c->state == CS_READY;
     c->state = CS_CLOSING;
     c->close_reason = why;
     timer_arm(c->r, &c->timer, 0);
@@ -514,8 +696,9 @@ static void conn_ready(ae_redis_conn *c)
     c->last_err[0] = '\0';
     c->suppressed = 0;
     r->stats.connects++;
-    AE_INFO("%s %s: %s", conn_name(c), r->desc, c->sub ? "subscribed" : "connected");
-    if (!c->sub && r->on_state)
+    AE_INFO("%s %s: %s", conn_name(c), conn_where(c),
+            c->kind == K_CMD ? "connected" : "subscribed");
+    if (c->kind == K_CMD && r->on_state)
         r->on_state(r, 1, r->arg);
 }
 
@@ -533,6 +716,10 @@ static const char *hs_name(int step)
         return "PING";
     case HS_SUBSCRIBE:
         return "SUBSCRIBE";
+    case HS_ROLE:
+        return "ROLE";
+    case HS_MASTER:
+        return "SENTINEL get-master-addr-by-name";
     }
     return "?";
 }
@@ -546,25 +733,36 @@ static int hs_next(ae_redis_conn *c)
     size_t argvlen[3];
     char dbbuf[16];
     int argc = 0, rv;
+    int to_sentinel = c->kind == K_DISC || c->kind == K_WATCH;
+    const char *user = to_sentinel ? r->target.sentinel_user : r->target.user;
+    const char *pass = to_sentinel ? r->target.sentinel_password : r->target.password;
 
-    if (c->hs_step < HS_AUTH && r->target.password) {
+    if (c->hs_step < HS_AUTH && pass) {
         c->hs_step = HS_AUTH;
         argv[argc++] = "AUTH";
-        if (r->target.user)
-            argv[argc++] = r->target.user;
-        argv[argc++] = r->target.password;
-    } else if (!c->sub && c->hs_step < HS_SELECT && r->target.db != 0) {
+        if (user)
+            argv[argc++] = user;
+        argv[argc++] = pass;
+    } else if (c->kind == K_CMD && c->hs_step < HS_SELECT && r->target.db != 0) {
         c->hs_step = HS_SELECT;
         snprintf(dbbuf, sizeof(dbbuf), "%d", r->target.db);
         argv[argc++] = "SELECT";
         argv[argc++] = dbbuf;
-    } else if (!c->sub && c->hs_step == HS_NONE) {
+    } else if (r->sentinel && !to_sentinel && c->hs_step < HS_ROLE) {
+        c->hs_step = HS_ROLE; /* the sentinels may be behind: is it the master? */
+        argv[argc++] = "ROLE";
+    } else if (c->kind == K_CMD && c->hs_step < HS_PING) {
         c->hs_step = HS_PING; /* nothing else proves the server answers */
         argv[argc++] = "PING";
-    } else if (c->sub && c->hs_step < HS_SUBSCRIBE) {
+    } else if ((c->kind == K_SUB || c->kind == K_WATCH) && c->hs_step < HS_SUBSCRIBE) {
         c->hs_step = HS_SUBSCRIBE;
         argv[argc++] = "SUBSCRIBE";
-        argv[argc++] = r->channel;
+        argv[argc++] = c->kind == K_SUB ? r->channel : SWITCH_CHANNEL;
+    } else if (c->kind == K_DISC && c->hs_step < HS_MASTER) {
+        c->hs_step = HS_MASTER;
+        argv[argc++] = "SENTINEL";
+        argv[argc++] = "get-master-addr-by-name";
+        argv[argc++] = r->target.master_name;
     } else {
         conn_ready(c);
         return 0;
@@ -586,6 +784,56 @@ static void hs_reply_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         return; /* a context we gave up */
     if (!reply) {
         conn_lost(c, ac);
+        return;
+    }
+    if (c->hs_step == HS_ROLE) {
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+            reply->element[0]->type == REDIS_REPLY_STRING &&
+            strcmp(reply->element[0]->str, "master") == 0) {
+            if (hs_next(c) != 0)
+                conn_close_deferred(c, "handshake failed");
+            return;
+        }
+        c->r->stats.errors++;
+        c->r->stats.not_master++;
+        c->r->master_ok = 0;
+        conn_log_fail(c, "ROLE is %.40s, not master: asking the sentinels again",
+                      reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                              reply->element[0]->type == REDIS_REPLY_STRING
+                          ? reply->element[0]->str
+                      : reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                         : "unknown");
+        conn_close_deferred(c, "not the master");
+        return;
+    }
+    if (c->hs_step == HS_MASTER) {
+        ae_redis *r = c->r;
+        long port = -1;
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+            reply->element[0]->type == REDIS_REPLY_STRING &&
+            reply->element[1]->type == REDIS_REPLY_STRING && reply->element[0]->len > 0)
+            port = parse_num(reply->element[1]->str, reply->element[1]->len, 1, 65535);
+        if (port < 0) {
+            r->stats.errors++;
+            conn_log_fail(c, "does not name master %s: %.120s", r->target.master_name,
+                          reply->type == REDIS_REPLY_NIL     ? "unknown master name"
+                          : reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                             : "unexpected reply");
+            conn_close_deferred(c, "no master");
+            return;
+        }
+        r->stats.master_lookups++;
+        if (set_master(r, reply->element[0]->str, reply->element[0]->len, port) ||
+            !r->master_seen) {
+            if (r->master_seen)
+                r->stats.master_switches++;
+            AE_INFO("redis sentinel %s: %s", c->where, r->desc);
+        }
+        r->master_seen = 1;
+        r->master_ok = 1;
+        c->found = 1;
+        conn_close_deferred(c, "lookup done");
+        disc_wake(r, 1);
         return;
     }
     want = c->hs_step == HS_PING ? "PONG" : "OK";
@@ -624,6 +872,10 @@ static void sub_reply_cb(redisAsyncContext *ac, void *reply_, void *privdata)
         const redisReply *m = reply->element[2];
         if (m->type != REDIS_REPLY_STRING || c->state != CS_READY)
             return;
+        if (c->kind == K_WATCH) {
+            on_switch(r, m->str, m->len);
+            return;
+        }
         r->stats.messages++;
         r->on_message(r, m->str, m->len, r->arg);
     } else if (strcasecmp(kind->str, "subscribe") == 0 && c->state != CS_READY &&
@@ -655,34 +907,61 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     conn_lost(c, ac);
 }
 
+/* A connection that could not even start: retried like a lost one. */
+static void conn_start_failed(ae_redis_conn *c)
+{
+    if (c->kind == K_DISC) {
+        c->state = CS_IDLE;
+        disc_next(c->r);
+        return;
+    }
+    if (c->kind == K_WATCH)
+        c->sidx++;
+    c->state = CS_BACKOFF;
+    timer_arm(c->r, &c->timer, backoff_delay(c));
+}
+
 static void conn_start(ae_redis_conn *c)
 {
     ae_redis *r = c->r;
     redisAsyncContext *ac;
+    const char *host = r->target.host;
+    int port = r->target.port;
 
     c->hs_step = HS_NONE;
+    c->found = 0;
+    if (r->sentinel && (c->kind == K_CMD || c->kind == K_SUB) && !r->master_ok) {
+        ev_timer_stop(r->loop, &c->timer);
+        c->state = CS_DISCOVER;
+        disc_start(r);
+        return;
+    }
+    if (c->kind == K_DISC || c->kind == K_WATCH) {
+        const struct ae_redis_sentinel *sn = &r->target.sentinels[c->sidx % r->target.nsentinels];
+        host = sn->host;
+        port = sn->port;
+        snprintf(c->where, sizeof(c->where), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    }
     if (r->target.unix_path)
         ac = redisAsyncConnectUnix(r->target.unix_path);
     else
-        ac = redisAsyncConnect(r->target.host, r->target.port);
+        ac = redisAsyncConnect(host, port);
     if (!ac || ac->err) {
         r->stats.errors++;
         conn_log_fail(c, "connect failed: %s", ac ? ac->errstr : "out of memory");
         if (ac)
             redisAsyncFree(ac);
-        c->state = CS_BACKOFF;
-        timer_arm(r, &c->timer, backoff_delay(c));
+        conn_start_failed(c);
         return;
     }
     if (r->tls != NULL) {
         char e[256];
         /* The handshake runs in the event loop; connect_timeout covers it. */
-        if (ae_redis_tls_start(r->tls, &ac->c, r->target.host, e, sizeof(e)) != 0) {
+        if (ae_redis_tls_start(r->tls, &ac->c, host, e, sizeof(e)) != 0) {
             r->stats.errors++;
             conn_log_fail(c, "connect failed: %s", e);
             redisAsyncFree(ac);
-            c->state = CS_BACKOFF;
-            timer_arm(r, &c->timer, backoff_delay(c));
+            conn_start_failed(c);
             return;
         }
     }
@@ -789,7 +1068,9 @@ int ae_redis_new(struct ev_loop *loop, const ae_redis_opts *opts, ae_redis **out
 
     *out = NULL;
     if (!loop || !opts || !opts->target || (opts->subscribe_channel && !opts->on_message) ||
-        (!opts->target->host && !opts->target->unix_path) || (opts->target->tls && !opts->tls))
+        (!opts->target->host && !opts->target->unix_path) || (opts->target->tls && !opts->tls) ||
+        (opts->target->nsentinels > 0 &&
+         (!opts->target->master_name || !opts->target->sentinels || opts->target->unix_path)))
         return AE_ERR_INVAL;
     r = calloc(1, sizeof(*r));
     if (!r)
@@ -802,7 +1083,8 @@ int ae_redis_new(struct ev_loop *loop, const ae_redis_opts *opts, ae_redis **out
     }
     r->loop = loop;
     r->tls = r->target.tls ? opts->tls : NULL;
-    ae_redis_target_describe(&r->target, r->desc, sizeof(r->desc));
+    r->sentinel = r->target.nsentinels > 0;
+    update_desc(r);
     r->connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms : 1000;
     r->command_timeout_ms = opts->command_timeout_ms ? opts->command_timeout_ms : 1000;
     r->backoff_min_ms = opts->backoff_min_ms ? opts->backoff_min_ms : 100;
@@ -818,17 +1100,19 @@ int ae_redis_new(struct ev_loop *loop, const ae_redis_opts *opts, ae_redis **out
     ev_timer_init(&r->cmd_timer, cmd_timer_cb, 0., 0.);
     r->cmd_timer.data = r;
 
-    r->cmd.r = r;
-    ev_timer_init(&r->cmd.timer, conn_timer_cb, 0., 0.);
-    r->cmd.timer.data = &r->cmd;
-    r->subc.r = r;
-    r->subc.sub = 1;
-    ev_timer_init(&r->subc.timer, conn_timer_cb, 0., 0.);
-    r->subc.timer.data = &r->subc;
+    ae_redis_conn *conns[4] = {&r->cmd, &r->subc, &r->disc, &r->watch};
+    for (int k = 0; k < 4; k++) {
+        conns[k]->r = r;
+        conns[k]->kind = k; /* K_CMD, K_SUB, K_DISC, K_WATCH */
+        ev_timer_init(&conns[k]->timer, conn_timer_cb, 0., 0.);
+        conns[k]->timer.data = conns[k];
+    }
 
     conn_start(&r->cmd);
     if (r->channel)
         conn_start(&r->subc);
+    if (r->channel && r->sentinel)
+        conn_start(&r->watch);
     *out = r;
     return 0;
 }
@@ -856,6 +1140,8 @@ void ae_redis_free(ae_redis *r)
     ev_timer_stop(r->loop, &r->cmd_timer);
     conn_shutdown(&r->cmd);
     conn_shutdown(&r->subc);
+    conn_shutdown(&r->disc);
+    conn_shutdown(&r->watch);
     ae_redis_target_free(&r->target);
     free(r->channel);
     free(r);

@@ -36,12 +36,30 @@ typedef struct {
     char *user;      /* NULL: AUTH with the password alone (or no AUTH without a password) */
     char *password;  /* NULL: no AUTH */
     int db;          /* 0..(2^31-1): SELECT when non-zero */
+    /* Sentinel mode (nsentinels > 0): host:port above is where the master was last seen (the
+     * URL's host:port until the sentinels answer); the sentinels are asked for master_name
+     * before every (re)connection, ROLE is checked after it, +switch-master is followed. */
+    struct ae_redis_sentinel {
+        char *host;
+        int port;
+    } * sentinels;
+    size_t nsentinels;
+    char *master_name;
+    char *sentinel_user, *sentinel_password; /* AUTH to the sentinels; NULL: none */
 } ae_redis_target;
 
 /* Parses url into *out (strings malloc'd). Returns 0, or AE_ERR_PARSE with a one-line reason in
  * err (no password is ever copied into err). */
 int ae_redis_url_parse(const char *url, ae_redis_target *out, char *err, size_t errlen);
 void ae_redis_target_free(ae_redis_target *t);
+
+struct ae_conf;
+/* The target of conf's state: state.redis parsed, plus state.sentinels / master_name /
+ * sentinel_user / sentinel_password when set ("host:port" each, a name or an IP address).
+ * 0 or AE_ERR_PARSE / AE_ERR_NOMEM with a one-line reason in err. */
+int ae_redis_target_from_conf(const struct ae_conf *conf, ae_redis_target *out, char *err,
+                              size_t errlen);
+
 /* Writes "host:port/db" ("host:port/db tls" for rediss://) or "unix:/path?db=N" (never the
  * password) into buf; returns buf. */
 const char *ae_redis_target_describe(const ae_redis_target *t, char *buf, size_t len);
@@ -71,11 +89,16 @@ int ae_redis_tls_start(ae_redis_tls *t, redisContext *c, const char *host, char 
  * none failed since the last call. The library itself only says "certificate verify failed". */
 const char *ae_redis_tls_take_error(ae_redis_tls *t, char *buf, size_t len);
 
-struct ae_conf;
 /* The TLS context for conf's state.redis and state.tls: *out stays NULL for redis:// and unix://
  * (and state.tls set with them is an error). 0 or AE_ERR_* with a one-line reason in err. */
 int ae_redis_tls_from_conf(const struct ae_conf *conf, const ae_redis_target *target,
                            ae_redis_tls **out, char *err, size_t errlen);
+
+/* Asks the sentinels of t (in order) for the master's address, blocking, each bounded by
+ * timeout_ms for the connect and for the reply; on success t->host and t->port are replaced.
+ * Used at startup and on the way out, never on the event loop's path. 0, or -1 with err set. */
+int ae_redis_sentinel_resolve(ae_redis_target *t, ae_redis_tls *tls, uint32_t timeout_ms, char *err,
+                              size_t errlen);
 
 typedef struct ae_redis ae_redis;
 
@@ -109,6 +132,9 @@ typedef struct {
     uint64_t connects;    /* successful (re)connections (after AUTH/SELECT) */
     uint64_t disconnects; /* connections lost */
     uint64_t messages;    /* pub/sub messages received */
+    uint64_t master_lookups;  /* sentinel: answers naming the master */
+    uint64_t master_switches; /* sentinel: +switch-master followed, or a new address learned */
+    uint64_t not_master;      /* sentinel: connections refused because ROLE was not master */
 } ae_redis_stats;
 
 /* Creates the client and starts connecting at once (asynchronously). 0 or AE_ERR_*. */
