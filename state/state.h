@@ -45,6 +45,12 @@ typedef struct {
     uint64_t rotations_lost;  /* rotations given up: another site held the lock or won */
     uint64_t site_conflicts;  /* heartbeats refused: another live instance has our site id */
     uint64_t republished;     /* times this site wrote its cached ring back to Redis */
+    uint64_t ring_conflicts;  /* Redis held our generation with other keys (a write lost in a
+                                 failover): Redis's ring adopted */
+    uint64_t ring_key_ids[3]; /* ids of the cached ring's keys, newest first */
+    uint32_t ring_key_fp[3];  /* their fingerprints: 32 bits of SHA-256(label, secret), to tell
+                                 two rings of one generation apart without showing secrets */
+    size_t ring_nkeys;
     ae_redis_stats redis;
 } ae_state_info;
 

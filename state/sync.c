@@ -19,6 +19,7 @@
 #include <sys/time.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "conf/base.h"
@@ -96,7 +97,7 @@ struct ae_state {
     ae_ring ring;
     int have_ring;
     int syncing, rotating, force_rotate;
-    char token[24];        /* fencing token of the rotation in progress */
+    char token[80];        /* fencing token of the rotation in progress: counter:instance */
     uint64_t rot_base_gen; /* ring generation the rotation in progress started from */
     uint64_t last_rot_warn_ms, last_ring_err_ms, last_conflict_ms;
     char last_ring_err[128];       /* last ring error logged: only repeats of it are rate limited */
@@ -260,6 +261,18 @@ static void publish_ring(ae_state *s, const ae_ring *ring)
     free(enc);
 }
 
+/* The same keys (ids and secrets, in the same states). */
+static int ring_same(const ae_ring *a, const ae_ring *b)
+{
+    if (a->nkeys != b->nkeys)
+        return 0;
+    for (size_t i = 0; i < a->nkeys; i++)
+        if (a->keys[i].id != b->keys[i].id || a->keys[i].state != b->keys[i].state ||
+            CRYPTO_memcmp(a->keys[i].secret, b->keys[i].secret, AE_RING_SECRET_LEN) != 0)
+            return 0;
+    return 1;
+}
+
 static void get_ring_cb(ae_redis *r, redisReply *reply, const char *err, void *arg)
 {
     ae_state *s = arg;
@@ -318,6 +331,16 @@ static void get_ring_cb(ae_redis *r, redisReply *reply, const char *err, void *a
     s->last_ring_err[0] = '\0';
     if (!s->have_ring || got.generation > s->ring.generation) {
         set_ring(s, &got, "adopted from Redis");
+    } else if (got.generation == s->ring.generation && !ring_same(&got, &s->ring)) {
+        /* Two rings of one generation: a rotation acknowledged by a master that failed before
+         * replicating it, and another rotation made on the new master. Redis's wins everywhere
+         * (the lost one added only a next key, not yet used to encrypt if this happens within
+         * a sync interval), so every site ends up with the same keys. */
+        s->info.ring_conflicts++;
+        AE_WARN("state: Redis holds ring generation %" PRIu64 " with other keys than the cached "
+                "one (a rotation lost in a failover): adopting Redis's",
+                got.generation);
+        set_ring(s, &got, "adopted from Redis (conflict resolved)");
     } else if (got.generation < s->ring.generation) {
         /* Never adopted (a replayed old ring would bring back retired keys): counted, and the
          * newer cached ring goes back to Redis. */
@@ -449,7 +472,9 @@ static void fence_cb(ae_redis *r, redisReply *reply, const char *err, void *arg)
         rotation_done(s);
         return;
     }
-    snprintf(s->token, sizeof(s->token), "%lld", reply->integer);
+    /* The counter alone could repeat after a failover that lost an INCR (replication is
+     * asynchronous); with the instance id two sites never hold the same token. */
+    snprintf(s->token, sizeof(s->token), "%lld:%s", reply->integer, s->instance);
     /* The lock outlives a few command timeouts, no more: a site that dies holding it delays
      * the next rotation by that long only. */
     snprintf(px, sizeof(px), "%u", 5 * s->command_timeout_ms + 1000);
@@ -694,6 +719,9 @@ static redisContext *blocking_connect(ae_state *s, char *err, size_t errlen)
     redisReply *rep;
     char where[160];
 
+    if (s->target.nsentinels > 0 &&
+        ae_redis_sentinel_resolve(&s->target, s->tls, s->connect_timeout_ms, err, errlen) != 0)
+        return NULL;
     ae_redis_target_describe(&s->target, where, sizeof(where));
     c = s->target.unix_path != NULL
             ? redisConnectUnixWithTimeout(s->target.unix_path, ms_tv(s->connect_timeout_ms))
@@ -730,6 +758,19 @@ static redisContext *blocking_connect(ae_state *s, char *err, size_t errlen)
         if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
             snprintf(err, errlen, "%s: SELECT %d failed: %s", where, s->target.db,
                      rep != NULL ? rep->str : c->errstr);
+            freeReplyObject(rep);
+            redisFree(c);
+            return NULL;
+        }
+        freeReplyObject(rep);
+    }
+    if (s->target.nsentinels > 0) {
+        rep = redisCommand(c, "ROLE");
+        if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements == 0 ||
+            rep->element[0]->type != REDIS_REPLY_STRING ||
+            strcmp(rep->element[0]->str, "master") != 0) {
+            snprintf(err, errlen, "%s (master %s by the sentinels): ROLE is not master", where,
+                     s->target.master_name);
             freeReplyObject(rep);
             redisFree(c);
             return NULL;
@@ -843,8 +884,8 @@ int ae_state_check_conf(const ae_conf *conf, char *err, size_t errlen)
         return 0;
     }
     ae_redis_tls *tls;
-    if (ae_redis_url_parse(conf->state.redis, &t, e, sizeof(e)) != 0)
-        return conf_err(err, errlen, conf, conf->state.redis_pos, "state.redis", e);
+    if (ae_redis_target_from_conf(conf, &t, e, sizeof(e)) != 0)
+        return conf_err(err, errlen, conf, conf->state.redis_pos, "state", e);
     int trv = ae_redis_tls_from_conf(conf, &t, &tls, e, sizeof(e));
     ae_redis_target_free(&t);
     ae_redis_tls_free(tls);
@@ -918,8 +959,8 @@ int ae_state_new(struct ev_loop *loop, const ae_conf *conf, uint64_t rotation_ms
         }
         s->have_kek = 1;
     }
-    if (ae_redis_url_parse(conf->state.redis, &s->target, e, sizeof(e)) != 0) {
-        snprintf(err, errlen, "state.redis: %s", e);
+    if (ae_redis_target_from_conf(conf, &s->target, e, sizeof(e)) != 0) {
+        snprintf(err, errlen, "%s", e);
         ae_state_free(s);
         return AE_ERR_PARSE;
     }
@@ -930,9 +971,8 @@ int ae_state_new(struct ev_loop *loop, const ae_conf *conf, uint64_t rotation_ms
     }
     if (s->tls != NULL && !conf->state.tls.verify && conf->state.tls.set)
         AE_WARN("state: state.tls.verify is off: the Redis server is not authenticated");
-    ae_redis_target_describe(&s->target, where, sizeof(where));
-
     rv = startup_sync(s, e, sizeof(e));
+    ae_redis_target_describe(&s->target, where, sizeof(where)); /* the master, with sentinels */
     if (rv == AE_ERR_INVAL) {
         snprintf(err, errlen, "state: %s", e);
         ae_state_free(s);
@@ -1041,6 +1081,19 @@ void ae_state_get_info(const ae_state *s, ae_state_info *out)
     out->connected = ae_redis_connected(s->redis);
     out->subscribed = ae_redis_subscribed(s->redis);
     out->have_ring = s->have_ring;
+    out->ring_nkeys = s->have_ring ? s->ring.nkeys : 0;
+    for (size_t i = 0; i < out->ring_nkeys && i < 3; i++) {
+        static const char label[] = "anyedge ring key fingerprint";
+        uint8_t in[sizeof(label) + AE_RING_SECRET_LEN], md[32];
+        memcpy(in, label, sizeof(label));
+        memcpy(in + sizeof(label), s->ring.keys[i].secret, AE_RING_SECRET_LEN);
+        out->ring_key_ids[i] = s->ring.keys[i].id;
+        out->ring_key_fp[i] = 0;
+        if (EVP_Digest(in, sizeof(in), md, NULL, EVP_sha256(), NULL) == 1)
+            out->ring_key_fp[i] =
+                (uint32_t)md[0] << 24 | (uint32_t)md[1] << 16 | (uint32_t)md[2] << 8 | md[3];
+        OPENSSL_cleanse(in, sizeof(in));
+    }
 }
 
 size_t ae_state_sites(const ae_state *s, ae_site_info *out, size_t max)

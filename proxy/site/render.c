@@ -206,6 +206,17 @@ static void render_state(ae_sb *b, struct ae_state *st)
     ae_sb_printf(b, "anyedge_redis_timeouts_total %llu\n", (unsigned long long)in.redis.timeouts);
     prom_head(b, "redis_connects_total", "counter", "Successful Redis (re)connections.");
     ae_sb_printf(b, "anyedge_redis_connects_total %llu\n", (unsigned long long)in.redis.connects);
+    prom_head(b, "redis_master_switches_total", "counter",
+              "Sentinel: times the master's address changed (lookup or +switch-master).");
+    ae_sb_printf(b, "anyedge_redis_master_switches_total %llu\n",
+                 (unsigned long long)in.redis.master_switches);
+    prom_head(b, "redis_not_master_total", "counter",
+              "Sentinel: connections dropped because ROLE was not master.");
+    ae_sb_printf(b, "anyedge_redis_not_master_total %llu\n",
+                 (unsigned long long)in.redis.not_master);
+    prom_head(b, "ring_conflicts_total", "counter",
+              "Rings of the cached generation with other keys found in Redis (adopted).");
+    ae_sb_printf(b, "anyedge_ring_conflicts_total %llu\n", (unsigned long long)in.ring_conflicts);
     prom_head(b, "ring_generation", "gauge", "Generation of the shared key ring in use.");
     ae_sb_printf(b, "anyedge_ring_generation %llu\n", (unsigned long long)in.ring_generation);
     prom_head(b, "ring_shared", "gauge", "1 when the TLS keys come from the shared ring.");
@@ -273,6 +284,11 @@ static void status_state(ae_sb *b, struct ae_state *st)
                  (unsigned long long)in.last_sync_ms, (unsigned long long)in.ring_errors,
                  (unsigned long long)in.rotations, (unsigned long long)in.site_conflicts);
     status_sites(b, st);
+    ae_sb_puts(b, ",\"ring_keys\":[");
+    for (size_t i = 0; i < in.ring_nkeys && i < 3; i++)
+        ae_sb_printf(b, "%s\"%llu:%08x\"", i ? "," : "", (unsigned long long)in.ring_key_ids[i],
+                     in.ring_key_fp[i]);
+    ae_sb_puts(b, "]");
     ae_sb_puts(b, "}");
 }
 

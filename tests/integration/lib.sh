@@ -563,7 +563,9 @@ need_redis() {
 start_redis() {
     local port=$1 name=${2:-redis}
     need_redis
-    start_bg "$name" "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --save '' --appendonly no
+    mkdir -p "$T/$name.dir" # never a dump.rdb of another run (a server loads one it finds)
+    start_bg "$name" "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --dir "$T/$name.dir" \
+        --save '' --appendonly no
     wait_until 10 rcli_at "$port" PING || fail "redis on port $port does not answer PING"
     log "$REDIS_SERVER on port $port: $(rcli_at "$port" INFO server | tr -d '\r' |
         grep -E '^(redis|valkey)_version:' | paste -sd ' ')"
