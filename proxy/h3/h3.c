@@ -179,32 +179,47 @@ static nghttp3_ssize read_data(nghttp3_conn *h3, int64_t sid, nghttp3_vec *vec, 
     return (nghttp3_ssize)n;
 }
 
-int ae_h3_dn_append(qstream *s, const uint8_t *p, size_t len)
+uint8_t *ae_h3_dn_room(qstream *s, size_t *room)
 {
-    while (len > 0) {
-        ae_buf *b = s->dn_tail;
-        if (b == NULL || b->len == b->cap) {
-            b = ae_worker_buf_get(s->w, s->c->rt->conf->tune.buffer_size);
-            if (b == NULL)
-                return AE_ERR_NOMEM;
-            if (s->dn_tail)
-                s->dn_tail->next = b;
-            else {
-                s->dn_head = b;
-                s->dn_base = s->dn_in;
-            }
-            s->dn_tail = b;
+    ae_buf *b = s->dn_tail;
+    if (b == NULL || b->len == b->cap) {
+        b = ae_worker_buf_get(s->w, s->c->rt->conf->tune.buffer_size);
+        if (b == NULL)
+            return NULL;
+        if (s->dn_tail)
+            s->dn_tail->next = b;
+        else {
+            s->dn_head = b;
+            s->dn_base = s->dn_in;
         }
-        size_t room = b->cap - b->len, n = len < room ? len : room;
-        memcpy(b->data + b->len, p, n);
-        b->len += (uint32_t)n;
-        s->dn_in += n;
-        p += n;
-        len -= n;
+        s->dn_tail = b;
     }
+    *room = b->cap - b->len;
+    return b->data + b->len;
+}
+
+void ae_h3_dn_commit(qstream *s, size_t n)
+{
+    s->dn_tail->len += (uint32_t)n;
+    s->dn_in += n;
     if (s->h3_blocked && s->c->h3 != NULL) {
         s->h3_blocked = 0;
         nghttp3_conn_resume_stream(s->c->h3, s->sid);
+    }
+}
+
+int ae_h3_dn_append(qstream *s, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        size_t room;
+        uint8_t *d = ae_h3_dn_room(s, &room);
+        if (d == NULL)
+            return AE_ERR_NOMEM;
+        size_t n = len < room ? len : room;
+        memcpy(d, p, n);
+        ae_h3_dn_commit(s, n);
+        p += n;
+        len -= n;
     }
     return 0;
 }

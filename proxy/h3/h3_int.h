@@ -160,6 +160,11 @@ void ae_h3_respond_error(qstream *s, int status, ae_h3_close reason);
 void ae_h3_qstream_reset(qstream *s, uint64_t code, ae_h3_close reason);
 /* Appends response body bytes for the client. 0 or AE_ERR_NOMEM. */
 int ae_h3_dn_append(qstream *s, const uint8_t *p, size_t len);
+/* The free space at the end of the response queue (a new buffer when the last is full): bytes
+ * can be received there directly, then counted in with ae_h3_dn_commit(s, n <= *room). NULL when
+ * out of buffers. */
+uint8_t *ae_h3_dn_room(qstream *s, size_t *room);
+void ae_h3_dn_commit(qstream *s, size_t n);
 /* Credits n request body bytes (at most s->pending_consume) back to the client's windows. */
 void ae_h3_credit(qstream *s, uint64_t n);
 

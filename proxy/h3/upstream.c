@@ -709,6 +709,43 @@ void ae_h3_pump(qstream *s)
     /* upstream -> response queue, bounded by what the client has not acknowledged */
     while (!u->eof && (u->state == AE_H3_UP_HEAD || u->state == AE_H3_UP_BODY) &&
            s->dn_in - s->dn_acked < AE_H3_DOWN_LIMIT) {
+        if (u->state == AE_H3_UP_BODY && (u->rin == NULL || u->rin->len == 0) &&
+            (u->body.mode == AE_H1_BODY_LENGTH || u->body.mode == AE_H1_BODY_CLOSE)) {
+            /* A body with no framing to decode: straight into the response queue, no copy;
+             * never past the Content-Length (what follows belongs to no one). */
+            size_t room;
+            uint8_t *d = ae_h3_dn_room(s, &room);
+            if (d == NULL) {
+                ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_NOMEM);
+                return;
+            }
+            if (u->body.mode == AE_H1_BODY_LENGTH && room > u->body.left)
+                room = (size_t)u->body.left;
+            ssize_t n = recv(u->fd, d, room, 0);
+            if (n > 0) {
+                const uint8_t *data;
+                size_t datalen;
+                u->bytes += (uint64_t)n;
+                u->last = now;
+                ae_h1_body_decode(&u->body, d, (size_t)n, &data, &datalen); /* all of it */
+                ae_h3_dn_commit(s, (size_t)n);
+                if (ae_h1_body_done(&u->body))
+                    response_complete(s);
+                if (!ae_h3_live(s))
+                    return;
+                continue;
+            }
+            if (n == 0) {
+                upstream_eof(s);
+                return;
+            }
+            if (errno == EAGAIN || errno == EINTR) {
+                ev |= EV_READ;
+                break;
+            }
+            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_UPSTREAM_READ_ERROR);
+            return;
+        }
         if (u->rin == NULL && (u->rin = ae_worker_buf_get(s->w, bufsize(s))) == NULL) {
             ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_NOMEM);
             return;
