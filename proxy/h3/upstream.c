@@ -709,59 +709,49 @@ void ae_h3_pump(qstream *s)
     /* upstream -> response queue, bounded by what the client has not acknowledged */
     while (!u->eof && (u->state == AE_H3_UP_HEAD || u->state == AE_H3_UP_BODY) &&
            s->dn_in - s->dn_acked < AE_H3_DOWN_LIMIT) {
-        if (u->state == AE_H3_UP_BODY && (u->rin == NULL || u->rin->len == 0) &&
-            (u->body.mode == AE_H1_BODY_LENGTH || u->body.mode == AE_H1_BODY_CLOSE)) {
-            /* A body with no framing to decode: straight into the response queue, no copy;
-             * never past the Content-Length (what follows belongs to no one). */
-            size_t room;
-            uint8_t *d = ae_h3_dn_room(s, &room);
-            if (d == NULL) {
-                ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_NOMEM);
-                return;
-            }
-            if (u->body.mode == AE_H1_BODY_LENGTH && room > u->body.left)
+        /* A body with no framing to decode (Content-Length, close-delimited) is received
+         * straight into the response queue, no copy, never past the Content-Length (what
+         * follows belongs to no one); anything else into the read buffer for parse(). */
+        int direct = u->state == AE_H3_UP_BODY && (u->rin == NULL || u->rin->len == 0) &&
+                     (u->body.mode == AE_H1_BODY_LENGTH || u->body.mode == AE_H1_BODY_CLOSE);
+        uint8_t *dst;
+        size_t room;
+        if (direct) {
+            dst = ae_h3_dn_room(s, &room);
+            if (dst != NULL && u->body.mode == AE_H1_BODY_LENGTH && room > u->body.left)
                 room = (size_t)u->body.left;
-            ssize_t n = recv(u->fd, d, room, 0);
-            if (n > 0) {
-                const uint8_t *data;
-                size_t datalen;
-                u->bytes += (uint64_t)n;
-                u->last = now;
-                ae_h1_body_decode(&u->body, d, (size_t)n, &data, &datalen); /* all of it */
-                ae_h3_dn_commit(s, (size_t)n);
-                if (ae_h1_body_done(&u->body))
-                    response_complete(s);
-                if (!ae_h3_live(s))
-                    return;
-                continue;
-            }
-            if (n == 0) {
-                upstream_eof(s);
-                return;
-            }
-            if (errno == EAGAIN || errno == EINTR) {
-                ev |= EV_READ;
-                break;
-            }
-            ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_UPSTREAM_READ_ERROR);
-            return;
+        } else {
+            if (u->rin == NULL)
+                u->rin = ae_worker_buf_get(s->w, bufsize(s));
+            ae_buf *b = u->rin;
+            dst = b != NULL ? b->data + b->off + b->len : NULL;
+            room = b != NULL ? b->cap - b->off - b->len : 0;
         }
-        if (u->rin == NULL && (u->rin = ae_worker_buf_get(s->w, bufsize(s))) == NULL) {
+        if (dst == NULL) {
             ae_h3_qstream_reset(s, NGHTTP3_H3_INTERNAL_ERROR, AE_H3CLOSE_NOMEM);
             return;
         }
-        ae_buf *b = u->rin;
-        size_t room = b->cap - b->off - b->len;
         if (room == 0) /* parse() keeps room unless a head is too big (answered already) */
             break;
-        ssize_t n = recv(u->fd, b->data + b->off + b->len, room, 0);
+        ssize_t n = recv(u->fd, dst, room, 0);
         if (n > 0) {
             if (u->bytes == 0 && u->start > 0)
                 observe_latency(s);
             u->bytes += (uint64_t)n;
-            b->len += (uint32_t)n;
             u->last = now;
-            if (parse(s) != 0)
+            if (!direct) {
+                u->rin->len += (uint32_t)n;
+                if (parse(s) != 0)
+                    return;
+                continue;
+            }
+            const uint8_t *data;
+            size_t datalen;
+            ae_h1_body_decode(&u->body, dst, (size_t)n, &data, &datalen); /* all of it */
+            ae_h3_dn_commit(s, (size_t)n);
+            if (ae_h1_body_done(&u->body))
+                response_complete(s);
+            if (!ae_h3_live(s))
                 return;
             continue;
         }
