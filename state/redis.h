@@ -53,6 +53,10 @@ typedef struct {
 int ae_redis_url_parse(const char *url, ae_redis_target *out, char *err, size_t errlen);
 void ae_redis_target_free(ae_redis_target *t);
 
+/* One sentinel's "host:port" (host a name, an IPv4 address or [IPv6], port 1..65535) into *out
+ * (host malloc'd). 0, or -1 with *out empty. */
+int ae_redis_sentinel_parse(const char *s, struct ae_redis_sentinel *out);
+
 struct ae_conf;
 /* The target of conf's state: state.redis parsed, plus state.sentinels / master_name /
  * sentinel_user / sentinel_password when set ("host:port" each, a name or an IP address).

@@ -16,13 +16,14 @@
 #include "conf/base.h"
 #include "conf/conf.h"
 
-/* "host:port" (host a name, an IPv4 address or [IPv6]) into *sn; 0 or -1. */
-static int parse_sentinel(const char *s, struct ae_redis_sentinel *sn)
+int ae_redis_sentinel_parse(const char *s, struct ae_redis_sentinel *sn)
 {
     const char *colon = strrchr(s, ':');
     const char *h = s, *he;
     char *end;
 
+    sn->host = NULL;
+    sn->port = 0;
     if (colon == NULL || colon == s)
         return -1;
     he = colon;
@@ -65,7 +66,7 @@ int ae_redis_target_from_conf(const ae_conf *conf, ae_redis_target *out, char *e
     if (!out->sentinels)
         goto nomem;
     for (size_t i = 0; i < conf->state.nsentinels; i++) {
-        if (parse_sentinel(conf->state.sentinels[i], &out->sentinels[i]) != 0) {
+        if (ae_redis_sentinel_parse(conf->state.sentinels[i], &out->sentinels[i]) != 0) {
             snprintf(err, errlen, "state.sentinels: '%.100s' is not host:port",
                      conf->state.sentinels[i]);
             out->nsentinels = i + 1;

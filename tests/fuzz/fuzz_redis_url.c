@@ -3,7 +3,8 @@
  * "redis://[[user]:pass@]host:port[/db]", the same with "rediss://" (TLS), and
  * "unix:///path[?db=N]", with %XX decoding of user and password.
  *
- * The input is the URL (up to its first NUL). Checked beyond "no crash" and no leak (the
+ * The input is the URL (up to its first NUL), also parsed as a sentinel's "host:port"
+ * (ae_redis_sentinel_parse, state/sentinel.c). Checked beyond "no crash" and no leak (the
  * target is freed on both paths):
  *   - an accepted URL names exactly one of a host (port 1..65535) or a socket path, and a db
  *     >= 0; ae_redis_target_describe() output is NUL-terminated and does not depend on the
@@ -57,6 +58,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *url = (char *)fz_copy(data, size, 1);
     char err[256], desc[512], desc2[512];
     ae_redis_target t;
+
+    /* The same bytes as a sentinel's host:port (state.sentinels): accepted means a non-empty
+     * host of name/address characters (':' only inside brackets) and a port 1..65535. */
+    struct ae_redis_sentinel sn;
+    if (ae_redis_sentinel_parse(url, &sn) == 0) {
+        size_t hl = strlen(sn.host);
+        if (hl == 0 || sn.port < 1 || sn.port > 65535 ||
+            (strchr(sn.host, ':') != NULL && url[0] != '[') ||
+            strspn(sn.host, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-._:") !=
+                hl)
+            abort();
+        free(sn.host);
+    } else if (sn.host != NULL) {
+        abort();
+    }
 
     memset(err, 0x55, sizeof(err));
     int rc = ae_redis_url_parse(url, &t, err, sizeof(err));

@@ -174,6 +174,33 @@ static void test_describe(void **state)
     ae_redis_target_free(&t);
 }
 
+static void test_sentinel_parse(void **state)
+{
+    static const struct {
+        const char *in, *host;
+        int port;
+    } good[] = {{"127.0.0.1:26379", "127.0.0.1", 26379},
+                {"[::1]:5", "::1", 5},
+                {"sentinel-1.example.net:1", "sentinel-1.example.net", 1},
+                {"s_2:65535", "s_2", 65535}};
+    static const char *const bad[] = {"",        "127.0.0.1", ":26379", "h:",       "h:0",
+                                      "h:65536", "h:12x",     "::1:5",  "[::1]5:1", "[]:5",
+                                      "h h:5",   "h/x:5",     "h:-1",   "[::1:5",   "h:99999999"};
+    struct ae_redis_sentinel sn;
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        assert_int_equal(ae_redis_sentinel_parse(good[i].in, &sn), 0);
+        assert_string_equal(sn.host, good[i].host);
+        assert_int_equal(sn.port, good[i].port);
+        free(sn.host);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (ae_redis_sentinel_parse(bad[i], &sn) == 0)
+            fail_msg("accepted sentinel address '%s'", bad[i]);
+        assert_null(sn.host);
+    }
+}
+
 /* ---- a real redis-server ---- */
 
 typedef struct {
@@ -982,6 +1009,7 @@ int main(void)
         cmocka_unit_test(test_url_good),
         cmocka_unit_test(test_url_bad),
         cmocka_unit_test(test_describe),
+        cmocka_unit_test(test_sentinel_parse),
         cmocka_unit_test_setup_teardown(test_roundtrip, setup_loop, teardown_all),
         cmocka_unit_test_setup_teardown(test_error_reply, setup_loop, teardown_all),
         cmocka_unit_test_setup_teardown(test_auth, setup_loop, teardown_all),
