@@ -29,6 +29,7 @@ BASE_PKGS=(
     libcmocka-dev libgnutls28-dev nettle-dev libbpf-dev xxd
     openssl curl wrk redis-server bird2 haproxy nginx libnginx-mod-stream python3 iproute2
     procps psmisc netcat-openbsd clang-format libclang-rt-14-dev clang valgrind docker-compose gnuplot-nox
+    caddy
 )
 # QUIC stack, from bookworm-backports (bookworm itself has ngtcp2 0.12 without the GnuTLS crypto
 # helper library the QUIC milestone needs). Missing packages only warn.
@@ -41,7 +42,8 @@ BP_PKGS=(libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev ngtcp2-client 
     libhiredict-shims-dev)
 # Daemons Debian starts on install; tests run their own instances on free ports.
 SERVICES=(redis-server:/run/redis/redis-server.pid nginx:/run/nginx.pid
-    haproxy:/run/haproxy.pid bird:/run/bird/bird.pid valkey-server:/run/valkey/valkey-server.pid)
+    haproxy:/run/haproxy.pid bird:/run/bird/bird.pid valkey-server:/run/valkey/valkey-server.pid
+    caddy:/run/caddy.pid)
 
 log() { printf '==> %s\n' "$*"; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }

@@ -32,6 +32,8 @@
 # Environment (same meaning, options win): AE_BENCH_ROUNDS (3), AE_BENCH_DURATION (5),
 #   AE_BENCH_WARMUP (1), AE_BENCH_STREAMS (32), AE_BENCH_CONN_PAR (8), AE_BENCH_BULK_STREAMS (8),
 #   AE_BENCH_PIN (auto|off), AE_BENCH_SCENARIOS, AE_BENCH_TARGETS (anyedge gtlsserver; also
+#   caddy: Debian's Caddy 2.6 as an HTTP/3 reverse proxy to the same ae-origin, GOMAXPROCS=1,
+#   reported as anyedge/caddy ratios; also
 #   anyedge_base: the anyedge configuration run by the baseline build in AE_BASE_BIN, reported as
 #   anyedge/anyedge_base CPU per operation, e.g. -t "anyedge anyedge_base" before/after a change),
 #   AE_BIN (build dir holding anyedge, ae-origin and ae-h3load; default build/),
@@ -70,7 +72,7 @@ for v in STREAMS CONN_PAR BULK_STREAMS; do
     fi
 done
 bench_check_words scenario "$SCENARIOS" h3_rps h3_conn h3_bulk
-bench_check_words target "$TARGETS" anyedge gtlsserver anyedge_base
+bench_check_words target "$TARGETS" anyedge gtlsserver anyedge_base caddy
 
 ANYEDGE=$AE_BIN/anyedge
 ORIGIN=$AE_BIN/ae-origin
@@ -85,6 +87,10 @@ fi
 GTLSSERVER=${GTLSSERVER:-$(command -v gtlsserver || echo /usr/sbin/gtlsserver)}
 if [[ " $TARGETS " == *" gtlsserver "* ]] && [ ! -x "$GTLSSERVER" ]; then
     die "gtlsserver is not installed (ngtcp2-server)"
+fi
+CADDY=${CADDY:-$(command -v caddy || echo /usr/bin/caddy)}
+if [[ " $TARGETS " == *" caddy "* ]] && [ ! -x "$CADDY" ]; then
+    die "caddy is not installed (apt-get install caddy)"
 fi
 for cmd in openssl python3 curl; do
     command -v "$cmd" >/dev/null || die "$cmd is not installed"
@@ -127,8 +133,8 @@ ae_metrics() {
 url() {
     local t=$1 s=$2 port=${SRV_PORT[$1]}
     case "$t/$s" in
-    anyedge*/h3_bulk) printf 'https://127.0.0.1:%s/bytes/1048576' "$port" ;;
-    anyedge*/*) printf 'https://127.0.0.1:%s/bytes/1024' "$port" ;;
+    anyedge*/h3_bulk | caddy/h3_bulk) printf 'https://127.0.0.1:%s/bytes/1048576' "$port" ;;
+    anyedge*/* | caddy/*) printf 'https://127.0.0.1:%s/bytes/1024' "$port" ;;
     gtlsserver/h3_bulk) printf 'https://127.0.0.1:%s/1m' "$port" ;;
     gtlsserver/*) printf 'https://127.0.0.1:%s/1k' "$port" ;;
     esac
@@ -136,8 +142,8 @@ url() {
 
 # ---- setup ----
 log "temp dir $T; $PIN_DESC"
-read -r ORIGIN_PORT ADMIN_PORT BASE_ADMIN_PORT AE_PORT GT_PORT BASE_PORT <<<"$(free_ports 3 3)"
-SRV_PORT=([anyedge]=$AE_PORT [gtlsserver]=$GT_PORT [anyedge_base]=$BASE_PORT)
+read -r ORIGIN_PORT ADMIN_PORT BASE_ADMIN_PORT AE_PORT GT_PORT BASE_PORT CADDY_PORT <<<"$(free_ports 3 4)"
+SRV_PORT=([anyedge]=$AE_PORT [gtlsserver]=$GT_PORT [anyedge_base]=$BASE_PORT [caddy]=$CADDY_PORT)
 
 bench_cert
 mkdir -p "$T/htdocs"
@@ -174,6 +180,25 @@ if [[ " $TARGETS " == *" anyedge_base "* ]]; then
     bench_base_setup "$T/anyedge_base_bin"
 fi
 
+# Caddy: HTTP/3 reverse proxy to the same ae-origin, one OS thread for Go code (GOMAXPROCS=1),
+# no admin endpoint, no access log, no automatic HTTPS (the bench certificate; clients that dial
+# the address send no SNI, so default_sni picks it), TCP and UDP on
+# CADDY_PORT.
+cat >"$T/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+	default_sni localhost
+	servers {
+		protocols h1 h2 h3
+	}
+}
+https://127.0.0.1:$CADDY_PORT {
+	tls $T/cert.pem $T/key.pem
+	reverse_proxy 127.0.0.1:$ORIGIN_PORT
+}
+EOF
+
 start_server() {
     local t=$1 pid
     case "$t" in
@@ -182,6 +207,10 @@ start_server() {
         ;;
     anyedge_base)
         "${SRV_CPU[@]}" "$T/anyedge_base_bin" -c "$T/anyedge_base.yaml" >"$T/anyedge_base.log" 2>&1 &
+        ;;
+    caddy)
+        HOME=$T XDG_DATA_HOME=$T XDG_CONFIG_HOME=$T GOMAXPROCS=1 "${SRV_CPU[@]}" "$CADDY" run \
+            --config "$T/Caddyfile" --adapter caddyfile >"$T/caddy.log" 2>&1 &
         ;;
     gtlsserver)
         "${SRV_CPU[@]}" "$GTLSSERVER" --htdocs="$T/htdocs" 127.0.0.1 "$GT_PORT" \
@@ -370,8 +399,9 @@ for s in scen_order:
         if not d:
             print("| %s | %s | – | – | – | – | – | – | – | – | 0 | – |" % (label, t))
             continue
-        oc = "%.1f %s" % (med(d["ocpu"]), cunit) if t.startswith("anyedge") else "–"
-        tot = "%.1f %s" % (med(d["tot"]), cunit) if t.startswith("anyedge") else "%.1f %s" % (med(d["cpu"]), cunit)
+        proxy = t.startswith("anyedge") or t == "caddy"
+        oc = "%.1f %s" % (med(d["ocpu"]), cunit) if proxy else "–"
+        tot = "%.1f %s" % (med(d["tot"]), cunit) if proxy else "%.1f %s" % (med(d["cpu"]), cunit)
         print("| %s | %s | %.0f %s | %.1f %s | %s | %s | %.0f %% | %.0f %% | %.1f %s | %.0f %% | %d | %d / %d |" % (
             label, t, med(d["rate"]), unit, med(d["cpu"]), cunit, oc, tot, med(d["util"]),
             med(d["cutil"]), med(d["cli"]), cunit, med(d["bg"]), d["n"], d["err"], d["non2xx"]))
@@ -398,7 +428,7 @@ if "anyedge" in targets:
 if "anyedge" in targets and "anyedge_base" in targets:
     print("## This build against the baseline: anyedge / anyedge_base, server CPU per operation")
     print()
-    print("Baseline: $AE_BASE_DESC. Lower is better; a change passes when no path is more than 5 %")
+    print("Baseline: ${AE_BASE_DESC:-}. Lower is better; a change passes when no path is more than 5 %")
     print("worse (ratio of the medians <= 1.05). In brackets the per-round ratios, in round order.")
     print()
     print("| scenario | CPU/op base | CPU/op this build | ratio (per round) | rate ratio | result |")
@@ -454,6 +484,19 @@ if "anyedge" in targets and "gtlsserver" in targets:
         ra = (ops(a) / float(a["seconds"])) / (ops(g) / float(g["seconds"]))
         ca = (float(a["srv_cpu"]) / ops(a)) / (float(g["srv_cpu"]) / ops(g)) if float(g["srv_cpu"]) > 0 else float("nan")
         print("| %s | %s | %.2f× | %.2f× |" % (r[0], r[1], ra, ca))
+    print()
+
+if "anyedge" in targets and "caddy" in targets:
+    print("## anyedge / Caddy (both reverse proxies to the same ae-origin; ratios of the medians)")
+    print()
+    print("| scenario | rate ratio | server CPU per op ratio | server + origin CPU per op ratio |")
+    print("|---|---:|---:|---:|")
+    for s in scen_order:
+        a, c = agg.get((s, "anyedge")), agg.get((s, "caddy"))
+        if not a or not c:
+            continue
+        print("| %s | %.2f× | %.2f× | %.2f× |" % (info[s][0], med(a["rate"]) / med(c["rate"]),
+            med(a["cpu"]) / med(c["cpu"]), med(a["tot"]) / med(c["tot"])))
     print()
 
 print("<details><summary>All runs</summary>")
