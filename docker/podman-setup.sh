@@ -87,7 +87,8 @@ cmd_base() {
 # conf_lines: the settings the block holds now.
 conf_lines() {
     [ -f "$CONF" ] || return 0
-    sed -n "/^$BEGIN_MARK/,/^$END_MARK/p" "$CONF" | grep -Ev '^#|^\[' || true
+    awk -v b="$BEGIN_MARK" -v e="$END_MARK" 'index($0, b) == 1 { in_b = 1; next }
+        index($0, e) == 1 { in_b = 0 } in_b && !/^\[/' "$CONF"
 }
 
 # write_conf LINE...: rewrites the marked block (under [containers] / [engine]) with LINEs.
@@ -96,7 +97,8 @@ write_conf() {
     mkdir -p "$(dirname "$CONF")"
     tmp=$(mktemp)
     if [ -f "$CONF" ]; then
-        sed "/^$BEGIN_MARK/,/^$END_MARK/d" "$CONF" >"$tmp"
+        awk -v b="$BEGIN_MARK" -v e="$END_MARK" 'index($0, b) == 1 { in_b = 1 }
+            !in_b { print } index($0, e) == 1 { in_b = 0 }' "$CONF" >"$tmp"
     fi
     if grep -Eq '^\[' "$tmp"; then
         # Our keys belong to tables the file may already open; a second [containers] table
