@@ -9,6 +9,8 @@
 #   ./install.sh test    deps, then ctest in build/ and in build-asan/ (ASan + UBSan), then
 #                        every libFuzzer harness for a short time in build-fuzz/ (clang)
 #   ./install.sh bench   deps + build, then tests/bench/run.sh
+#   ./install.sh mirror  print the Debian mirror URI of this machine's apt sources for its release
+#                        (docker/podman-setup.sh bootstraps the lab's base image from it)
 #
 # Environment: AE_TEST_FILTER (ctest -R regex), AE_SKIP_ASAN=1 (skip the sanitizer round),
 # AE_SKIP_FUZZ=1 (skip the fuzz round), AE_FUZZ_SECONDS (per harness, default 30), AE_JOBS
@@ -31,6 +33,11 @@ BASE_PKGS=(
     procps psmisc netcat-openbsd clang-format libclang-rt-14-dev clang valgrind docker-compose gnuplot-nox
     caddy
 )
+# The Compose lab on a real engine (docker/README.md, "On podman"): rootful podman with runc, its
+# network stack, the init process compose's `init: true` asks for, and debootstrap for the
+# locally made base image (docker/podman-setup.sh). Not installed in a podman image build (the
+# builder stage runs `./install.sh deps` too, and an engine has no use there).
+ENGINE_PKGS=(podman runc catatonit netavark aardvark-dns iptables debootstrap)
 # QUIC stack, from bookworm-backports (bookworm itself has ngtcp2 0.12 without the GnuTLS crypto
 # helper library the QUIC milestone needs). Missing packages only warn.
 # Also from there: ngtcp2's gtlsserver (benchmark peer) and libcurl-gnutls 8.x built with
@@ -227,6 +234,13 @@ stop_services() {
     done
 }
 
+# Are we inside a podman container or a podman/buildah image build (/run/.containerenv)? Not
+# /.dockerenv: some VM images keep it from the Docker image they were made from (this one
+# does), so a Docker build installs the engine packages too, uselessly but harmlessly.
+in_container() {
+    [ -e /run/.containerenv ]
+}
+
 apt_install() {
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
 }
@@ -235,7 +249,13 @@ cmd_deps() {
     local missing missing_bp unavail changed=0 rel
     rel=$(codename)
     command -v dpkg-query >/dev/null || die "this script supports Debian 12 (apt/dpkg) only"
-    mapfile -t missing < <(missing_pkgs "${BASE_PKGS[@]}")
+    local want_pkgs=("${BASE_PKGS[@]}")
+    if in_container; then
+        log "deps: inside a container: not installing ${ENGINE_PKGS[*]}"
+    else
+        want_pkgs+=("${ENGINE_PKGS[@]}")
+    fi
+    mapfile -t missing < <(missing_pkgs "${want_pkgs[@]}")
     mapfile -t missing_bp < <(missing_bp_pkgs "${BP_PKGS[@]}")
     if [ ${#missing[@]} -eq 0 ] && [ ${#missing_bp[@]} -eq 0 ]; then
         log "deps: all packages installed"
@@ -324,7 +344,7 @@ cmd_test() {
         if configure_build build-asan -DANYEDGE_SANITIZE=ON; then
             ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
                 UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-                run_ctest build-asan asan -LE valkey || rc=1 # Valkey: same code as valkey.*
+                run_ctest build-asan asan -LE 'valkey|engine' || rc=1 # same code as valkey.*; engine: images
         else
             SUMMARY+=("[asan] build failed")
             rc=1
@@ -454,6 +474,17 @@ cmd_install() {
     fi
 }
 
+# cmd_mirror: the first URI of the first enabled "deb" source of this release, the same source
+# enable_backports derives backports from (so the repository never names a mirror host).
+cmd_mirror() {
+    local rel uris
+    rel=$(codename)
+    uris=$(backports_stanza "$rel" "$rel" | sed -n 's/^URIs:[[:space:]]*//p') ||
+        die "no enabled 'deb' source for suite $rel found in /etc/apt"
+    [ -n "$uris" ] || die "no enabled 'deb' source for suite $rel found in /etc/apt"
+    printf '%s\n' "${uris%% *}"
+}
+
 cmd_bench() {
     cmd_deps
     cmd_build
@@ -476,6 +507,7 @@ main() {
     install) cmd_install ;;
     test) cmd_test ;;
     bench) cmd_bench "$@" ;;
+    mirror) cmd_mirror ;;
     -h | --help | help)
         usage
         ;;
