@@ -71,7 +71,7 @@ struct conn {
     uint64_t gen_pos, gen_left; /* /bytes stream position and bytes to go */
     size_t scan;                /* head terminator search resumes here (relative to in_off) */
     size_t trailer_len;
-    uint64_t hash; /* sink mode */
+    uint64_t hash;    /* sink mode */
     unsigned ncookie; /* cookie lines of the request (GET /cookie) and the last one's value */
     char cookie[256];
     struct sockaddr_storage src, dst;
