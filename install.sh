@@ -13,7 +13,7 @@
 #                        (docker/podman-setup.sh bootstraps the lab's base image from it)
 #
 # Environment: AE_TEST_FILTER (ctest -R regex), AE_SKIP_ASAN=1 (skip the sanitizer round),
-# AE_SKIP_FUZZ=1 (skip the fuzz round), AE_FUZZ_SECONDS (per harness, default 30), AE_JOBS
+# AE_SKIP_FUZZ=1 (skip the fuzz round), AE_FUZZ_SECONDS (per harness, default 20), AE_JOBS
 # (parallel build jobs, default nproc).
 set -euo pipefail
 
@@ -353,9 +353,9 @@ cmd_test() {
     if [ "${AE_SKIP_FUZZ:-0}" != 1 ]; then
         # tests/fuzz/: clang, everything instrumented; only the fuzz.* ctest cases, each
         # harness for AE_FUZZ_SECONDS over a copy of its seed corpus, JOBS at a time.
-        log "build the fuzzers (clang) and run each for ${AE_FUZZ_SECONDS:-30}s in build-fuzz/"
+        log "build the fuzzers (clang) and run each for ${AE_FUZZ_SECONDS:-20}s in build-fuzz/"
         if cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
-            -DAE_FUZZ=ON -DANYEDGE_TESTS=OFF -DAE_FUZZ_SECONDS="${AE_FUZZ_SECONDS:-30}" &&
+            -DAE_FUZZ=ON -DANYEDGE_TESTS=OFF -DAE_FUZZ_SECONDS="${AE_FUZZ_SECONDS:-20}" &&
             cmake --build build-fuzz -j"$JOBS" --target fuzz; then
             run_ctest build-fuzz fuzz || rc=1
         else
