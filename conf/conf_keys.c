@@ -523,7 +523,10 @@ static const ae_key tls_keys[] = {
      .off = R(tls.ciphersuites),
      .min = 1,
      .max = 4095,
-     .help = "TLS 1.3 cipher suites in OpenSSL syntax; OpenSSL's default when unset."},
+     .help = "TLS 1.3 cipher suites in OpenSSL syntax, in the server's order of preference. "
+             "Unset: TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256 "
+             "(AES-128 first: the key exchanges give 128-bit security; a client that lists "
+             "ChaCha20 first gets ChaCha20)."},
     {.name = "alpn",
      .type = AE_KT_STRLIST,
      .off = R(tls.alpn),

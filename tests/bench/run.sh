@@ -758,7 +758,7 @@ if "anyedge" in targets and "anyedge_redis" in targets and hs_scen:
 if "anyedge" in targets and "anyedge_base" in targets:
     print("## This build against the baseline: anyedge / anyedge (base), CPU per operation")
     print()
-    print("Baseline: $AE_BASE_DESC. Lower is better; a change passes when no path is more than 5 %")
+    print("Baseline: ${AE_BASE_DESC:-}. Lower is better; a change passes when no path is more than 5 %")
     print("worse (ratio of the medians <= 1.05). In brackets the per-round ratios, in round order.")
     print()
     print("| scenario | CPU/op base | CPU/op this build | ratio (per round) | rate ratio | result |")

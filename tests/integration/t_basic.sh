@@ -34,6 +34,14 @@ for i in 1 2; do
     assert_match "$out" "^Reused, TLSv1.3" "handshake $i resumes"
     assert_match "$out" "o[12]" "resumed connection relays"
 done
+# TLS 1.3 suites (tls.ciphersuites unset): the server's order, AES-128-GCM first, whatever the
+# client's order; ChaCha20 when the client lists it first (a client without AES hardware).
+out=$(s_get -ciphersuites 'TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256')
+assert_match "$out" "Cipher is TLS_AES_128_GCM_SHA256" "server preference: AES-128-GCM"
+out=$(s_get -ciphersuites 'TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256')
+assert_match "$out" "Cipher is TLS_CHACHA20_POLY1305_SHA256" "ChaCha20 for a client preferring it"
+out=$(s_get -ciphersuites 'TLS_AES_256_GCM_SHA384')
+assert_match "$out" "Cipher is TLS_AES_256_GCM_SHA384" "AES-256-GCM when it is all the client has"
 # TLS 1.2 resumption with a ticket too.
 out=$(s_get -tls1_2 -sess_out "$T/s12")
 assert_match "$out" "^New, TLSv1.2" "TLS 1.2 full handshake"
