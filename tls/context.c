@@ -265,8 +265,7 @@ static int setup_ctx(ae_tls_ctx *t, const ae_conf *conf, size_t i, char *err, si
     }
     const char *suites = conf->tls.ciphersuites ? conf->tls.ciphersuites : AE_TLS13_SUITES;
     if (SSL_CTX_set_ciphersuites(ctx, suites) != 1) {
-        snprintf(err, errlen, "%s: tls.ciphersuites: no valid suite in '%s'", conf->path,
-                 suites);
+        snprintf(err, errlen, "%s: tls.ciphersuites: no valid suite in '%s'", conf->path, suites);
         return AE_ERR_TLS;
     }
     FILE *f = fopen(cc->cert, "r");
