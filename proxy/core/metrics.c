@@ -43,6 +43,7 @@ const char *const ae_metric_names[AE_M__COUNT] = {
     [AE_M_QUIC_PKTS_IN] = "quic_datagrams_in",
     [AE_M_QUIC_PKTS_OUT] = "quic_datagrams_out",
     [AE_M_QUIC_PKTS_DROPPED] = "quic_datagrams_dropped",
+    [AE_M_QUIC_GRO_PKTS] = "quic_datagrams_gro",
     [AE_M_QUIC_SHORT_INITIAL] = "quic_short_initials",
     [AE_M_QUIC_VN_SENT] = "quic_version_negotiations",
     [AE_M_QUIC_RESET_SENT] = "quic_stateless_resets",
@@ -134,6 +135,8 @@ const char *const ae_metric_help[AE_M__COUNT] = {
     [AE_M_QUIC_PKTS_OUT] = "UDP datagrams sent by QUIC listeners.",
     [AE_M_QUIC_PKTS_DROPPED] = "UDP datagrams dropped without processing (garbage, unknown "
                                "connection, short Initial, truncated, draining).",
+    [AE_M_QUIC_GRO_PKTS] = "Of the datagrams received, those that arrived coalesced with others "
+                           "of the same flow (UDP GRO): one read for several datagrams.",
     [AE_M_QUIC_SHORT_INITIAL] = "Datagrams dropped: Initial packet in a datagram below 1200 bytes.",
     [AE_M_QUIC_VN_SENT] = "QUIC version negotiation packets sent.",
     [AE_M_QUIC_RESET_SENT] = "QUIC stateless resets sent.",

@@ -42,6 +42,7 @@ typedef enum {
     AE_M_QUIC_PKTS_IN,       /* UDP datagrams received on QUIC listeners */
     AE_M_QUIC_PKTS_OUT,      /* UDP datagrams sent (QUIC packets, VN, resets) */
     AE_M_QUIC_PKTS_DROPPED,  /* datagrams dropped unprocessed (any reason, incl. below) */
+    AE_M_QUIC_GRO_PKTS,      /* datagrams received coalesced by UDP GRO (two or more per read) */
     AE_M_QUIC_SHORT_INITIAL, /* of which: Initial in a datagram below 1200 bytes */
     AE_M_QUIC_VN_SENT,       /* version negotiation packets sent */
     AE_M_QUIC_RESET_SENT,    /* stateless resets sent */

@@ -21,6 +21,10 @@ int ae_quic_socket_setup(int fd, int family)
     /* Bigger socket buffers absorb bursts of a whole congestion window (best effort). */
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+    /* UDP GRO: datagrams of one flow that the sender batched with GSO (and, on a NIC with UDP
+     * GRO, consecutive ones of a flow) arrive as one read; ae_quic_read_cb splits them. Best
+     * effort: without it every datagram is its own read, as before. */
+    setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof(one));
     if (family == AF_INET6) {
         if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) != 0)
             return -1;
@@ -166,7 +170,7 @@ void ae_quic_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     for (int round = 0; round < 4; round++) {
         for (int i = 0; i < AE_QUIC_RX_BATCH; i++) {
             iov[i].iov_base = qw->rx[i];
-            iov[i].iov_len = sizeof(qw->rx[i]);
+            iov[i].iov_len = AE_QUIC_RX_SLOT;
             memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
             msgs[i].msg_hdr.msg_name = &from[i];
             msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
@@ -179,10 +183,11 @@ void ae_quic_read_cb(struct ev_loop *loop, ev_io *io, int revents)
         if (n <= 0)
             break;
         for (int i = 0; i < n; i++) {
-            ae_count(&ep->w->counters, AE_M_QUIC_PKTS_IN, 1);
-            ae_count(&ep->w->counters, AE_M_QUIC_BYTES_IN, msgs[i].msg_len);
             struct msghdr *mh = &msgs[i].msg_hdr;
+            size_t total = msgs[i].msg_len, seg = total;
+            ae_count(&ep->w->counters, AE_M_QUIC_BYTES_IN, total);
             if (mh->msg_flags & MSG_TRUNC) {
+                ae_count(&ep->w->counters, AE_M_QUIC_PKTS_IN, 1);
                 ae_count(&ep->w->counters, AE_M_QUIC_PKTS_DROPPED, 1);
                 continue;
             }
@@ -196,6 +201,15 @@ void ae_quic_read_cb(struct ev_loop *loop, ev_io *io, int revents)
                            .locallen = ep->boundlen,
                            .origin = AE_DGRAM_DIRECT};
             for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+                if (cm->cmsg_level == IPPROTO_UDP && cm->cmsg_type == UDP_GRO &&
+                    cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                    /* Coalesced: datagrams of gso bytes each, the last may be shorter. */
+                    int gso;
+                    memcpy(&gso, CMSG_DATA(cm), sizeof(gso));
+                    if (gso > 0 && (size_t)gso < total)
+                        seg = (size_t)gso;
+                    continue;
+                }
                 if ((cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_TOS &&
                      cm->cmsg_len >= CMSG_LEN(1)) ||
                     (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_TCLASS &&
@@ -224,7 +238,21 @@ void ae_quic_read_cb(struct ev_loop *loop, ev_io *io, int revents)
                     ((struct sockaddr_in6 *)&local)->sin6_addr = pi.ipi6_addr;
                 }
             }
-            ae_quic_input(ep, &dg);
+            /* Each datagram on its own, as if read alone (same peer, local address, ECN). */
+            size_t ndg = total > seg ? (total + seg - 1) / seg : 1;
+            ae_count(&ep->w->counters, AE_M_QUIC_PKTS_IN, ndg);
+            if (ndg > 1)
+                ae_count(&ep->w->counters, AE_M_QUIC_GRO_PKTS, ndg);
+            size_t off = 0;
+            do { /* once for an empty datagram (seg 0), which ae_quic_input drops */
+                dg.data = qw->rx[i] + off;
+                dg.len = total - off < seg ? total - off : seg;
+                if (dg.len > AE_QUIC_RX_BUF) /* above our max_udp_payload_size */
+                    ae_count(&ep->w->counters, AE_M_QUIC_PKTS_DROPPED, 1);
+                else
+                    ae_quic_input(ep, &dg);
+                off += seg;
+            } while (off < total);
         }
         if (n < AE_QUIC_RX_BATCH)
             break;

@@ -24,7 +24,10 @@
 #define AE_QUIC_GSO_SEGS 40   /* packets per UDP GSO send (kernel limit 64) */
 #define AE_QUIC_TX_BUF   (AE_QUIC_GSO_SEGS * AE_QUIC_MAX_PKT) /* < 64 KiB: one GSO datagram */
 
-#define AE_QUIC_RX_BATCH 32 /* datagrams per recvmmsg (of AE_QUIC_RX_BUF bytes) */
+#define AE_QUIC_RX_BATCH 32 /* reads per recvmmsg */
+/* One read's buffer: with UDP GRO the kernel hands over up to 64 KiB of datagrams of one flow
+ * (all of one size but the last) in one read; a smaller buffer would truncate them. */
+#define AE_QUIC_RX_SLOT  65536
 #define AE_QUIC_MAX_CIDS 10 /* CIDs a connection can have in the table (odcid + ours) */
 
 typedef struct ae_qconn qconn;
@@ -59,7 +62,7 @@ typedef struct ae_qworker {
     ae_quic_tls_ctx *tls;
     qconn *dead;
     size_t nconns; /* open QUIC connections of this worker (tune.max_connections) */
-    uint8_t rx[AE_QUIC_RX_BATCH][AE_QUIC_RX_BUF];
+    uint8_t rx[AE_QUIC_RX_BATCH][AE_QUIC_RX_SLOT];
     uint8_t tx[AE_QUIC_TX_BUF];   /* packets of one GSO batch, back to back */
     uint8_t reset_secret[32];     /* stateless reset secret before the first secrets arrive */
     uint8_t token_key[32];        /* Retry / NEW_TOKEN key before the first secrets arrive */
