@@ -581,7 +581,7 @@ static int h3_recv_data(nghttp3_conn *h3, int64_t sid, const uint8_t *data, size
         return NGHTTP3_ERR_CALLBACK_FAILURE;
     s->bytes_in += len;
     s->pending_consume += len;
-    ae_h3_pump(s);
+    ae_h3_pump_later(s);
     return 0;
 }
 

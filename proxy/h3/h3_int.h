@@ -194,6 +194,9 @@ int ae_h3_up_body_end(qstream *s);
 void ae_h3_up_acked(qstream *s);
 /* Moves bytes between the queues and the upstream socket until nothing moves. */
 void ae_h3_pump(qstream *s);
+/* Schedules ae_h3_pump for after the current callback: what arrives for the upstream within
+ * one loop iteration (a read batch's request body chunks) goes out in one send. */
+void ae_h3_pump_later(qstream *s);
 /* Ends the exchange (DONE; stays DONE): the connection closed (unless the pool took it),
  * queued request bytes dropped and their window credited back to the client. */
 void ae_h3_close_upstream(qstream *s);

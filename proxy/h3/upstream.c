@@ -786,6 +786,15 @@ void ae_h3_pump(qstream *s)
         watch(s, ev);
 }
 
+void ae_h3_pump_later(qstream *s)
+{
+    h3uclient *u = &s->up;
+    /* A fed event is pending once however often it is fed (and dropped by ev_io_stop when
+     * the connection goes first); upstream_cb pumps and kicks the QUIC connection. */
+    if (u->fd >= 0 && (u->state == AE_H3_UP_HEAD || u->state == AE_H3_UP_BODY))
+        ev_feed_event(s->w->loop, &u->io, EV_WRITE);
+}
+
 void ae_h3_up_acked(qstream *s)
 {
     h3uclient *u = &s->up;
