@@ -71,11 +71,22 @@ lat_snap() {
         /^anyedge_forward_latency_seconds_sum/ { print "sum", $2 }'
 }
 
-# run KIND LOAD: prints "MBps fwd_datagrams"
+# udp_drops: UDP datagrams dropped for full receive buffers (RcvbufErrors) in the client's,
+# site1's and site2's namespaces, as "client site1 site2".
+udp_drops() {
+    local n out=""
+    for n in client site1 site2; do
+        out="$out $(lab_exec "$n" awk '/^Udp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp)"
+    done
+    echo "$out"
+}
+
+# run KIND LOAD: prints "MBps fwd_datagrams rcvbuf_drops(client site1 site2)"
 run() {
-    local kind=$1 load=$2 t0 t1 pid line bytes secs f0 f1
+    local kind=$1 load=$2 t0 t1 pid line bytes secs f0 f1 d0 d1
     lab_shift site1
     f0=$(smetric site1 'anyedge_forwarded_datagrams_total{direction="in",site="2"}')
+    read -r -a d0 <<<"$(udp_drops)"
     t0=$(date +%s%N)
     if [ "$load" = download ]; then
         lab_exec client "$AE_BIN/ae-h3load" -k -c 1 -m 8 -d "$SECS" \
@@ -93,6 +104,7 @@ run() {
     t1=$(date +%s%N)
     lab_shift site1
     f1=$(smetric site1 'anyedge_forwarded_datagrams_total{direction="in",site="2"}')
+    read -r -a d1 <<<"$(udp_drops)"
     if [ "$load" = download ]; then
         line=$(cat "$T/load.out")
         bytes=$(awk '{ for (i = 1; i < NF; i++) if ($i == "bytes") print $(i + 1) }' <<<"$line")
@@ -106,7 +118,8 @@ run() {
         bytes=$((UPN << 20))
         secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
     fi
-    awk -v b="$bytes" -v s="$secs" -v f=$((f1 - f0)) 'BEGIN { printf "%.1f %d\n", b / s / 1e6, f }'
+    awk -v b="$bytes" -v s="$secs" -v f=$((f1 - f0)) -v d="$((d1[0] - d0[0]))/$((d1[1] - d0[1]))/$((d1[2] - d0[2]))" \
+        'BEGIN { printf "%.1f %d %s\n", b / s / 1e6, f, d }'
 }
 
 declare -A sum cnt
@@ -115,9 +128,9 @@ for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then order="direct forwarded"; else order="forwarded direct"; fi
     for load in download upload; do
         for kind in $order; do
-            read -r mbps fwd <<<"$(run "$kind" "$load")"
-            printf 'round %d %-9s %-9s %8.1f MB/s  datagrams forwarded site2->site1: %d\n' \
-                "$round" "$load" "$kind" "$mbps" "$fwd"
+            read -r mbps fwd drops <<<"$(run "$kind" "$load")"
+            printf 'round %d %-9s %-9s %8.1f MB/s  datagrams forwarded site2->site1: %d  UDP rcvbuf drops client/site1/site2: %s\n' \
+                "$round" "$load" "$kind" "$mbps" "$fwd" "$drops"
             sum[$load.$kind]=$(awk -v a="${sum[$load.$kind]:-0}" -v b="$mbps" 'BEGIN { print a + b }')
             cnt[$load.$kind]=$((${cnt[$load.$kind]:-0} + 1))
             if [ "$kind" = forwarded ] && [ "$fwd" -lt 100 ]; then

@@ -12,6 +12,9 @@
 #   h3_conn   GET 1 KiB, a new QUIC connection per request (full handshake,
 #             no TLS session cache), 8 in parallel                          -> connections/s
 #   h3_bulk   GET 1 MiB, 1 connection x 8 concurrent streams                -> MiB/s
+#   h3_upload POST 1 MiB to ae-origin's /sink, 1 connection x 8 streams      -> MiB/s sent
+#             (reverse proxies only: anyedge, anyedge_base, caddy; gtlsserver has no upstream
+#             to take a body and is skipped)
 #
 # anyedge serves /bytes/1024 and /bytes/1048576 through ae-origin; gtlsserver serves /1k and /1m
 # (files of the same sizes). For every run the server's own CPU time (utime+stime of all its
@@ -59,7 +62,7 @@ STREAMS=${AE_BENCH_STREAMS:-32}
 CONN_PAR=${AE_BENCH_CONN_PAR:-8}
 BULK_STREAMS=${AE_BENCH_BULK_STREAMS:-8}
 PIN=${AE_BENCH_PIN:-auto}
-SCENARIOS=${AE_BENCH_SCENARIOS:-"h3_rps h3_conn h3_bulk"}
+SCENARIOS=${AE_BENCH_SCENARIOS:-"h3_rps h3_conn h3_bulk h3_upload"}
 TARGETS=${AE_BENCH_TARGETS:-"anyedge gtlsserver"}
 AE_BIN=${AE_BIN:-$ROOT/build}
 OUT=""
@@ -71,7 +74,7 @@ for v in STREAMS CONN_PAR BULK_STREAMS; do
         die "$v must be 1..100"
     fi
 done
-bench_check_words scenario "$SCENARIOS" h3_rps h3_conn h3_bulk
+bench_check_words scenario "$SCENARIOS" h3_rps h3_conn h3_bulk h3_upload
 bench_check_words target "$TARGETS" anyedge gtlsserver anyedge_base caddy
 
 ANYEDGE=$AE_BIN/anyedge
@@ -134,6 +137,7 @@ url() {
     local t=$1 s=$2 port=${SRV_PORT[$1]}
     case "$t/$s" in
     anyedge*/h3_bulk | caddy/h3_bulk) printf 'https://127.0.0.1:%s/bytes/1048576' "$port" ;;
+    anyedge*/h3_upload | caddy/h3_upload) printf 'https://127.0.0.1:%s/sink' "$port" ;;
     anyedge*/* | caddy/*) printf 'https://127.0.0.1:%s/bytes/1024' "$port" ;;
     gtlsserver/h3_bulk) printf 'https://127.0.0.1:%s/1m' "$port" ;;
     gtlsserver/*) printf 'https://127.0.0.1:%s/1k' "$port" ;;
@@ -249,6 +253,13 @@ for t in $TARGETS; do
             [ "$sha" = "$(sha256sum <"$f" | cut -d' ' -f1)" ] || die "gtlsserver: wrong body for $f"
         fi
     done
+    # Uploads: ae-origin's /sink answers the byte count it received.
+    if [[ " $SCENARIOS " == *" h3_upload "* ]] && [ "$t" != gtlsserver ]; then
+        [ -f "$T/up.bin" ] || head -c 1048576 /dev/urandom >"$T/up.bin"
+        read -r _ st n sha <<<"$(timeout 60 "$H3GET" -k -d "$T/up.bin" "$(url "$t" h3_upload)" 2>/dev/null | head -n1)" || true
+        [ "${st:-}" = 200 ] && [ "${sha:-}" = "$(printf '1048576\n' | sha256sum | cut -d' ' -f1)" ] ||
+            die "$t: POST 1 MiB to $(url "$t" h3_upload): status ${st:-none}, the origin did not get 1048576 bytes"
+    fi
 done
 log "sanity: 200 with 1 KiB / 1 MiB bodies from every target"
 
@@ -264,6 +275,7 @@ run_load() {
     h3_rps) args=(-c 1 -m "$STREAMS") ;;
     h3_conn) args=(-N -c "$CONN_PAR" -m 1) ;;
     h3_bulk) args=(-c 1 -m "$BULK_STREAMS") ;;
+    h3_upload) args=(-c 1 -m "$BULK_STREAMS" -u 1048576) ;;
     esac
     timeout -k 5 $((secs + 60)) "${LOAD_CPU[@]}" "$H3LOAD" -k -d "$secs" -t 30 "${args[@]}" \
         "$(url "$t" "$s")" 2>"$T/h3load.err" || true
@@ -278,6 +290,7 @@ one_run() {
     local round=$1 s=$2 t=$3 pid c0 c1 o0 o1 b0 b1 out
     local i0=0 d0=0 i1=0 d1=0
     pid=${SRV_PID[$t]}
+    [ "$s/$t" != h3_upload/gtlsserver ] || return 0 # a file server takes no uploads
     kill -0 "$pid" 2>/dev/null || {
         log "$t (pid $pid) is not running"
         return 1
@@ -308,6 +321,7 @@ one_run() {
     local req bytes secs ccpu errs non2xx conns
     req=$(field requests "$out")
     bytes=$(field bytes "$out")
+    [ "$s" != h3_upload ] || bytes=$(field sent "$out") # per MiB sent, not of the short answers
     secs=$(field seconds "$out")
     ccpu=$(field cpu "$out")
     errs=$(field errors "$out")
@@ -353,15 +367,16 @@ info = {
     "h3_rps": ("GET 1 KiB, 1 conn x $STREAMS streams", "req/s", "µs/req"),
     "h3_conn": ("GET 1 KiB, new connection per request (x $CONN_PAR parallel)", "conn/s", "µs/conn"),
     "h3_bulk": ("GET 1 MiB, 1 conn x $BULK_STREAMS streams", "MiB/s", "ms/MiB"),
+    "h3_upload": ("POST 1 MiB, 1 conn x $BULK_STREAMS streams", "MiB/s", "ms/MiB"),
 }
 
 def ops(r):
-    if r["scenario"] == "h3_bulk":
+    if r["scenario"] in ("h3_bulk", "h3_upload"):
         return float(r["bytes"]) / MiB
     return float(r["requests"])
 
 def scale(s):  # CPU seconds per op -> display unit
-    return 1e3 if s == "h3_bulk" else 1e6
+    return 1e3 if s in ("h3_bulk", "h3_upload") else 1e6
 
 agg = {}
 for r in rows:
@@ -407,7 +422,8 @@ for s in scen_order:
             med(d["cutil"]), med(d["cli"]), cunit, med(d["bg"]), d["n"], d["err"], d["non2xx"]))
 print()
 print("server CPU = utime+stime of the server process (all threads) over the run; per op = per request")
-print("(h3_rps), per new connection + request (h3_conn), per MiB of response body (h3_bulk). ae-origin is")
+print("(h3_rps), per new connection + request (h3_conn), per MiB of response body (h3_bulk), per MiB of request")
+print("body (h3_upload). ae-origin is")
 print("anyedge's upstream (gtlsserver reads files itself). CPU busy: CPU time / wall time (100 % = one")
 print("core). other load: CPU used by anything else on the machine during the run (100 % = one core).")
 print()

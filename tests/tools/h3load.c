@@ -2,17 +2,18 @@
  * ae-h3load: a small HTTP/3 load client on libcurl-gnutls (curl 8.x with ngtcp2 + nghttp3).
  *
  *   ae-h3load [-k] [-N] [-c CONNECTIONS] [-m STREAMS] [-d SECONDS] [-n MAX_REQUESTS]
- *             [-t TIMEOUT] URL
+ *             [-t TIMEOUT] [-u BYTES] URL
  *
  * Keeps CONNECTIONS x STREAMS GET transfers of URL in flight for SECONDS (default 1 x 1, 5 s),
  * over HTTP/3 only, and prints the totals when the last one finished:
  *
- *   requests <n> bytes <n> errors <n> non2xx <n> seconds <s> connections <n> cpu <s>
+ *   requests <n> bytes <n> errors <n> non2xx <n> seconds <s> connections <n> cpu <s> sent <n>
  *
  * requests: transfers that completed with a response (any status); bytes: response body bytes;
  * errors: transfers that failed (curl error, including the per-transfer TIMEOUT, default 30 s);
  * non2xx: completed with a status outside 200..299; seconds: start to the last completion;
- * connections: QUIC connections curl opened; cpu: this process's user+system CPU seconds.
+ * connections: QUIC connections curl opened; cpu: this process's user+system CPU seconds;
+ * sent: request body bytes of the completed transfers.
  *
  *   -c  connections (1..1024). Without -N the transfers are multiplexed on the connections
  *       (CURLPIPE_MULTIPLEX, CURLMOPT_MAX_HOST_CONNECTIONS = c,
@@ -25,6 +26,7 @@
  *       up to TIMEOUT more seconds, then they are aborted and counted as errors.
  *   -n  stop starting transfers after this many (default: no limit but the duration).
  *   -k  do not verify the server certificate.
+ *   -u  POST a body of BYTES (1..1 GiB, a fixed pattern, with Content-Length) instead of GET.
  *
  * Exit status: 0 when at least one request completed and none failed, 1 otherwise, 2 on usage
  * errors, 77 when this libcurl has no HTTP/3.
@@ -68,22 +70,23 @@ static double cpu_seconds(void)
 static void usage(void)
 {
     fprintf(stderr, "usage: ae-h3load [-k] [-N] [-c CONNECTIONS] [-m STREAMS] [-d SECONDS] "
-                    "[-n MAX_REQUESTS] [-t TIMEOUT] URL\n");
+                    "[-n MAX_REQUESTS] [-t TIMEOUT] [-u BYTES] URL\n");
 }
 
 int main(int argc, char **argv)
 {
     long conns = 1, streams = 1, duration = 5, timeout = 30;
-    long long max_requests = -1, started = 0;
+    long long max_requests = -1, started = 0, upload = 0;
+    char *body = NULL;
     int insecure = 0, fresh = 0, opt, running = 0, inflight = 0;
-    unsigned long long requests = 0, errors = 0, non2xx = 0, bytes = 0, nconns = 0;
+    unsigned long long requests = 0, errors = 0, non2xx = 0, bytes = 0, nconns = 0, sent = 0;
     double t0, deadline, hard_deadline, t_end;
     const char *url;
     xfer *xs;
     CURLM *m;
     long n;
 
-    while ((opt = getopt(argc, argv, "kNc:m:d:n:t:h")) != -1) {
+    while ((opt = getopt(argc, argv, "kNc:m:d:n:t:u:h")) != -1) {
         switch (opt) {
         case 'k':
             insecure = 1;
@@ -106,6 +109,13 @@ int main(int argc, char **argv)
         case 't':
             timeout = strtol(optarg, NULL, 10);
             break;
+        case 'u':
+            upload = strtoll(optarg, NULL, 10);
+            if (upload < 1 || upload > (1LL << 30)) {
+                usage();
+                return 2;
+            }
+            break;
         default:
             usage();
             return 2;
@@ -118,6 +128,15 @@ int main(int argc, char **argv)
         return 2;
     }
     url = argv[optind];
+    if (upload > 0) {
+        body = malloc((size_t)upload); /* one body for every transfer: curl only reads it */
+        if (body == NULL) {
+            perror("malloc");
+            return 1;
+        }
+        for (long long i = 0; i < upload; i++)
+            body[i] = (char)('a' + i % 26);
+    }
     if (!(curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_HTTP3)) {
         fprintf(stderr, "ae-h3load: this libcurl has no HTTP/3\n");
         return 77;
@@ -153,6 +172,10 @@ int main(int argc, char **argv)
         curl_easy_setopt(x->h, CURLOPT_TIMEOUT, timeout);
         curl_easy_setopt(x->h, CURLOPT_PRIVATE, x);
         curl_easy_setopt(x->h, CURLOPT_NOSIGNAL, 1L);
+        if (body != NULL) {
+            curl_easy_setopt(x->h, CURLOPT_POSTFIELDS, body);
+            curl_easy_setopt(x->h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)upload);
+        }
         if (fresh) {
             curl_easy_setopt(x->h, CURLOPT_FRESH_CONNECT, 1L);
             curl_easy_setopt(x->h, CURLOPT_FORBID_REUSE, 1L);
@@ -194,6 +217,7 @@ int main(int argc, char **argv)
             } else {
                 curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
                 requests++;
+                sent += (unsigned long long)upload;
                 if (status < 200 || status > 299)
                     non2xx++;
             }
@@ -218,13 +242,14 @@ int main(int argc, char **argv)
     t_end = now();
 
     printf("requests %llu bytes %llu errors %llu non2xx %llu seconds %.3f connections %llu "
-           "cpu %.3f\n",
-           requests, bytes, errors, non2xx, t_end - t0, nconns, cpu_seconds());
+           "cpu %.3f sent %llu\n",
+           requests, bytes, errors, non2xx, t_end - t0, nconns, cpu_seconds(), sent);
     for (long i = 0; i < n; i++) {
         curl_multi_remove_handle(m, xs[i].h);
         curl_easy_cleanup(xs[i].h);
     }
     free(xs);
+    free(body);
     curl_multi_cleanup(m);
     curl_global_cleanup();
     return (requests > 0 && errors == 0) ? 0 : 1;
