@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,9 @@
 #define FWD_INBOX_SLOTS 512 /* hand-off slots per worker (power of two) */
 #define FWD_BATCH       32  /* frames per sendmmsg / recvmmsg */
 #define FWD_FRAME_MAX   (AE_QUIC_RX_BUF + AE_TUNNEL_OVERHEAD)
-#define FWD_UNREACH_MS  3000 /* a peer whose forward port bounced an ICMP error: dead this long */
+#define FWD_RX_SLOT     65536 /* UDP GRO hands over up to 64 KiB of frames in one read */
+#define FWD_GSO_MAX     65000 /* bytes of frames per UDP GSO send (below the 64 KiB limit) */
+#define FWD_UNREACH_MS  3000  /* a peer whose forward port bounced an ICMP error: dead this long */
 
 _Static_assert(AE_M_TUN_DROP_LAST - AE_M_TUN_DROP_B0 + 1 == AE_FWD_NDROPS,
                "one counter per tunnel drop reason");
@@ -208,6 +211,9 @@ struct ae_fwd_worker {
     ev_async wake;
     /* forward socket (site.forward group member) and sockets to send from without one */
     int fd, sfd4, sfd6;
+    int fd_family;    /* fd's address family (the peer's must match to send from it) */
+    int no_gso;       /* a GSO send failed (device without UDP GSO): one datagram per frame */
+    size_t gso_below; /* frames this long or longer exceed the path MTU: never in a GSO run */
     ev_io io;
     ev_prepare flush; /* sends the frames of one loop iteration with one sendmmsg */
     ae_fwd_peers *peers;
@@ -221,7 +227,7 @@ struct ae_fwd_worker {
     ae_tunnel_addr odst[FWD_BATCH];
     socklen_t odstlen[FWD_BATCH];
     uint8_t obuf[FWD_BATCH][FWD_FRAME_MAX];
-    uint8_t rbuf[FWD_BATCH][FWD_FRAME_MAX];
+    uint8_t rbuf[FWD_BATCH][FWD_RX_SLOT]; /* one read: a frame, or several with UDP GRO */
     /* counters read by the admin thread */
     _Atomic uint64_t site_out[AE_CID_SITE_MAX + 1], site_in[AE_CID_SITE_MAX + 1];
     _Atomic uint64_t site_rout[AE_CID_SITE_MAX + 1], site_rin[AE_CID_SITE_MAX + 1]; /* replies */
@@ -261,6 +267,7 @@ int ae_fwd_group_new(ae_worker **w, size_t n, ae_fwd_group **out)
         fw->w = w[i];
         fw->g = g;
         fw->fd = fw->sfd4 = fw->sfd6 = -1;
+        fw->gso_below = SIZE_MAX;
         ev_async_init(&fw->wake, inbox_cb);
         fw->wake.data = fw;
         ev_async_start(w[i]->loop, &fw->wake); /* before the worker thread starts */
@@ -331,7 +338,12 @@ void ae_fwd_set_socket(ae_worker *w, int fd)
         close(fw->fd);
     }
     fw->fd = fd;
+    fw->fd_family = AF_UNSPEC;
     if (fd >= 0) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+            fw->fd_family = ss.ss_family;
         ev_io_set(&fw->io, fd, EV_READ);
         ev_io_start(w->loop, &fw->io);
     }
@@ -391,6 +403,8 @@ int ae_fwd_socket_setup(int fd, int family)
     int one = 1, buf = 4 * 1024 * 1024;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+    /* UDP GRO: a peer's GSO batch of frames is one read (tunnel_read_cb splits it). */
+    setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof(one));
     /* ICMP errors (port unreachable: the peer's anyedge is gone) reach the error queue. */
     if (family == AF_INET6)
         return setsockopt(fd, IPPROTO_IPV6, IPV6_RECVERR, &one, sizeof(one));
@@ -552,13 +566,8 @@ static void inbox_cb(struct ev_loop *loop, ev_async *a, int revents)
 
 static int send_fd(ae_fwd_worker *fw, int family)
 {
-    if (fw->fd >= 0) {
-        /* The forward socket's family must match the peer's. */
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        if (getsockname(fw->fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == family)
-            return fw->fd;
-    }
+    if (fw->fd >= 0 && fw->fd_family == family) /* the peer's family must match */
+        return fw->fd;
     int *p = family == AF_INET6 ? &fw->sfd6 : &fw->sfd4;
     if (*p < 0) {
         *p = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -568,53 +577,120 @@ static int send_fd(ae_fwd_worker *fw, int family)
     return *p;
 }
 
+/* Frames [i, i + n) go in one message when they leave from the same socket to the same
+ * address, all of one length but the last (which may be shorter), within FWD_GSO_MAX bytes:
+ * with UDP GSO the kernel builds, routes and delivers them as one packet until the peer's
+ * socket (UDP GRO) or the device splits them. Returns the number of frames from i. */
+static size_t gso_run(const ae_fwd_worker *fw, size_t i, size_t end)
+{
+    size_t n = 1, total = fw->olen[i];
+    if (fw->no_gso || fw->olen[i] >= fw->gso_below)
+        return 1;
+    while (i + n < end && fw->olen[i + n] <= fw->olen[i] &&
+           total + fw->olen[i + n] <= FWD_GSO_MAX && fw->odstlen[i + n] == fw->odstlen[i] &&
+           memcmp(&fw->odst[i + n], &fw->odst[i], fw->odstlen[i]) == 0) {
+        total += fw->olen[i + n];
+        if (fw->olen[i + n++] < fw->olen[i])
+            break; /* a shorter frame ends the run */
+    }
+    return n;
+}
+
+static void count_sent(ae_fwd_worker *fw, size_t j)
+{
+    atomic_fetch_add_explicit(fw->oreply[j] ? &fw->site_rout[fw->osite[j]]
+                                            : &fw->site_out[fw->osite[j]],
+                              1, memory_order_relaxed);
+    ae_count(&fw->w->counters, fw->oreply[j] ? AE_M_FWD_REPLY_OUT : AE_M_FWD_OUT, 1);
+}
+
 static void out_flush(ae_fwd_worker *fw)
 {
     struct mmsghdr msgs[FWD_BATCH];
     struct iovec iov[FWD_BATCH];
+    size_t first[FWD_BATCH + 1]; /* message m carries frames [first[m], first[m + 1]) */
+    union {
+        char buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } ctl[FWD_BATCH];
     size_t i = 0;
 
     while (i < fw->on) {
         /* One sendmmsg per run of frames that leave from the same socket. */
         int fd = send_fd(fw, fw->odst[i].sa.sa_family);
-        size_t n = 0;
-        while (i + n < fw->on && send_fd(fw, fw->odst[i + n].sa.sa_family) == fd) {
-            size_t k = i + n;
-            iov[n].iov_base = fw->obuf[k];
-            iov[n].iov_len = fw->olen[k];
-            memset(&msgs[n], 0, sizeof(msgs[n]));
-            msgs[n].msg_hdr.msg_name = &fw->odst[k];
-            msgs[n].msg_hdr.msg_namelen = fw->odstlen[k];
-            msgs[n].msg_hdr.msg_iov = &iov[n];
-            msgs[n].msg_hdr.msg_iovlen = 1;
-            n++;
+        size_t end = i;
+        while (end < fw->on && send_fd(fw, fw->odst[end].sa.sa_family) == fd)
+            end++;
+        size_t nmsg = 0;
+        for (size_t k = i; k < end; nmsg++) {
+            size_t n = gso_run(fw, k, end);
+            struct msghdr *mh = &msgs[nmsg].msg_hdr;
+            memset(&msgs[nmsg], 0, sizeof(msgs[nmsg]));
+            for (size_t j = 0; j < n; j++) {
+                iov[k - i + j].iov_base = fw->obuf[k + j];
+                iov[k - i + j].iov_len = fw->olen[k + j];
+            }
+            mh->msg_name = &fw->odst[k];
+            mh->msg_namelen = fw->odstlen[k];
+            mh->msg_iov = &iov[k - i];
+            mh->msg_iovlen = n;
+            if (n > 1) {
+                mh->msg_control = ctl[nmsg].buf;
+                mh->msg_controllen = sizeof(ctl[nmsg].buf);
+                struct cmsghdr *cm = CMSG_FIRSTHDR(mh);
+                cm->cmsg_level = IPPROTO_UDP;
+                cm->cmsg_type = UDP_SEGMENT;
+                cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+                uint16_t gso = (uint16_t)fw->olen[k];
+                memcpy(CMSG_DATA(cm), &gso, sizeof(gso));
+            }
+            first[nmsg] = k;
+            k += n;
         }
-        size_t sent = 0;
-        while (fd >= 0 && sent < n) {
-            int r = sendmmsg(fd, msgs + sent, (unsigned)(n - sent), MSG_DONTWAIT);
+        first[nmsg] = end;
+        size_t sent = 0; /* messages */
+        while (fd >= 0 && sent < nmsg) {
+            int r = sendmmsg(fd, msgs + sent, (unsigned)(nmsg - sent), MSG_DONTWAIT);
             if (r < 0 && errno == EINTR)
                 continue;
             if (r <= 0) {
-                /* ECONNREFUSED & co. report an earlier ICMP error: skip that frame. */
-                if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
-                    ae_count(&fw->w->counters, AE_M_FWD_SEND_ERRORS, 1);
+                int err = errno;
+                size_t nf = first[sent + 1] - first[sent];
+                if (r < 0 && (err == EIO || err == EINVAL || err == EMSGSIZE) && nf > 1) {
+                    /* EIO: the route's device cannot segment UDP: no GSO from now on.
+                     * EINVAL, EMSGSIZE: the frames exceed the path MTU (sent alone, the kernel
+                     * fragments them): no GSO runs of frames this long. The frames of this
+                     * message are lost (QUIC recovers). */
+                    size_t len = fw->olen[first[sent]];
+                    if (err == EIO) {
+                        fw->no_gso = 1;
+                        AE_WARN("forward: UDP GSO unavailable (%s): one datagram per frame",
+                                strerror(err));
+                    } else if (len < fw->gso_below) {
+                        fw->gso_below = len;
+                        AE_INFO("forward: frames of %zu bytes exceed the path MTU: sent one by one",
+                                len);
+                    }
+                    ae_count(&fw->w->counters, AE_M_FWD_SEND_ERRORS, nf);
+                    sent++;
+                    continue;
+                }
+                /* ECONNREFUSED & co. report an earlier ICMP error: skip that message. */
+                if (r < 0 && err != EAGAIN && err != EWOULDBLOCK && err != ENOBUFS) {
+                    ae_count(&fw->w->counters, AE_M_FWD_SEND_ERRORS, nf);
                     sent++;
                     continue;
                 }
                 break;
             }
-            for (int k = 0; k < r; k++) {
-                size_t j = i + sent + (size_t)k;
-                atomic_fetch_add_explicit(fw->oreply[j] ? &fw->site_rout[fw->osite[j]]
-                                                        : &fw->site_out[fw->osite[j]],
-                                          1, memory_order_relaxed);
-                ae_count(&fw->w->counters, fw->oreply[j] ? AE_M_FWD_REPLY_OUT : AE_M_FWD_OUT, 1);
-            }
+            for (size_t m = sent; m < sent + (size_t)r; m++)
+                for (size_t j = first[m]; j < first[m + 1]; j++)
+                    count_sent(fw, j);
             sent += (size_t)r;
         }
-        if (sent < n) /* socket buffer full: QUIC recovers the loss */
-            ae_count(&fw->w->counters, AE_M_FWD_SEND_ERRORS, n - sent);
-        i += n;
+        if (sent < nmsg) /* socket buffer full: QUIC recovers the loss */
+            ae_count(&fw->w->counters, AE_M_FWD_SEND_ERRORS, end - first[sent]);
+        i = end;
     }
     fw->on = 0;
 }
@@ -819,12 +895,78 @@ static void tunnel_reply_in(ae_fwd_worker *fw, const ae_tunnel_hdr *hdr, const u
         ae_count(&w->counters, AE_M_QUIC_PKTS_DROPPED, 1); /* socket full: QUIC recovers */
 }
 
+/* One tunnel frame (buf, len) received on the forward socket: a reply to send to its client,
+ * or a datagram for one of our QUIC endpoints (added to eps, flushed by the caller). */
+static void tunnel_frame_in(ae_fwd_worker *fw, ae_tunnel_keys *tk, const uint8_t *buf, size_t len,
+                            uint64_t now, uint64_t window, ep_set *eps)
+{
+    ae_worker *w = fw->w;
+    ae_tunnel_hdr hdr;
+    const uint8_t *dg;
+    size_t dglen;
+    if (tk == NULL) {
+        tun_drop(w, AE_FWD_DROP_NOKEYS);
+        return;
+    }
+    int rc = ae_tunnel_decode(tk, buf, len, now, window, &hdr, &dg, &dglen);
+    if (rc != 0) {
+        tun_drop(w, -rc - 1);
+        return;
+    }
+    if (hdr.flags & AE_TUNNEL_FLAG_REPLY) {
+        tunnel_reply_in(fw, &hdr, dg, dglen);
+        return;
+    }
+    if ((dg[0] & 0x80) && long_kind(dg, dglen) != 2) {
+        tun_drop(w, AE_FWD_DROP_INITIAL);
+        return;
+    }
+    ae_qep *ep = ep_by_local(w, &hdr.local);
+    if (ep == NULL) {
+        tun_drop(w, AE_FWD_DROP_NOEP);
+        return;
+    }
+    fwd_observe_latency(w, now, hdr.timestamp_ms);
+    atomic_fetch_add_explicit(&fw->site_in[hdr.site], 1, memory_order_relaxed);
+    ae_count(&w->counters, AE_M_FWD_IN, 1);
+    ae_count(&w->counters, AE_M_QUIC_PKTS_IN, 1);
+    ae_count(&w->counters, AE_M_QUIC_BYTES_IN, dglen);
+    ae_dgram d = {.data = dg,
+                  .len = dglen,
+                  .peer = &hdr.client.sa,
+                  .peerlen = hdr.client_len,
+                  .local = &hdr.local.sa,
+                  .locallen = hdr.local_len,
+                  .origin = AE_DGRAM_TUNNEL,
+                  .site = hdr.site};
+    ep_set_add(eps, ep);
+    ae_quic_input(ep, &d);
+}
+
+/* The UDP GRO segment size of a received message, or 0 (one datagram). */
+static size_t gro_size(struct msghdr *mh)
+{
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+        if (cm->cmsg_level == IPPROTO_UDP && cm->cmsg_type == UDP_GRO &&
+            cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+            int gso;
+            memcpy(&gso, CMSG_DATA(cm), sizeof(gso));
+            return gso > 0 ? (size_t)gso : 0;
+        }
+    }
+    return 0;
+}
+
 static void tunnel_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     ae_fwd_worker *fw = io->data;
     ae_worker *w = fw->w;
     struct mmsghdr msgs[FWD_BATCH];
     struct iovec iov[FWD_BATCH];
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl[FWD_BATCH];
     ep_set eps = {0};
 
     read_errqueue(fw, fw->fd);
@@ -841,57 +983,29 @@ static void tunnel_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             memset(&msgs[i], 0, sizeof(msgs[i]));
             msgs[i].msg_hdr.msg_iov = &iov[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_control = ctl[i].buf;
+            msgs[i].msg_hdr.msg_controllen = sizeof(ctl[i].buf);
         }
         int n = recvmmsg(fw->fd, msgs, FWD_BATCH, MSG_DONTWAIT, NULL);
         if (n <= 0)
             break;
         uint64_t now = ae_wall_ms();
         for (int i = 0; i < n; i++) {
-            ae_tunnel_hdr hdr;
-            const uint8_t *dg;
-            size_t dglen;
-            if (tk == NULL) {
-                tun_drop(w, AE_FWD_DROP_NOKEYS);
-                continue;
-            }
             if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
                 tun_drop(w, -AE_TUN_ERR_SHORT - 1);
                 continue;
             }
-            int rc =
-                ae_tunnel_decode(tk, fw->rbuf[i], msgs[i].msg_len, now, window, &hdr, &dg, &dglen);
-            if (rc != 0) {
-                tun_drop(w, -rc - 1);
-                continue;
-            }
-            if (hdr.flags & AE_TUNNEL_FLAG_REPLY) {
-                tunnel_reply_in(fw, &hdr, dg, dglen);
-                continue;
-            }
-            if ((dg[0] & 0x80) && long_kind(dg, dglen) != 2) {
-                tun_drop(w, AE_FWD_DROP_INITIAL);
-                continue;
-            }
-            ae_qep *ep = ep_by_local(w, &hdr.local);
-            if (ep == NULL) {
-                tun_drop(w, AE_FWD_DROP_NOEP);
-                continue;
-            }
-            fwd_observe_latency(w, now, hdr.timestamp_ms);
-            atomic_fetch_add_explicit(&fw->site_in[hdr.site], 1, memory_order_relaxed);
-            ae_count(&w->counters, AE_M_FWD_IN, 1);
-            ae_count(&w->counters, AE_M_QUIC_PKTS_IN, 1);
-            ae_count(&w->counters, AE_M_QUIC_BYTES_IN, dglen);
-            ae_dgram d = {.data = dg,
-                          .len = dglen,
-                          .peer = &hdr.client.sa,
-                          .peerlen = hdr.client_len,
-                          .local = &hdr.local.sa,
-                          .locallen = hdr.local_len,
-                          .origin = AE_DGRAM_TUNNEL,
-                          .site = hdr.site};
-            ep_set_add(&eps, ep);
-            ae_quic_input(ep, &d);
+            /* With UDP GRO one read may hold several frames of one sender, all of seg bytes
+             * but the last: each is decoded on its own. */
+            size_t total = msgs[i].msg_len, seg = gro_size(&msgs[i].msg_hdr);
+            if (seg == 0 || seg > total)
+                seg = total;
+            size_t off = 0;
+            do {
+                size_t len = total - off < seg ? total - off : seg;
+                tunnel_frame_in(fw, tk, fw->rbuf[i] + off, len, now, window, &eps);
+                off += seg;
+            } while (off < total);
         }
         if (n < FWD_BATCH)
             break;
