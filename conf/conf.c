@@ -824,6 +824,10 @@ static int check_tcp_handoff(loader *L, ae_conf *c, const cnode *root)
 static int check_quic(loader *L, ae_conf *c, const cnode *root)
 {
     const cnode *sec = ae_conf_node_get(root, "quic");
+    if (c->quic.max_udp_payload != 0 && c->quic.max_udp_payload < 1200)
+        return ae_conf_errk(&L->c, AE_ERR_PARSE, pos_of(sec, "max_udp_payload", root),
+                            "quic.max_udp_payload",
+                            "must be 0 (auto) or 1200..2048 (RFC 9000 §18.2)");
     if (c->quic.early_data_shared == AE_EARLY_SHARED_OFF)
         return 0;
     ae_conf_pos pos = pos_of(sec, "early_data_shared", root);

@@ -184,6 +184,9 @@ typedef struct ae_conf {
         ae_quic_retry retry;         /* address validation with Retry */
         uint32_t retry_threshold;    /* auto: new connections per second per worker */
         uint32_t token_lifetime_ms;  /* NEW_TOKEN validity */
+        /* max_udp_payload_size transport parameter (largest datagram clients may send);
+         * 0 = auto: AE_QUIC_TUNNEL_PAYLOAD with site.forward, else AE_QUIC_RX_BUF. */
+        uint32_t max_udp_payload;
     } quic;
 
     struct {

@@ -358,6 +358,17 @@ static const ae_key quic_keys[] = {
      .max = DAY(1),
      .help = "Validity of NEW_TOKEN address-validation tokens (accepted at any site of the ring, "
              "once per site)."},
+    {.name = "max_udp_payload",
+     .type = AE_KT_UINT,
+     .off = R(quic.max_udp_payload),
+     .def = "0",
+     .min = 0,
+     .max = 2048,
+     .help = "Largest UDP payload clients may send (the max_udp_payload_size transport "
+             "parameter), 1200..2048; 0 = auto: 1374 when `site.forward` is set (a datagram "
+             "forwarded to another site, 78 bytes of tunnel framing added, still fits a "
+             "1500-byte path over IPv6 unfragmented, so frames can be sent in UDP GSO "
+             "batches), else 2048."},
     {0},
 };
 

@@ -40,6 +40,14 @@ void ae_quic_rand_bytes(void *buf, size_t n)
         abort(); /* no randomness: nothing safe to do */
 }
 
+/* The max_udp_payload_size we announce (quic.max_udp_payload; 0 = auto, see conf_keys.c). */
+static uint64_t max_udp_payload(const ae_conf *conf)
+{
+    if (conf->quic.max_udp_payload != 0)
+        return conf->quic.max_udp_payload;
+    return conf->site.forward.len != 0 ? AE_QUIC_TUNNEL_PAYLOAD : AE_QUIC_RX_BUF;
+}
+
 ae_qworker *ae_quic_qw_get(ae_worker *w)
 {
     if (w->quic == NULL) {
@@ -786,7 +794,7 @@ void ae_quic_conn_new(ae_qep *ep, const ae_dgram *dg, const ngtcp2_pkt_hd *hd, n
     params.initial_max_streams_uni = 3;
     params.max_idle_timeout =
         (ngtcp2_duration)rt->conf->timeouts.client_idle_ms * NGTCP2_MILLISECONDS;
-    params.max_udp_payload_size = AE_QUIC_RX_BUF;
+    params.max_udp_payload_size = max_udp_payload(rt->conf);
     params.active_connection_id_limit = 7;
     params.original_dcid = hd->dcid;
     params.original_dcid_present = 1;

@@ -29,6 +29,9 @@
 
 #define AE_QUIC_RX_BUF        2048         /* largest datagram received (max_udp_payload_size) */
 #define AE_QUIC_STREAM_WINDOW (256 * 1024) /* initial flow-control window of each stream */
+/* Client datagrams that, forwarded in a tunnel frame (AE_TUNNEL_OVERHEAD, 78 bytes), still fit
+ * a 1500-byte IPv6 path: 1500 - 40 - 8 - 78. */
+#define AE_QUIC_TUNNEL_PAYLOAD 1374
 
 /* A QUIC endpoint: one per QUIC listener per worker (l->qep). */
 typedef struct ae_qep ae_qep;

@@ -72,6 +72,8 @@ check_bad hash_key_no_hash '8a\    hash_key: client_ip'                       9 
 check_bad hash_key_prefix  '8a\    balance: hash\n    hash_key: "client_ip/33"' 10 'upstreams\.pool\.hash_key' 'IPv4 prefix length must be 8\.\.32'
 check_bad hash_tcp_header  '8a\    balance: hash\n    hash_key: "header:x-user"' 5 'listeners\[0\]\.upstream' 'TCP listener relays bytes'
 check_bad affinity_cookie_name '8a\    balance: hash\n    affinity_cookie: "a b"' 10 'upstreams\.pool\.affinity_cookie' 'token characters'
+check_bad quic_payload_small '$a\quic: { max_udp_payload: 1000 }'           11 'quic\.max_udp_payload' '1200\.\.2048'
+check_bad quic_payload_big '$a\quic: { max_udp_payload: 9000 }'             11 'quic\.max_udp_payload' '9000'
 check_bad missing_cert "s|$T/edge.pem|$T/missing.pem|"                        3 'tls\.cert' 'missing\.pem'
 check_bad cert_not_pem "s|$T/edge.pem|$T/good.yaml|"                          3 'tls\.cert' 'good\.yaml'
 check_bad key_mismatch "s|$T/edge.key|$T/other.key|"                          3 'tls\.key' 'other\.key'
