@@ -56,6 +56,7 @@ lab_start_core bg "$AE_BIN/ae-origin" || die "core services do not start"
 for n in 1 2; do
     lab_site_conf "$n" "$WORKERS" "$T/edge.pem" "$T/edge.key" quic >"$T/site$n.yaml"
     bg "site$n" ip netns exec "$(lab_ns site$n)" "$AE_BIN/anyedge" -c "$T/site$n.yaml"
+    SITE_PID[n]=$!
     lab_wait_tcp "site$n" 127.0.0.1 9901 || die "site$n: admin does not listen"
 done
 metrics() { lab_exec "$1" curl -s --max-time 5 http://127.0.0.1:9901/metrics; }
@@ -81,12 +82,16 @@ udp_drops() {
     echo "$out"
 }
 
-# run KIND LOAD: prints "MBps fwd_datagrams rcvbuf_drops(client site1 site2)"
+# site_cpu: CPU ticks (utime+stime, all threads) of site1 and site2, as "site1 site2".
+site_cpu() { echo "$(cpu_ticks "${SITE_PID[1]}") $(cpu_ticks "${SITE_PID[2]}")"; }
+
+# run KIND LOAD: prints "MBps fwd_datagrams rcvbuf_drops(client/site1/site2) site1_ms/MB site2_ms/MB"
 run() {
-    local kind=$1 load=$2 t0 t1 pid line bytes secs f0 f1 d0 d1
+    local kind=$1 load=$2 t0 t1 pid line bytes secs f0 f1 d0 d1 c0 c1
     lab_shift site1
     f0=$(smetric site1 'anyedge_forwarded_datagrams_total{direction="in",site="2"}')
     read -r -a d0 <<<"$(udp_drops)"
+    read -r -a c0 <<<"$(site_cpu)"
     t0=$(date +%s%N)
     if [ "$load" = download ]; then
         lab_exec client "$AE_BIN/ae-h3load" -k -c 1 -m 8 -d "$SECS" \
@@ -105,6 +110,7 @@ run() {
     lab_shift site1
     f1=$(smetric site1 'anyedge_forwarded_datagrams_total{direction="in",site="2"}')
     read -r -a d1 <<<"$(udp_drops)"
+    read -r -a c1 <<<"$(site_cpu)"
     if [ "$load" = download ]; then
         line=$(cat "$T/load.out")
         bytes=$(awk '{ for (i = 1; i < NF; i++) if ($i == "bytes") print $(i + 1) }' <<<"$line")
@@ -119,7 +125,8 @@ run() {
         secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
     fi
     awk -v b="$bytes" -v s="$secs" -v f=$((f1 - f0)) -v d="$((d1[0] - d0[0]))/$((d1[1] - d0[1]))/$((d1[2] - d0[2]))" \
-        'BEGIN { printf "%.1f %d %s\n", b / s / 1e6, f, d }'
+        -v c1=$((c1[0] - c0[0])) -v c2=$((c1[1] - c0[1])) -v h="$CLK_TCK" \
+        'BEGIN { printf "%.1f %d %s %.2f %.2f\n", b / s / 1e6, f, d, c1 / h * 1e3 / (b / 1e6), c2 / h * 1e3 / (b / 1e6) }'
 }
 
 declare -A sum cnt
@@ -128,9 +135,9 @@ for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then order="direct forwarded"; else order="forwarded direct"; fi
     for load in download upload; do
         for kind in $order; do
-            read -r mbps fwd drops <<<"$(run "$kind" "$load")"
-            printf 'round %d %-9s %-9s %8.1f MB/s  datagrams forwarded site2->site1: %d  UDP rcvbuf drops client/site1/site2: %s\n' \
-                "$round" "$load" "$kind" "$mbps" "$fwd" "$drops"
+            read -r mbps fwd drops cpu1 cpu2 <<<"$(run "$kind" "$load")"
+            printf 'round %d %-9s %-9s %8.1f MB/s  CPU ms/MB site1 %5.2f site2 %5.2f  datagrams forwarded site2->site1: %d  UDP rcvbuf drops client/site1/site2: %s\n' \
+                "$round" "$load" "$kind" "$mbps" "$cpu1" "$cpu2" "$fwd" "$drops"
             sum[$load.$kind]=$(awk -v a="${sum[$load.$kind]:-0}" -v b="$mbps" 'BEGIN { print a + b }')
             cnt[$load.$kind]=$((${cnt[$load.$kind]:-0} + 1))
             if [ "$kind" = forwarded ] && [ "$fwd" -lt 100 ]; then
