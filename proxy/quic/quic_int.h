@@ -21,7 +21,7 @@
 
 #define AE_QUIC_CIDLEN   17   /* server connection IDs: fixed length (QUIC-LB ready) */
 #define AE_QUIC_MAX_PKT  1472 /* largest UDP payload we build */
-#define AE_QUIC_GSO_SEGS 64 /* packets per UDP GSO send (the kernel's UDP_MAX_SEGMENTS) */
+#define AE_QUIC_GSO_SEGS 64   /* packets per UDP GSO send (the kernel's UDP_MAX_SEGMENTS) */
 /* Bytes of one GSO send, below the 65507-byte UDP payload limit: a send quantum of ~44 full
  * packets goes out in one sendmsg (at 40 packets it took two, the second of 4 packets). */
 #define AE_QUIC_TX_BUF 65000
