@@ -133,6 +133,17 @@ start_edge s1 "$T/s1.yaml" "$A1"
 start_edge s2 "$T/s2.yaml" "$A2"
 ctl() { "$ANYEDGECTL" -a "127.0.0.1:$1" "${@:2}"; }
 gen_at() { metric_at "$1" anyedge_ring_generation; }
+# rotate ADMIN_PORT: keys rotate, asked again (up to 10 s) while the site answers 503 "a ring
+# sync or rotation is in progress; try again" (a sync after a reconnect may still be running);
+# prints the last answer.
+rotate() {
+    local out i
+    for i in $(seq 50); do
+        out=$(ctl "$1" keys rotate 2>&1) || true
+        case "$out" in *"in progress"*) sleep 0.2 ;; *) break ;; esac
+    done
+    printf '%s\n' "$out"
+}
 gen_is() { [ "$(gen_at "$1")" = "$2" ]; }
 keys_at() { ctl "$1" status | grep -o '"ring_keys":\[[^]]*\]'; }
 same_ring() {
@@ -185,7 +196,7 @@ log "failover: primary killed at 0 ms, replica promoted at $((t_promoted - t_kil
 # ---- 4. rotation continues on the new primary ----
 wait_until 10 same_ring || fail "the sites disagree after the failover"
 G1=$(gen_at "$A1")
-assert_match "$(ctl "$A1" keys rotate)" '"ok":true' "keys rotate at site 1 after the failover"
+assert_match "$(rotate "$A1")" '"ok":true' "keys rotate at site 1 after the failover"
 wait_until 10 gen_is "$A2" $((G1 + 1)) || fail "site 2 did not get the rotation: $(gen_at "$A2")"
 wait_until 5 same_ring || fail "different keys after the rotation"
 log "rotation after the failover: generation $G1 -> $((G1 + 1)) at both sites"
@@ -200,7 +211,7 @@ K_before=$(keys_at "$A1")
 kill -STOP "$PID_s2"                  # site 2 will not see site 1's rotation
 kill -STOP "$PID_r0b"                 # the replica ...
 rca "$P1" CLIENT KILL TYPE replica >/dev/null # ... loses its link: nothing more reaches it
-assert_match "$(ctl "$A1" keys rotate)" '"ok":true' "keys rotate at site 1 (racing)"
+assert_match "$(rotate "$A1")" '"ok":true' "keys rotate at site 1 (racing)"
 wait_until 5 gen_is "$A1" $((G2 + 1)) || fail "site 1 did not rotate"
 K_lost=$(keys_at "$A1")
 assert_eq "$(rca "$P1" GET anyedge:ring | awk '$1 == "generation" { print $2 }')" $((G2 + 1)) \
@@ -215,7 +226,7 @@ assert_eq "$(rca "$P0" GET anyedge:ring | awk '$1 == "generation" { print $2 }')
 wait_until 20 connected "$A2" || fail "site 2 did not reach the new primary"
 sleep 1.2
 assert_eq "$(gen_at "$A2")" "$G2" "site 2's generation before its rotation"
-assert_match "$(ctl "$A2" keys rotate)" '"ok":true' "keys rotate at site 2 on the new primary"
+assert_match "$(rotate "$A2")" '"ok":true' "keys rotate at site 2 on the new primary"
 wait_until 5 gen_is "$A2" $((G2 + 1)) || fail "site 2 did not rotate"
 K_won=$(keys_at "$A2")
 [ "$K_won" != "$K_lost" ] || fail "the two rotations made the same keys?"
